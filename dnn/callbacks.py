@@ -1,0 +1,253 @@
+"""Callbacks, as in Keras: History, ProgressLogger, EarlyStopping, ModelCheckpoint,
+TerminateOnNaN and LearningRateScheduler."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+
+class Callback:
+    """Hooks called by ``fit``. ``self.model`` and ``self.params`` are set first."""
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        self.params = params
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+class CallbackList:
+    def __init__(self, callbacks, model, params):
+        self.callbacks = list(callbacks)
+        for c in self.callbacks:
+            if not isinstance(c, Callback):
+                raise TypeError(f"callbacks: expected dnn.callbacks.Callback instances; "
+                                f"got {type(c).__name__}")
+            c.set_model(model)
+            c.set_params(params)
+        # Per-batch logs cost a read of the running loss; only pay it when someone listens.
+        self.batch_listeners = [c for c in self.callbacks
+                                if type(c).on_train_batch_end is not Callback.on_train_batch_end]
+        self.wants_batch_logs = bool(self.batch_listeners)
+
+    def on_train_begin(self):
+        for c in self.callbacks:
+            c.on_train_begin()
+
+    def on_train_end(self):
+        for c in self.callbacks:
+            c.on_train_end()
+
+    def on_epoch_begin(self, epoch):
+        for c in self.callbacks:
+            c.on_epoch_begin(epoch)
+
+    def on_epoch_end(self, epoch, logs):
+        for c in self.callbacks:
+            c.on_epoch_end(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs):
+        for c in self.batch_listeners:
+            c.on_train_batch_end(batch, logs)
+
+
+class History(Callback):
+    """``history.history``: per-epoch lists keyed by log name; ``history.epoch``."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+
+def _format_logs(logs):
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "size")
+
+
+def _format_duration(seconds):
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+    if seconds >= 1:
+        return f"{seconds:.0f}s"
+    return f"{seconds * 1000:.0f}ms"
+
+
+class ProgressLogger(Callback):
+    """Keras-style progress. On a TTY with verbose=1: a bar per epoch with ETA,
+    samples/s and the running loss. Otherwise (or verbose=2): one line per epoch."""
+
+    BAR_WIDTH = 30
+    REFRESH_S = 0.1
+
+    def __init__(self, verbose=1, stream=None):
+        self.verbose = verbose
+        self.stream = stream
+
+    def on_train_begin(self, logs=None):
+        self.out = self.stream or sys.stdout
+        isatty = getattr(self.out, "isatty", lambda: False)()
+        self.bar = self.verbose in (1, "auto") and isatty
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = self.last_draw = time.perf_counter()
+        self.seen = 0
+        if self.bar:
+            self.out.write(f"Epoch {epoch + 1}/{self.params['epochs']}\n")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.bar:
+            return
+        self.seen += logs.get("size", 0)
+        now = time.perf_counter()
+        steps = self.params["steps"]
+        if now - self.last_draw < self.REFRESH_S and batch + 1 < steps:
+            return
+        self.last_draw = now
+        elapsed = now - self.epoch_start
+        done = (batch + 1) / steps
+        filled = int(self.BAR_WIDTH * done)
+        bar = "=" * max(filled - 1, 0) + (">" if filled < self.BAR_WIDTH else "=")
+        eta = elapsed / done * (1 - done)
+        rate = self.seen / elapsed if elapsed > 0 else 0.0
+        self.out.write(f"\r{batch + 1}/{steps} [{bar:<{self.BAR_WIDTH}}] - ETA "
+                       f"{_format_duration(eta)} - {rate:,.0f} samples/s - "
+                       f"loss: {logs['loss']:.4f}\x1b[K")
+        self.out.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self.epoch_start
+        steps = self.params["steps"]
+        if self.bar:
+            self.out.write(f"\r{steps}/{steps} [{'=' * self.BAR_WIDTH}] - "
+                           f"{_format_duration(elapsed)} - {_format_logs(logs)}\x1b[K\n")
+        else:
+            self.out.write(f"Epoch {epoch + 1}/{self.params['epochs']} - "
+                           f"{_format_duration(elapsed)} - {_format_logs(logs)}\n")
+        self.out.flush()
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first non-finite loss, with an error naming the epoch and
+    step. ``fit`` adds one unless ``terminate_on_nan=False``; the check itself runs
+    inside the training step, before the optimizer update, so the bad step never
+    touches the weights."""
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
+    optionally restore the best weights."""
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
+                 restore_best_weights=False, baseline=None):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"EarlyStopping: mode: expected 'auto', 'min' or 'max'; got {mode!r}")
+        self.monitor = monitor
+        self.min_delta = abs(float(min_delta))
+        self.patience = int(patience)
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor and "loss" not in monitor) else "min"
+        self.mode = mode
+        self.restore_best_weights = restore_best_weights
+        self.baseline = baseline
+
+    def _better(self, value, best):
+        if self.mode == "min":
+            return value < best - self.min_delta
+        return value > best + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = None
+        self.best = self.baseline if self.baseline is not None else (
+            math.inf if self.mode == "min" else -math.inf)
+        self.best_weights = None
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping: monitor: expected one of {sorted(logs)}; "
+                             f"got {self.monitor!r}")
+        value = logs[self.monitor]
+        if self._better(value, self.best):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.restore_best_weights and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after each epoch (atomically). ``filepath`` may use
+    ``{epoch}`` and log names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``."""
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+        self.filepath = os.fspath(filepath)
+        self.monitor = monitor
+        self.save_best_only = save_best_only
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor and "loss" not in monitor) else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"ModelCheckpoint: mode: expected 'auto', 'min' or 'max'; "
+                             f"got {mode!r}")
+        self.mode = mode
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            if self.monitor not in logs:
+                raise ValueError(f"ModelCheckpoint: monitor: expected one of {sorted(logs)}; "
+                                 f"got {self.monitor!r}")
+            value = logs[self.monitor]
+            improved = value < self.best if self.mode == "min" else value > self.best
+            if not improved:
+                return
+            self.best = value
+        self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+
+
+class LearningRateScheduler(Callback):
+    """``schedule(epoch, lr) -> new lr``, applied at the start of each epoch."""
+
+    def __init__(self, schedule, verbose=0):
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        lr = self.schedule(epoch, optimizer.learning_rate)
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"LearningRateScheduler: schedule({epoch}, ...) must return a "
+                             f"finite number > 0; got {lr!r}")
+        optimizer.learning_rate = float(lr)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")

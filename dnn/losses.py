@@ -1,0 +1,157 @@
+"""Losses. Each computes the batch-mean loss and its gradient in one backend call.
+
+Softmax + categorical cross-entropy and sigmoid + binary cross-entropy are computed
+from logits: the model then trains its output layer without the activation
+(``Dense.emit_logits``), which is both stable and one pass cheaper.
+"""
+from __future__ import annotations
+
+import numpy
+
+
+class Loss:
+    name = "loss"
+    # The output activation whose fusion with this loss is computed from logits.
+    fused_activation = None
+    # Output activations this loss accepts as they are; None means any.
+    accepted_activations = None
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def uses_logits(self, output_activation):
+        """Whether to feed logits to this loss, given the output layer's activation.
+
+        Raises ValueError when the loss cannot be used with that output.
+        """
+        if self.fused_activation is None:
+            return False
+        if output_activation == self.fused_activation:
+            return True
+        if output_activation == "linear" and self.from_logits:
+            return True
+        raise ValueError(
+            f"loss {self.name!r}: expected an output layer with activation "
+            f"{self.fused_activation!r} (or a linear output with from_logits=True); "
+            f"got activation {output_activation!r}")
+
+    def prepare_targets(self, y, output_dim):
+        """Validate host targets and return them in the layout ``__call__`` expects."""
+        raise NotImplementedError
+
+    def __call__(self, backend, output, target, grad_out=None):
+        """``(loss, grad)``: 0-d device loss and d(loss)/d(output)."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits}
+
+
+def _as_float_targets(y, output_dim, loss_name):
+    y = numpy.asarray(y)
+    if y.ndim == 1 and output_dim == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[1] != output_dim:
+        raise ValueError(f"y: loss {loss_name!r} with an output layer of {output_dim} units "
+                         f"expects targets of shape (n, {output_dim})"
+                         f"{' or (n,)' if output_dim == 1 else ''}; got shape {y.shape}")
+    return y
+
+
+class MeanSquaredError(Loss):
+    name = "mse"
+
+    def prepare_targets(self, y, output_dim):
+        return _as_float_targets(y, output_dim, self.name)
+
+    def __call__(self, backend, output, target, grad_out=None):
+        return backend.mean_squared_error(output, target, grad_out=grad_out)
+
+
+class BinaryCrossentropy(Loss):
+    name = "binary_crossentropy"
+    fused_activation = "sigmoid"
+
+    def prepare_targets(self, y, output_dim):
+        y = _as_float_targets(y, output_dim, self.name)
+        bad = (y < 0) | (y > 1)
+        if bad.any():
+            value = y[bad].flat[0]
+            raise ValueError(f"y: loss {self.name!r} expects targets in [0, 1]; "
+                             f"got {value!r}")
+        return y
+
+    def __call__(self, backend, output, target, grad_out=None):
+        return backend.sigmoid_binary_cross_entropy(output, target, grad_out=grad_out)
+
+
+class CategoricalCrossentropy(Loss):
+    """Targets are one-hot (or probability) rows of shape (n, classes)."""
+    name = "categorical_crossentropy"
+    fused_activation = "softmax"
+
+    def prepare_targets(self, y, output_dim):
+        y = numpy.asarray(y)
+        if y.ndim != 2 or y.shape[1] != output_dim:
+            hint = " (integer labels need 'sparse_categorical_crossentropy')" if y.ndim == 1 else ""
+            raise ValueError(f"y: loss {self.name!r} expects one-hot targets of shape "
+                             f"(n, {output_dim}); got shape {y.shape}{hint}")
+        if ((y < 0) | (y > 1)).any():
+            raise ValueError(f"y: loss {self.name!r} expects one-hot or probability rows "
+                             f"with values in [0, 1]; got values in "
+                             f"[{y.min()!r}, {y.max()!r}]")
+        return y
+
+    def __call__(self, backend, output, target, grad_out=None):
+        return backend.softmax_cross_entropy(output, target, grad_out=grad_out)
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Targets are integer class ids of shape (n,) in [0, classes)."""
+    name = "sparse_categorical_crossentropy"
+
+    def prepare_targets(self, y, output_dim):
+        y = numpy.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"y: loss {self.name!r} expects integer labels of shape (n,); "
+                             f"got shape {y.shape}")
+        if y.dtype.kind == "f":
+            if not numpy.array_equal(y, numpy.round(y)):
+                raise ValueError(f"y: loss {self.name!r} expects integer labels; got "
+                                 f"non-integer values such as {y[y != numpy.round(y)][0]!r}")
+        elif y.dtype.kind not in "iub":
+            raise ValueError(f"y: loss {self.name!r} expects integer labels; "
+                             f"got dtype {y.dtype}")
+        labels = y.astype(numpy.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= output_dim):
+            bad = labels[(labels < 0) | (labels >= output_dim)][0]
+            raise ValueError(f"y: labels must be in [0, {output_dim}) for an output layer of "
+                             f"{output_dim} units; got label {bad}")
+        return labels
+
+
+LOSSES = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(identifier):
+    """A Loss from a name, an instance, or a config dict."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, dict):
+        config = dict(identifier)
+        return LOSSES[_check_name(config.pop("name"))](**config)
+    return LOSSES[_check_name(identifier)]()
+
+
+def _check_name(name):
+    if name not in LOSSES:
+        raise ValueError(f"loss: expected one of {', '.join(LOSSES)} or a Loss; got {name!r}")
+    return name

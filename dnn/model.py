@@ -1,0 +1,424 @@
+"""``Sequential``: a stack of layers trained through the backend interface.
+
+Parameters and gradients live in one flat buffer each (per model dtype), with one
+view per weight, so the optimizer step is a single fused pass over the buffer.
+Initial weights are drawn on the host from the model's seed, so a seed gives the
+same network on every backend. The shuffle order of epoch ``e`` is a function of
+``(seed, e)`` and dropout masks of ``(seed, layer, step)``, so a run can be resumed
+exactly.
+"""
+from __future__ import annotations
+
+import numpy
+
+from . import backend_scope, losses as losses_mod, metrics as metrics_mod
+from . import optimizers as optimizers_mod
+from .callbacks import CallbackList, History, ProgressLogger, TerminateOnNaN
+from .layers import Activation, Dense, Dropout, Layer
+from .validation import (check_dtype, check_features, check_nonnegative_int,
+                         check_positive_int, check_targets)
+
+_ALIGN = 16  # elements: each weight view starts on a 64-byte boundary (float32)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the model keeps its last finite weights."""
+
+
+class Sequential:
+    """``Sequential(layers, input_dim=None, seed=None, dtype="float32")``."""
+
+    def __init__(self, layers=None, input_dim=None, seed=None, dtype="float32",
+                 name="sequential"):
+        self.name = name
+        self.layers: list[Layer] = []
+        for layer in layers or []:
+            self.add(layer)
+        self.input_dim = None if input_dim is None else check_positive_int(input_dim,
+                                                                          "input_dim")
+        if seed is None:
+            seed = int(numpy.random.SeedSequence().entropy % (2**63))
+        self.seed = check_nonnegative_int(seed, "seed")
+        self.dtype = check_dtype(dtype)
+        self.backend = None
+        self.built = False
+        self.loss = None
+        self.optimizer = None
+        self.metrics = []
+        self.stop_training = False
+        self.history = None
+        self.epochs_done = 0  # epochs completed over all fit calls (for resume)
+        # Optimizer steps taken, counted on the host: it keys the dropout masks, so
+        # reading it never waits for the device.
+        self.train_steps = 0
+
+    # ------------------------------------------------------------------ structure
+    def add(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: layer: expected a dnn.layers.Layer; "
+                            f"got {type(layer).__name__}")
+        if getattr(self, "built", False):
+            raise RuntimeError("Sequential.add: the model is already built; "
+                               "add layers before the first fit/build")
+        self.layers.append(layer)
+
+    def build(self, input_dim=None):
+        """Create the parameters on the current backend. Called by fit if needed."""
+        if input_dim is not None:
+            input_dim = check_positive_int(input_dim, "input_dim")
+            if self.input_dim is not None and input_dim != self.input_dim:
+                raise ValueError(f"input_dim: expected {self.input_dim} (set at construction); "
+                                 f"got {input_dim}")
+            self.input_dim = input_dim
+        if self.built:
+            return self
+        if self.input_dim is None:
+            raise ValueError("input_dim: expected the number of input features (pass "
+                             "input_dim= to Sequential or call fit); got None")
+        if not self.layers:
+            raise ValueError("layers: expected at least one layer; got an empty model")
+        be = self.backend = backend_scope.get_backend()
+        dim = self.input_dim
+        layout = []  # (layer, [(offset, shape)])
+        total = 0
+        for layer in self.layers:
+            dim = layer.build(dim)
+            slots = []
+            for _, shape in layer.param_shapes:
+                slots.append((total, shape))
+                size = int(numpy.prod(shape))
+                total += -(-size // _ALIGN) * _ALIGN
+            layout.append((layer, slots))
+        self.output_dim = dim
+        host = numpy.zeros(max(total, 1), dtype=self.dtype)
+        rng = numpy.random.default_rng(self.seed)
+        for layer, slots in layout:
+            for (offset, shape), value in zip(slots, layer.initial_values(rng, self.dtype)):
+                host[offset:offset + value.size] = value.ravel()
+        self._params = be.asarray(host)
+        self._grads = be.zeros(host.shape, self.dtype)
+        self._slots = []
+        for index, (layer, slots) in enumerate(layout):
+            layer.bind(be, [be.view(self._params, o, s) for o, s in slots],
+                       [be.view(self._grads, o, s) for o, s in slots], self.dtype)
+            if isinstance(layer, Dropout):
+                layer.seed = int(numpy.random.SeedSequence([self.seed, index])
+                                 .generate_state(1, numpy.uint64)[0])
+            self._slots.extend(slots)
+        self.built = True
+        self._loss_grad = {}
+        if self.loss is not None:
+            self._configure_output()
+            self.optimizer.build(be, self._params.shape[0], self.dtype)
+        return self
+
+    # -------------------------------------------------------------------- compile
+    def compile(self, loss, optimizer="rmsprop", metrics=None):
+        """Choose the loss, optimizer and metrics, by name or object."""
+        self.loss = losses_mod.get(loss)
+        self.optimizer = optimizers_mod.get(optimizer)
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, (str, metrics_mod.Metric)):
+            metrics = [metrics]
+        self.metrics = [metrics_mod.get(m) for m in metrics]
+        if self.built:
+            self._configure_output()
+            self.optimizer.build(self.backend, self._params.shape[0], self.dtype)
+        return self
+
+    def _output_activation(self):
+        last = self.layers[-1]
+        return last.activation if isinstance(last, (Dense, Activation)) else "linear"
+
+    def _configure_output(self):
+        """Decide whether the loss consumes logits and tell the output layer."""
+        activation = self._output_activation()
+        logits = self.loss.uses_logits(activation)
+        for layer in self.layers:
+            layer.emit_logits = False
+        self.layers[-1].emit_logits = logits
+        self._logits = logits
+        for metric in self.metrics:
+            metric.bind(self.loss, activation, logits)
+
+    def _require_compiled(self, what):
+        if self.loss is None:
+            raise RuntimeError(f"{what}: the model is not compiled; call "
+                               f"model.compile(loss=..., optimizer=...) first")
+
+    # ------------------------------------------------------------------ data prep
+    def _prepare(self, x, y, what):
+        """Validate host data, build if needed; return (x, y) host arrays."""
+        x = check_features(x, "x", self.input_dim)
+        if not self.built:
+            self.build(x.shape[1])
+        y = check_targets(y, x.shape[0], "y")
+        y = self.loss.prepare_targets(y, self.output_dim)
+        if y.dtype.kind == "f" or self.loss.name != "sparse_categorical_crossentropy":
+            y = y.astype(self.dtype, copy=False)
+        return x.astype(self.dtype, copy=False), y
+
+    # ---------------------------------------------------------------- the step
+    def _forward(self, x, training, step=0):
+        for layer in self.layers:
+            x = layer.forward(x, training, step)
+        return x
+
+    def _backward(self, grad):
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            grad = self.layers[i].backward(grad, need_dx=i > 0)
+
+    def _loss_grad_buffer(self, n):
+        buf = self._loss_grad.get(n)
+        if buf is None:
+            if len(self._loss_grad) >= 4:
+                self._loss_grad.clear()
+            buf = self._loss_grad[n] = self.backend.empty((n, self.output_dim), self.dtype)
+        return buf
+
+    def _loss_and_backward(self, xb, yb, training, step):
+        out = self._forward(xb, training, step)
+        loss, grad = self.loss(self.backend, out, yb,
+                               grad_out=self._loss_grad_buffer(xb.shape[0]))
+        self._backward(grad)
+        return out, loss
+
+    def _metric_sums(self, out, yb):
+        return [m.update(self.backend, out, yb) for m in self.metrics]
+
+    # ------------------------------------------------------------------------ fit
+    def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
+            shuffle=True, verbose=1, callbacks=None, initial_epoch=0, terminate_on_nan=True):
+        """Train for ``epochs - initial_epoch`` epochs. Returns a History whose
+        ``.history`` maps "loss", each metric and their "val_" forms to per-epoch lists.
+        """
+        self._require_compiled("fit")
+        epochs = check_nonnegative_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        initial_epoch = check_nonnegative_int(initial_epoch, "initial_epoch")
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto'; got {verbose!r}")
+        if not (isinstance(validation_split, (int, float)) and 0 <= validation_split < 1):
+            raise ValueError(f"validation_split: expected a number in [0, 1); "
+                             f"got {validation_split!r}")
+        x, y = self._prepare(x, y, "fit")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a tuple (x_val, y_val); got "
+                                 f"{type(validation_data).__name__}")
+            val = self._prepare(*validation_data, "validation_data")
+        elif validation_split:
+            # As Keras: the last fraction of the data, before any shuffling.
+            split = int(round(x.shape[0] * (1 - validation_split)))
+            if split <= 0 or split >= x.shape[0]:
+                raise ValueError(f"validation_split: {validation_split} leaves an empty "
+                                 f"training or validation set for {x.shape[0]} samples")
+            val = (x[split:], y[split:])
+            x, y = x[:split], y[:split]
+        else:
+            val = None
+
+        be = self.backend
+        n = x.shape[0]
+        steps = -(-n // batch_size)
+        x_dev, y_dev = be.asarray(x), be.asarray(y)
+        val_dev = None if val is None else (be.asarray(val[0]), be.asarray(val[1]))
+
+        cbs = list(callbacks or [])
+        if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in cbs):
+            cbs.append(TerminateOnNaN())
+        nan_guard = any(isinstance(c, TerminateOnNaN) for c in cbs)
+        self.history = History()
+        cbs.insert(0, self.history)
+        if verbose:
+            cbs.append(ProgressLogger(verbose=verbose))
+        cb = CallbackList(cbs, model=self, params={
+            "epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size,
+            "verbose": verbose, "metrics": self._log_names(val is not None)})
+        self.stop_training = False
+        cb.on_train_begin()
+        try:
+            for epoch in range(initial_epoch, epochs):
+                cb.on_epoch_begin(epoch)
+                logs = self._run_epoch(x_dev, y_dev, n, batch_size, steps, epoch, shuffle,
+                                       nan_guard, cb)
+                if val_dev is not None:
+                    val_logs = self._evaluate_arrays(*val_dev, max(batch_size, 256))
+                    logs.update({"val_" + k: v for k, v in val_logs.items()})
+                self.epochs_done = epoch + 1
+                cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            cb.on_train_end()
+        return self.history
+
+    def _log_names(self, with_val):
+        names = ["loss"] + [m.name for m in self.metrics]
+        return names + ["val_" + k for k in names] if with_val else names
+
+    def _run_epoch(self, x_dev, y_dev, n, batch_size, steps, epoch, shuffle, nan_guard, cb):
+        be = self.backend
+        if shuffle:
+            order = numpy.random.default_rng([self.seed, epoch]).permutation(n)
+            order_dev = be.asarray(order)
+        loss_sum = 0.0
+        metric_sums = [0.0] * len(self.metrics)
+        optimizer = self.optimizer
+        for step in range(steps):
+            start, stop = step * batch_size, min(n, (step + 1) * batch_size)
+            if shuffle:
+                idx = order_dev[start:stop]
+                xb = be.take_rows(x_dev, idx, out=self._batch_buffer("x", x_dev, stop - start))
+                yb = be.take_rows(y_dev, idx, out=self._batch_buffer("y", y_dev, stop - start))
+            else:
+                xb, yb = x_dev[start:stop], y_dev[start:stop]
+            out, loss = self._loss_and_backward(xb, yb, True, self.train_steps)
+            if nan_guard and not be.to_float(be.all_finite(loss)):
+                raise NonFiniteLossError(
+                    f"fit: non-finite loss {be.to_float(loss)} at epoch {epoch + 1}, step "
+                    f"{step + 1}/{steps}; training stopped and the model keeps the weights "
+                    f"of the last finite step (lower the learning rate, or clip gradients "
+                    f"with clipnorm=)")
+            sums = self._metric_sums(out, yb)
+            optimizer.apply_gradients(self._params, self._grads)
+            self.train_steps += 1
+            k = stop - start
+            loss_sum = loss_sum + loss * k
+            metric_sums = [a + b for a, b in zip(metric_sums, sums)]
+            if cb.wants_batch_logs:
+                cb.on_train_batch_end(step, {"loss": be.to_float(loss_sum) / stop,
+                                             "size": k})
+            if self.stop_training:
+                n = stop
+                break
+        logs = {"loss": be.to_float(loss_sum) / n}
+        for metric, total in zip(self.metrics, metric_sums):
+            logs[metric.name] = be.to_float(total) / metric.denominator(n, self.output_dim)
+        return logs
+
+    def _batch_buffer(self, tag, source, rows):
+        key = (tag, rows)
+        cache = self.__dict__.setdefault("_batch_buffers", {})
+        buf = cache.get(key)
+        if buf is None or buf.dtype != source.dtype or buf.shape[1:] != source.shape[1:]:
+            if len(cache) >= 8:
+                cache.clear()
+            buf = cache[key] = self.backend.empty((rows,) + tuple(source.shape[1:]),
+                                                  source.dtype)
+        return buf
+
+    # ------------------------------------------------------------ evaluate/predict
+    def evaluate(self, x, y, batch_size=256, verbose=0):
+        """Mean loss and metrics over (x, y): ``{"loss": ..., "accuracy": ...}``."""
+        self._require_compiled("evaluate")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        x, y = self._prepare(x, y, "evaluate")
+        logs = self._evaluate_arrays(self.backend.asarray(x), self.backend.asarray(y),
+                                     batch_size)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return logs
+
+    def _evaluate_arrays(self, x_dev, y_dev, batch_size):
+        be = self.backend
+        n = x_dev.shape[0]
+        loss_sum = 0.0
+        metric_sums = [0.0] * len(self.metrics)
+        for start in range(0, n, batch_size):
+            xb, yb = x_dev[start:start + batch_size], y_dev[start:start + batch_size]
+            out = self._forward(xb, False)
+            loss, _ = self.loss(be, out, yb, grad_out=self._loss_grad_buffer(xb.shape[0]))
+            loss_sum = loss_sum + loss * xb.shape[0]
+            metric_sums = [a + b for a, b in zip(metric_sums, self._metric_sums(out, yb))]
+        logs = {"loss": be.to_float(loss_sum) / n}
+        for metric, total in zip(self.metrics, metric_sums):
+            logs[metric.name] = be.to_float(total) / metric.denominator(n, self.output_dim)
+        return logs
+
+    def predict(self, x, batch_size=256, verbose=0):
+        """Outputs as a NumPy array of shape (n, output_dim), with the output
+        activation applied (probabilities for sigmoid/softmax outputs)."""
+        batch_size = check_positive_int(batch_size, "batch_size")
+        x = check_features(x, "x", self.input_dim)
+        if not self.built:
+            self.build(x.shape[1])
+        be = self.backend
+        x_dev = be.asarray(x, dtype=self.dtype)
+        result = numpy.empty((x.shape[0], self.output_dim), dtype=self.dtype)
+        logits = getattr(self, "_logits", False)
+        for start in range(0, x.shape[0], batch_size):
+            out = self._forward(x_dev[start:start + batch_size], False)
+            if logits:
+                out = be.activation(self._output_activation(), out)
+            result[start:start + out.shape[0]] = be.to_numpy(out)
+        return result
+
+    # ------------------------------------------------------------------- weights
+    def _require_built(self, what):
+        if not self.built:
+            raise RuntimeError(f"{what}: the model has no weights yet; call "
+                               f"model.build(input_dim) or fit first")
+
+    def get_weights(self):
+        """NumPy copies ``[W0 (in, out), b0, W1, b1, ...]``."""
+        self._require_built("get_weights")
+        return [self.backend.to_numpy(p).copy() for layer in self.layers for p in layer.params]
+
+    def set_weights(self, weights):
+        self._require_built("set_weights")
+        targets = [(layer, name, p) for layer in self.layers
+                   for (name, _), p in zip(layer.param_shapes, layer.params)]
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(f"set_weights: expected {len(targets)} arrays "
+                             f"({', '.join(str(tuple(p.shape)) for _, _, p in targets)}); "
+                             f"got {len(weights)}")
+        host = []
+        for i, ((layer, name, p), w) in enumerate(zip(targets, weights)):
+            w = numpy.asarray(w)
+            if w.shape != tuple(p.shape):
+                raise ValueError(f"set_weights: weights[{i}] ({layer.describe()} {name}): "
+                                 f"expected shape {tuple(p.shape)}; got {w.shape}")
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: weights[{i}]: expected numeric; "
+                                f"got dtype {w.dtype}")
+            host.append(w)
+        for (_, _, p), w in zip(targets, host):
+            self.backend.copy(self.backend.asarray(w, dtype=self.dtype), out=p)
+
+    def count_params(self):
+        return sum(int(numpy.prod(s)) for layer in self.layers for _, s in layer.param_shapes)
+
+    def loss_and_gradients(self, x, y, training=False):
+        """``(loss, [dW0, db0, ...])`` on the whole of (x, y), in get_weights order.
+
+        ``training=True`` applies dropout with the mask of the current step.
+        """
+        self._require_compiled("loss_and_gradients")
+        x, y = self._prepare(x, y, "loss_and_gradients")
+        be = self.backend
+        _, loss = self._loss_and_backward(be.asarray(x), be.asarray(y), training,
+                                          self.train_steps)
+        return be.to_float(loss), [be.to_numpy(g).copy() for layer in self.layers
+                                   for g in layer.grads]
+
+    # ---------------------------------------------------------------- save/show
+    def get_config(self):
+        return {"name": self.name, "input_dim": self.input_dim, "seed": self.seed,
+                "dtype": self.dtype.name, "layers": [layer.get_config() for layer in self.layers]}
+
+    def save(self, path):
+        """Write weights, config and optimizer state to ``path`` (.npz), atomically."""
+        from .saving import save_model
+
+        save_model(self, path)
+
+    def summary(self, print_fn=print):
+        """Print layers, output shapes and parameter counts, and the backend, device
+        and dtype."""
+        from .summary import summary_text
+
+        print_fn(summary_text(self))

@@ -1,0 +1,194 @@
+"""Optimizers over the model's flat parameter buffer: one fused update per step.
+
+State (momentum, moments, the step count) lives in buffers shaped like the flat
+parameter buffer, on the model's device, so it moves, saves and restores with the
+model rather than being keyed by parameter identity.
+"""
+from __future__ import annotations
+
+import numpy
+
+
+def _check_positive(owner, name, value, allow_zero=False):
+    ok = isinstance(value, (int, float, numpy.floating)) and not isinstance(value, bool) \
+        and numpy.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{owner}: {name}: expected {expected}; got {value!r}")
+    return float(value)
+
+
+def _check_fraction(owner, name, value):
+    ok = isinstance(value, (int, float, numpy.floating)) and not isinstance(value, bool) \
+        and 0 <= value < 1
+    if not ok:
+        raise ValueError(f"{owner}: {name}: expected a number in [0, 1); got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    name = "optimizer"
+    state_names: tuple = ()
+
+    def __init__(self, learning_rate, clipnorm=None, clipvalue=None, weight_decay=0.0):
+        owner = type(self).__name__
+        self.learning_rate = _check_positive(owner, "learning_rate", learning_rate)
+        self.clipnorm = None if clipnorm is None else _check_positive(owner, "clipnorm", clipnorm)
+        self.clipvalue = None if clipvalue is None else \
+            _check_positive(owner, "clipvalue", clipvalue)
+        self.weight_decay = _check_positive(owner, "weight_decay", weight_decay, allow_zero=True)
+        self.backend = None
+        self.state = {}
+        self.iterations = None  # int64 (1,) on the device: steps taken
+
+    def build(self, backend, size, dtype):
+        """Allocate zeroed state for a flat buffer of ``size`` elements."""
+        self.backend = backend
+        self.state = {name: backend.zeros((size,), dtype) for name in self.state_names}
+        self.iterations = backend.zeros((1,), "int64")
+
+    def apply_gradients(self, params, grads):
+        """Clip ``grads`` (in place) and update ``params`` in place."""
+        be = self.backend
+        if self.clipvalue is not None:
+            be.clip_by_value(grads, self.clipvalue)
+        if self.clipnorm is not None:
+            be.clip_by_global_norm(grads, self.clipnorm)
+        self._update(params, grads)
+
+    def _update(self, params, grads):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"name": self.name, "learning_rate": self.learning_rate,
+                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
+                "weight_decay": self.weight_decay}
+
+    def get_state(self):
+        """Host copies of the state: ``{"iterations": ..., name: flat array}``."""
+        be = self.backend
+        out = {name: be.to_numpy(buf).copy() for name, buf in self.state.items()}
+        out["iterations"] = be.to_numpy(self.iterations).copy()
+        return out
+
+    def set_state(self, state):
+        be = self.backend
+        expected = set(self.state_names) | {"iterations"}
+        if set(state) != expected:
+            raise ValueError(f"{type(self).__name__}: state: expected arrays "
+                             f"{sorted(expected)}; got {sorted(state)}")
+        for name, value in state.items():
+            target = self.iterations if name == "iterations" else self.state[name]
+            value = numpy.asarray(value)
+            if value.shape != tuple(target.shape):
+                raise ValueError(f"{type(self).__name__}: state {name!r}: expected shape "
+                                 f"{tuple(target.shape)}; got {value.shape}")
+            be.copy(be.asarray(value, dtype=target.dtype), out=target)
+
+    @property
+    def step_count(self):
+        return int(self.backend.to_numpy(self.iterations)[0]) if self.iterations is not None else 0
+
+
+class SGD(Optimizer):
+    """``SGD(learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0)``;
+    weight decay is L2 added to the gradient, as in PyTorch."""
+    name = "sgd"
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 clipnorm=None, clipvalue=None):
+        super().__init__(learning_rate, clipnorm, clipvalue, weight_decay)
+        self.momentum = _check_fraction("SGD", "momentum", momentum)
+        if nesterov and not self.momentum:
+            raise ValueError(f"SGD: nesterov: expected momentum > 0 with nesterov=True; "
+                             f"got momentum={momentum!r}")
+        self.nesterov = bool(nesterov)
+        self.state_names = ("velocity",) if self.momentum else ()
+
+    def _update(self, params, grads):
+        self.iterations += 1
+        self.backend.sgd_update(params, grads, self.state.get("velocity"), self.learning_rate,
+                                momentum=self.momentum, nesterov=self.nesterov,
+                                weight_decay=self.weight_decay)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """``Adam(learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7)``, Keras'
+    formulation. ``weight_decay`` here is L2 added to the gradient; use AdamW for
+    decoupled decay."""
+    name = "adam"
+    state_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=0.0, clipnorm=None, clipvalue=None):
+        super().__init__(learning_rate, clipnorm, clipvalue, weight_decay)
+        owner = type(self).__name__
+        self.beta_1 = _check_fraction(owner, "beta_1", beta_1)
+        self.beta_2 = _check_fraction(owner, "beta_2", beta_2)
+        self.epsilon = _check_positive(owner, "epsilon", epsilon)
+
+    def _update(self, params, grads):
+        self.backend.adam_update(params, grads, self.state["m"], self.state["v"],
+                                 self.iterations, self.learning_rate, beta_1=self.beta_1,
+                                 beta_2=self.beta_2, epsilon=self.epsilon,
+                                 weight_decay=self.weight_decay,
+                                 decoupled_weight_decay=self.decoupled)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.004, as in Keras)."""
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, learning_rate=1e-3, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7, clipnorm=None, clipvalue=None):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay, clipnorm,
+                         clipvalue)
+
+
+class RMSprop(Optimizer):
+    """``RMSprop(learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7)``."""
+    name = "rmsprop"
+
+    def __init__(self, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7,
+                 weight_decay=0.0, clipnorm=None, clipvalue=None):
+        super().__init__(learning_rate, clipnorm, clipvalue, weight_decay)
+        self.rho = _check_fraction("RMSprop", "rho", rho)
+        self.momentum = _check_fraction("RMSprop", "momentum", momentum)
+        self.epsilon = _check_positive("RMSprop", "epsilon", epsilon)
+        self.state_names = ("sq_avg", "velocity") if self.momentum else ("sq_avg",)
+
+    def _update(self, params, grads):
+        self.iterations += 1
+        self.backend.rmsprop_update(params, grads, self.state["sq_avg"], self.learning_rate,
+                                    rho=self.rho, epsilon=self.epsilon, momentum=self.momentum,
+                                    velocity=self.state.get("velocity"),
+                                    weight_decay=self.weight_decay)
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def get(identifier, **overrides):
+    """An Optimizer from a name (with keyword overrides), an instance, or a config dict."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, dict):
+        config = dict(identifier)
+        return get(config.pop("name"), **config)
+    if identifier not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)} or an "
+                         f"Optimizer; got {identifier!r}")
+    return OPTIMIZERS[identifier](**overrides)

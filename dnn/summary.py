@@ -1,0 +1,34 @@
+"""The text of ``model.summary()``."""
+from __future__ import annotations
+
+
+def summary_text(model):
+    rows = [("Layer", "Output shape", "Params")]
+    for layer in model.layers:
+        shape = f"(None, {layer.output_dim})" if layer.output_dim is not None else "?"
+        count = sum(_prod(s) for _, s in layer.param_shapes)
+        rows.append((layer.describe(), shape, f"{count:,}"))
+    widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+    rule = "-" * sum(widths)
+    lines = [f'Model: "{model.name}"', rule]
+    for i, row in enumerate(rows):
+        lines.append("".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("=" * sum(widths))
+    lines.append(rule)
+    if model.built:
+        total = model.count_params()
+        info = model.backend.describe()
+        lines.append(f"Total params: {total:,} ({total * model.dtype.itemsize:,} bytes)")
+        lines.append(f"Input dim: {model.input_dim}   Backend: {info['backend']}   "
+                     f"Device: {info.get('name', info['device'])}   dtype: {model.dtype.name}")
+    else:
+        lines.append("Not built yet: parameters are created on the first fit (or build).")
+    return "\n".join(lines)
+
+
+def _prod(shape):
+    out = 1
+    for s in shape:
+        out *= s
+    return out
