@@ -6,7 +6,7 @@
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
     model.fit(x, y, epochs=50, batch_size=32)
 """
-from . import callbacks, data, layers, losses, metrics, optimizers
+from . import callbacks, data, layers, losses, metrics, optimizers, plot
 from .backend_scope import get_backend, set_backend, use_backend
 from .model import NonFiniteLossError, Sequential
 from .saving import ModelFileError, load_model
@@ -15,6 +15,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ModelFileError", "NonFiniteLossError", "Sequential", "callbacks", "data", "get_backend",
-    "layers", "load_model", "losses", "metrics", "optimizers", "set_backend", "use_backend",
+    "layers", "load_model", "losses", "metrics", "optimizers", "plot", "set_backend", "use_backend",
     "__version__",
 ]

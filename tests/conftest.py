@@ -1,0 +1,53 @@
+import os
+
+# Correctness tests compare against float64 references: TF32 matmul must be off.
+os.environ["CUPY_TF32"] = "0"
+
+import numpy
+import pytest
+
+import backends
+import dnn
+
+try:
+    from hypothesis import settings
+
+    settings.register_profile("dnn", deadline=None, max_examples=40)
+    settings.load_profile("dnn")
+except ImportError:  # hypothesis comes with the test extra
+    pass
+
+
+def _backend_params():
+    status = backends.backend_status()
+    params = [pytest.param("numpy", id="numpy")]
+    params.append(pytest.param(
+        "cupy", id="cupy",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(status["cupy"] is not None,
+                                                   reason=str(status["cupy"]))]))
+    return params
+
+
+BACKENDS = _backend_params()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request):
+    return request.param
+
+
+@pytest.fixture
+def backend(backend_name):
+    return backends.get_backend(backend_name)
+
+
+@pytest.fixture
+def use(backend_name):
+    """Build models inside the test on the parametrized backend."""
+    with dnn.use_backend(backend_name) as be:
+        yield be
+
+
+@pytest.fixture
+def rng():
+    return numpy.random.default_rng(1234)

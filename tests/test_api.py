@@ -1,0 +1,281 @@
+"""Backend selection, validation at the API boundary, callbacks and layering."""
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+import backends
+import dnn
+from dnn.data import make_moons
+from dnn.layers import Dense, Dropout
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def small_model(**kw):
+    model = dnn.Sequential([Dense(8, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=0, **kw)
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    return model
+
+
+# ------------------------------------------------------------------ backend selection
+def test_registry():
+    assert "numpy" in backends.available_backends()
+    assert backends.get_backend("numpy") is backends.get_backend("numpy")
+    assert backends.get_backend("auto").name in ("numpy", "cupy")
+    with pytest.raises(ValueError, match="expected one of auto, numpy, cupy; got 'tpu'"):
+        backends.get_backend("tpu")
+
+
+def test_cupy_unavailable_says_what_to_install():
+    why = backends.backend_status()["cupy"]
+    if why is None:
+        pytest.skip("CuPy is usable here")
+    with pytest.raises(backends.BackendUnavailable, match=r"\.\[cuda12\]"):
+        backends.get_backend("cupy")
+
+
+def test_use_backend_is_scoped_and_set_backend_global():
+    numpy_be = backends.get_backend("numpy")
+    with dnn.use_backend("numpy") as be:
+        assert be is numpy_be and dnn.get_backend() is numpy_be
+        model = small_model()
+        model.build()
+    assert model.backend is numpy_be
+    previous = dnn.backend_scope._global
+    try:
+        dnn.set_backend("numpy")
+        assert dnn.get_backend() is numpy_be
+    finally:
+        dnn.backend_scope._global = previous
+
+
+def test_env_var_selects_backend_at_build_not_import():
+    code = ("import dnn, os; os.environ['DNN_BACKEND'] = 'numpy'; "
+            "print(dnn.get_backend().name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "DNN_BACKEND": "nonsense"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "numpy"
+    bad = subprocess.run([sys.executable, "-c", "import dnn; dnn.get_backend()"],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "DNN_BACKEND": "nonsense"})
+    assert "got 'nonsense'" in bad.stderr
+
+
+# ------------------------------------------------------------------------ validation
+@pytest.fixture
+def moons():
+    return make_moons(64, seed=0)
+
+
+@pytest.mark.parametrize("mutate,exc,pattern", [
+    (lambda x, y: (x[:, :1], y), ValueError, r"expected 2 features .* got 1"),
+    (lambda x, y: (x, y[:-3]), ValueError, r"expected 64 targets.*got 61"),
+    (lambda x, y: (x, y * 3), ValueError, r"targets in \[0, 1\]; got 3"),
+    (lambda x, y: (x.astype(str), y), TypeError, r"x: expected numeric data"),
+    (lambda x, y: (numpy.where(numpy.eye(64, 2) > 0, numpy.nan, x), y), ValueError,
+     r"x: expected finite values; got nan"),
+    (lambda x, y: (x, numpy.where(numpy.arange(64) == 5, numpy.inf, y)), ValueError,
+     r"y: expected finite values; got inf at index \(5,\)"),
+    (lambda x, y: (x[:0], y[:0]), ValueError, r"x: expected at least one sample"),
+    (lambda x, y: (x[:, :, None], y), ValueError, r"x: expected a 2-D array"),
+])
+def test_fit_rejects_bad_data_clearly(use, moons, mutate, exc, pattern):
+    model = small_model()
+    model.build()
+    x, y = mutate(*moons)
+    with pytest.raises(exc, match=pattern):
+        model.fit(x, y, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("labels,pattern", [([0, 1, 3], r"in \[0, 3\).* got label 3"),
+                                            ([0, -1, 2], r"in \[0, 3\).* got label -1")])
+def test_labels_out_of_range_are_caught_on_every_backend(use, labels, pattern):
+    model = dnn.Sequential([Dense(3, "softmax")], input_dim=2, seed=0)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    with pytest.raises(ValueError, match=pattern):
+        model.fit(numpy.zeros((3, 2)), numpy.array(labels), verbose=0)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    ({"batch_size": 0}, "batch_size: expected a positive integer; got 0"),
+    ({"batch_size": -4}, "batch_size: expected a positive integer; got -4"),
+    ({"epochs": -1}, "epochs: expected an integer >= 0; got -1"),
+    ({"validation_split": 1.5}, r"validation_split: expected a number in \[0, 1\); got 1.5"),
+])
+def test_fit_rejects_bad_arguments(use, moons, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        small_model().fit(*moons, verbose=0, **kwargs)
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"activation: expected one of linear, relu.*got 'relux'"):
+        Dense(3, "relux")
+    model = dnn.Sequential([Dense(1)], input_dim=2)
+    with pytest.raises(ValueError, match=r"loss: expected one of mse.*got 'hinge'"):
+        model.compile(loss="hinge")
+    with pytest.raises(ValueError, match=r"optimizer: expected one of sgd, adam.*got 'lbfgs'"):
+        model.compile(loss="mse", optimizer="lbfgs")
+    with pytest.raises(ValueError, match=r"metrics: expected names from .*got 'f1'"):
+        model.compile(loss="mse", metrics=["f1"])
+    with pytest.raises(ValueError, match=r"units: expected a positive integer; got 0"):
+        Dense(0)
+    with pytest.raises(ValueError, match=r"rate: expected a number in \[0, 1\); got 1.0"):
+        Dropout(1.0)
+
+
+def test_loss_incompatible_with_output_layer(use, moons):
+    model = dnn.Sequential([Dense(2, "relu")], input_dim=2)
+    with pytest.raises(ValueError, match=r"'sparse_categorical_crossentropy': expected an output "
+                                         r"layer with activation 'softmax'.*got activation 'relu'"):
+        model.compile(loss="sparse_categorical_crossentropy")
+        model.fit(*moons, verbose=0)
+    model = dnn.Sequential([Dense(1, "sigmoid")], input_dim=2)
+    with pytest.raises(ValueError, match=r"'accuracy' expects a classification loss"):
+        model.compile(loss="mse", metrics=["accuracy"])
+        model.build()
+
+
+def test_set_weights_checks_count_and_shapes(use):
+    model = small_model()
+    model.build()
+    w = model.get_weights()
+    with pytest.raises(ValueError, match=r"expected 4 arrays.*got 3"):
+        model.set_weights(w[:3])
+    w[2] = numpy.zeros((3, 1))
+    with pytest.raises(ValueError, match=r"weights\[2\] \(Dense\(1, sigmoid\) kernel\): expected "
+                                         r"shape \(8, 1\); got \(3, 1\)"):
+        model.set_weights(w)
+
+
+def test_predict_checks_feature_count(use):
+    model = small_model()
+    model.build()
+    with pytest.raises(ValueError, match=r"x: expected 2 features .* got 5"):
+        model.predict(numpy.zeros((4, 5)))
+
+
+def test_not_compiled_or_not_built(use):
+    model = dnn.Sequential([Dense(1)])
+    with pytest.raises(RuntimeError, match="not compiled"):
+        model.fit(numpy.zeros((2, 2)), numpy.zeros(2))
+    with pytest.raises(RuntimeError, match="no weights yet"):
+        model.get_weights()
+    with pytest.raises(ValueError, match="input_dim"):
+        model.build()
+
+
+# ------------------------------------------------------------------ non-finite losses
+def test_divergence_stops_with_epoch_and_step_and_keeps_finite_weights(use):
+    x, y = make_moons(256, seed=0)
+    model = dnn.Sequential([Dense(16, "relu"), Dense(1)], input_dim=2, seed=0)
+    model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1e6))
+    with pytest.raises(dnn.NonFiniteLossError, match=r"epoch 1, step \d+/8"):
+        model.fit(x, y * 1e3, epochs=3, batch_size=32, verbose=0)
+    assert all(numpy.isfinite(w).all() for w in model.get_weights())
+
+
+def test_weights_that_went_non_finite_are_rolled_back(use):
+    """A finite loss with an overflowing gradient leaves inf weights; the next step's
+    loss is then non-finite and fit must restore the epoch-start copy."""
+    x, y = make_moons(64, seed=0)
+    model = dnn.Sequential([Dense(1)], input_dim=2, seed=0)
+    model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1e38))
+    start = model.build().get_weights()
+    with pytest.raises(dnn.NonFiniteLossError, match="restored to the start of epoch 1"):
+        model.fit(x, y * 1e10, epochs=1, batch_size=16, verbose=0)
+    for a, b in zip(model.get_weights(), start):
+        numpy.testing.assert_array_equal(a, b)
+    assert model.optimizer.step_count == 0 and model.train_steps == 0
+
+
+def test_terminate_on_nan_can_be_switched_off(use):
+    x, y = make_moons(64, seed=0)
+    model = dnn.Sequential([Dense(1)], input_dim=2, seed=0)
+    model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1e30))
+    history = model.fit(x, y * 1e30, epochs=2, verbose=0, terminate_on_nan=False)
+    assert not numpy.isfinite(history.history["loss"][-1])
+
+
+def test_clipnorm_bounds_the_update(use):
+    x, y = make_moons(64, seed=0)
+    model = dnn.Sequential([Dense(1)], input_dim=2, seed=0)
+    model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1.0, clipnorm=0.5))
+    before = numpy.concatenate([w.ravel() for w in model.build().get_weights()])
+    model.fit(x, y * 1e3, epochs=1, batch_size=64, verbose=0)
+    after = numpy.concatenate([w.ravel() for w in model.get_weights()])
+    numpy.testing.assert_allclose(numpy.linalg.norm(after - before), 0.5, rtol=1e-5)
+    model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1.0, clipvalue=0.1))
+    before = after
+    model.fit(x, y * 1e3, epochs=1, batch_size=64, verbose=0)
+    after = numpy.concatenate([w.ravel() for w in model.get_weights()])
+    assert numpy.abs(after - before).max() == pytest.approx(0.1, rel=1e-5)
+
+
+# ------------------------------------------------------------------------ callbacks
+def test_early_stopping_restores_best(use):
+    x, y = make_moons(200, seed=0)
+    model = small_model()
+    stop = dnn.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0,
+                                       restore_best_weights=True)
+    history = model.fit(x, y, epochs=20, verbose=0, callbacks=[stop])
+    assert len(history.history["loss"]) == 2 and stop.stopped_epoch == 1
+
+
+def test_learning_rate_scheduler(use):
+    x, y = make_moons(64, seed=0)
+    model = small_model()
+    seen = []
+
+    def schedule(epoch, lr):
+        seen.append(lr)
+        return 0.1 / (epoch + 1)
+
+    model.fit(x, y, epochs=3, verbose=0,
+              callbacks=[dnn.callbacks.LearningRateScheduler(schedule)])
+    assert seen == [0.001, 0.1, 0.05]
+    assert model.optimizer.learning_rate == pytest.approx(0.1 / 3)
+
+
+def test_progress_lines_when_not_a_tty(use, capsys):
+    x, y = make_moons(64, seed=0)
+    small_model().fit(x, y, epochs=2, verbose=1)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Epoch 1/2 - ") and "loss: " in out[0] and "accuracy: " in out[0]
+    assert len(out) == 2
+    small_model().fit(x, y, epochs=2, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_summary_names_backend_device_and_dtype(use, capsys):
+    model = small_model(dtype="float64")
+    model.build()
+    model.summary()
+    out = capsys.readouterr().out
+    assert "Dense(8, relu)" in out and "(None, 8)" in out and "Total params: 33" in out
+    assert f"Backend: {use.name}" in out and "dtype: float64" in out
+
+
+# -------------------------------------------------------------------------- layering
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0]
+
+
+def test_dependencies_point_one_way():
+    for path in (ROOT / "dnn").rglob("*.py"):
+        assert "cupy" not in set(_imports(path)), f"{path} imports cupy"
+    for pkg in ("backends", "kernels"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            assert "dnn" not in set(_imports(path)), f"{path} imports dnn"
+    for path in (ROOT / "kernels").rglob("*.py"):
+        assert "backends" not in set(_imports(path)), f"{path} imports backends"

@@ -1,0 +1,132 @@
+import gzip
+
+import numpy
+import pytest
+
+from dnn import data
+
+
+@pytest.mark.parametrize("make,classes", [(data.make_circles, 2), (data.make_moons, 2),
+                                          (data.make_xor, 2), (data.make_spirals, 3)])
+def test_generators_are_seeded_and_balanced(make, classes):
+    x1, y1 = make(300, seed=4)
+    x2, y2 = make(300, seed=4)
+    x3, _ = make(300, seed=5)
+    numpy.testing.assert_array_equal(x1, x2)
+    assert not numpy.array_equal(x1, x3)
+    assert x1.shape == (300, 2) and y1.shape == (300,) and y1.dtype == numpy.int64
+    assert numpy.bincount(y1).tolist() == [300 // classes] * classes
+
+
+def test_circles_geometry():
+    x, y = data.make_circles(1000, factor=0.5, noise=0.0, seed=0)
+    r = numpy.hypot(x[:, 0], x[:, 1])
+    numpy.testing.assert_allclose(r[y == 0], 1.0)
+    numpy.testing.assert_allclose(r[y == 1], 0.5)
+
+
+def test_student_features_and_targets():
+    x, y = data.make_student(500, seed=1)
+    assert x.shape == (500, 3) and set(numpy.unique(y)) == {0, 1}
+    assert x[:, 0].min() >= 0 and x[:, 0].max() <= 30
+    assert x[:, 1].min() >= 0 and x[:, 1].max() <= 120
+    assert x[:, 2].min() >= 0 and x[:, 2].max() <= 15
+    _, score = data.make_student(500, regression=True, seed=1)
+    assert score.dtype == numpy.float64 and 0 <= score.min() and score.max() <= 100
+    numpy.testing.assert_array_equal(score >= 50, y.astype(bool))
+    # more lectures, more homework, fewer disconnections -> higher scores
+    corr = [numpy.corrcoef(x[:, j], score)[0, 1] for j in range(3)]
+    assert corr[0] > 0.2 and corr[1] > 0.2 and corr[2] < -0.1
+
+
+def test_train_test_split_partitions():
+    x = numpy.arange(100).reshape(50, 2)
+    y = numpy.arange(50) % 2
+    xtr, xte, ytr, yte = data.train_test_split(x, y, test_size=0.2, seed=0)
+    assert len(xte) == 10 and len(xtr) == 40
+    assert sorted(numpy.concatenate([xtr[:, 0], xte[:, 0]]).tolist()) == list(range(0, 100, 2))
+    numpy.testing.assert_array_equal(xtr[:, 0] // 2 % 2, ytr)
+    _, _, _, yte = data.train_test_split(x, y, test_size=0.2, seed=0, stratify=True)
+    assert numpy.bincount(yte).tolist() == [5, 5]
+    with pytest.raises(ValueError, match="test_size"):
+        data.train_test_split(x, y, test_size=1.5)
+
+
+def test_standardizer_fits_on_train_only():
+    rng = numpy.random.default_rng(0)
+    train = rng.normal(5, 3, (200, 3))
+    train[:, 2] = 7.0  # a constant feature must not divide by zero
+    test = rng.normal(5, 3, (50, 3))
+    s = data.Standardizer().fit(train)
+    t = s.transform(train)
+    numpy.testing.assert_allclose(t[:, :2].mean(0), 0, atol=1e-12)
+    numpy.testing.assert_allclose(t[:, :2].std(0), 1)
+    assert (t[:, 2] == 0).all()
+    numpy.testing.assert_allclose(s.inverse_transform(s.transform(test)), test)
+    with pytest.raises(ValueError, match=r"\(n, 3\)"):
+        s.transform(test[:, :2])
+
+
+def test_one_hot_and_label_encoding():
+    numpy.testing.assert_array_equal(data.one_hot(numpy.array([2, 0]), 3),
+                                     [[0, 0, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        data.one_hot(numpy.array([2]), 2)
+    codes, classes = data.encode_labels(["pass", "fail", "pass"])
+    assert codes.tolist() == [1, 0, 1] and classes.tolist() == ["fail", "pass"]
+
+
+def test_load_csv_with_header_and_string_target(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("lectures,homework,result\n21,90,pass\n3,10,fail\n15,60,pass\n")
+    x, y = data.load_csv(path, target="result")
+    numpy.testing.assert_array_equal(x, [[21, 90], [3, 10], [15, 60]])
+    assert y.tolist() == [1, 0, 1]
+    _, y_last = data.load_csv(path)  # default: the last column
+    assert y_last.tolist() == [1, 0, 1]
+    numeric = tmp_path / "n.csv"
+    numeric.write_text("21,90,1\n3,10,0\n")
+    x, y = data.load_csv(numeric, target=0)
+    assert y.tolist() == [21, 3] and y.dtype == numpy.int64 and x.shape == (2, 2)
+    with pytest.raises(ValueError, match="'nope'"):
+        data.load_csv(path, target="nope")
+
+
+def test_load_csv_rejects_non_numeric_features(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2\nx,3\n")
+    with pytest.raises(ValueError, match="column a: expected numbers; got 'x'"):
+        data.load_csv(path, target="b")
+
+
+def test_load_npz(tmp_path):
+    numpy.savez(tmp_path / "d.npz", x=numpy.ones((3, 2)), labels=numpy.arange(3))
+    x, y = data.load_npz(tmp_path / "d.npz", y_key="labels")
+    assert x.shape == (3, 2) and y.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="'y'"):
+        data.load_npz(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_round_trip_mnist_layout(tmp_path, gz):
+    rng = numpy.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28), dtype=numpy.uint8)
+    labels = rng.integers(0, 10, 5).astype(numpy.uint8)
+    suffix = ".gz" if gz else ""
+    data.write_idx(tmp_path / f"images.idx{suffix}", images)
+    data.write_idx(tmp_path / f"labels.idx{suffix}", labels)
+    numpy.testing.assert_array_equal(data.load_idx(tmp_path / f"images.idx{suffix}"), images)
+    numpy.testing.assert_array_equal(data.load_idx(tmp_path / f"labels.idx{suffix}"), labels)
+
+
+def test_idx_hand_written_header_and_errors(tmp_path):
+    # The MNIST label header written by hand: magic 0x00000801, count 3.
+    raw = bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1])
+    (tmp_path / "l.idx.gz").write_bytes(gzip.compress(raw))
+    assert data.load_idx(tmp_path / "l.idx.gz").tolist() == [7, 2, 1]
+    (tmp_path / "short.idx").write_bytes(raw[:-1])
+    with pytest.raises(ValueError, match="expected 3 data bytes"):
+        data.load_idx(tmp_path / "short.idx")
+    (tmp_path / "junk.idx").write_bytes(b"hello world")
+    with pytest.raises(ValueError, match="magic"):
+        data.load_idx(tmp_path / "junk.idx")

@@ -1,0 +1,151 @@
+"""Save/load round trips, atomic writes and hostile files."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy
+import pytest
+
+import dnn
+from dnn.data import make_moons
+from dnn.layers import Dense, Dropout
+
+
+def trained(epochs=2, optimizer="adam"):
+    x, y = make_moons(200, seed=0)
+    model = dnn.Sequential([Dense(8, "relu"), Dropout(0.2), Dense(1, "sigmoid")], input_dim=2,
+                           seed=3)
+    model.compile(loss="binary_crossentropy", optimizer=optimizer, metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, verbose=0)
+    return model, x, y
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop",
+                                       dnn.optimizers.SGD(0.1, momentum=0.9, nesterov=True)])
+def test_round_trip_keeps_predictions_and_optimizer_state(use, tmp_path, optimizer):
+    model, x, y = trained(optimizer=optimizer)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    loaded = dnn.load_model(path)
+    numpy.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        numpy.testing.assert_array_equal(a, b)
+    state_a, state_b = model.optimizer.get_state(), loaded.optimizer.get_state()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        numpy.testing.assert_array_equal(state_a[key], state_b[key])
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert loaded.loss.name == model.loss.name and loaded.train_steps == model.train_steps
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    with dnn.use_backend("numpy"):
+        straight, x, y = trained(epochs=4)
+        first, _, _ = trained(epochs=2)
+        first.save(tmp_path / "half.npz")
+        resumed = dnn.load_model(tmp_path / "half.npz")
+        resumed.fit(x, y, epochs=4, initial_epoch=2, verbose=0)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        numpy.testing.assert_array_equal(a, b)
+
+
+def test_file_is_npz_with_versioned_json_header(tmp_path):
+    model, _, _ = trained(epochs=1)
+    model.save(tmp_path / "m.npz")
+    with numpy.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        header = json.loads(data["header"].tobytes())
+    assert header["format"] == "dnn-model" and header["format_version"] == 1
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    model, _, _ = trained(epochs=1)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(dnn.ModelFileError, match=str(path)):
+        dnn.load_model(path)
+
+
+def test_pickle_carrying_file_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.npz"
+    numpy.savez(path, header=numpy.array([Evil()], dtype=object))
+    with pytest.raises(dnn.ModelFileError, match="evil.npz"):
+        dnn.load_model(path)
+    assert not marker.exists()
+
+
+def test_tampered_header_gives_clear_error(tmp_path):
+    model, _, _ = trained(epochs=1)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    with numpy.load(path) as data:
+        arrays = dict(data)
+    header = json.loads(arrays["header"].tobytes())
+    header["format_version"] = 99
+    arrays["header"] = numpy.frombuffer(json.dumps(header).encode(), numpy.uint8)
+    numpy.savez(path, **arrays)
+    with pytest.raises(dnn.ModelFileError, match="format_version"):
+        dnn.load_model(path)
+    arrays["header"] = numpy.frombuffer(b"{not json", numpy.uint8)
+    numpy.savez(path, **arrays)
+    with pytest.raises(dnn.ModelFileError, match="JSON"):
+        dnn.load_model(path)
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+        dnn.load_model(tmp_path / "nothing.npz")
+
+
+def test_a_crash_mid_save_leaves_the_previous_file_intact(tmp_path):
+    """Kill a process while it writes a large model over a good one."""
+    path = tmp_path / "model.npz"
+    small, x, _ = trained(epochs=1)
+    small.save(path)
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import sys, numpy
+        sys.path.insert(0, {os.getcwd()!r})
+        import dnn, dnn.saving
+        from dnn.layers import Dense
+        model = dnn.Sequential([Dense(2048), Dense(2048), Dense(1, "sigmoid")], input_dim=2048)
+        model.compile(loss="binary_crossentropy", optimizer="adam")
+        model.build()
+        real = numpy.savez
+        def slow_savez(f, **arrays):
+            print("writing", flush=True)
+            for name, a in arrays.items():  # write slowly so the kill lands mid-file
+                f.write(a.tobytes()[:1 << 20])
+                import time; time.sleep(0.2)
+            real(f, **arrays)
+        numpy.savez = slow_savez
+        model.save({str(path)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert path.read_bytes() == before
+    numpy.testing.assert_array_equal(dnn.load_model(path).predict(x), small.predict(x))
+
+
+def test_model_checkpoint_writes_each_epoch(tmp_path):
+    x, y = make_moons(100, seed=0)
+    model = dnn.Sequential([Dense(4, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=0)
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    cb = dnn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch:02d}.npz"))
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-01.npz", "ckpt-02.npz", "ckpt-03.npz"]
+    assert zipfile.is_zipfile(tmp_path / "ckpt-03.npz")

@@ -1,0 +1,132 @@
+"""Accuracy on real tasks with fixed seeds."""
+import numpy
+import pytest
+
+import dnn
+from dnn.data import Standardizer, make_circles, make_moons, make_spirals, make_student, \
+    make_xor, train_test_split
+from dnn.layers import Dense
+
+
+def seed002_model(seed):
+    """Seed 002's network: 2-4-6-6-4-1, ReLU hidden layers, sigmoid output."""
+    model = dnn.Sequential([Dense(4, "relu"), Dense(6, "relu"), Dense(6, "relu"),
+                            Dense(4, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=seed)
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    return model
+
+
+def test_seed002_circles_median_accuracy(use):
+    x, y = make_circles(1000, factor=0.5, noise=0.08, seed=0)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.1, seed=0)
+    accs = []
+    for seed in range(5):
+        model = seed002_model(seed)
+        history = model.fit(x_tr, y_tr, epochs=50, batch_size=32, verbose=0)
+        assert len(history.history["loss"]) == 50
+        accs.append(model.evaluate(x_te, y_te)["accuracy"])
+    assert numpy.median(accs) >= 0.97, accs
+
+
+@pytest.mark.parametrize("hidden,threshold_ok", [(None, False), ("relu", True)])
+def test_xor_needs_a_nonlinearity(use, hidden, threshold_ok):
+    x, y = make_xor(400, noise=0.15, seed=0)
+    model = dnn.Sequential([Dense(8, hidden), Dense(8, hidden), Dense(1, "sigmoid")],
+                           input_dim=2, seed=0)
+    model.compile(loss="binary_crossentropy", optimizer=dnn.optimizers.Adam(0.01),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=60, batch_size=32, verbose=0)
+    acc = model.evaluate(x, y)["accuracy"]
+    if threshold_ok:
+        assert acc == 1.0
+    else:
+        assert acc <= 0.75
+
+
+def _student(regression):
+    x, y = make_student(1000, regression=regression, seed=0)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, seed=0)
+    scaler = Standardizer().fit(x_tr)
+    return scaler.transform(x_tr), scaler.transform(x_te), y_tr, y_te
+
+
+def test_student_pass_fail_beats_majority_class(use):
+    x_tr, x_te, y_tr, y_te = _student(False)
+    model = dnn.Sequential([Dense(16, "relu"), Dense(8, "relu"), Dense(1, "sigmoid")],
+                           input_dim=3, seed=0)
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.fit(x_tr, y_tr, epochs=40, batch_size=32, verbose=0)
+    majority = max(y_te.mean(), 1 - y_te.mean())
+    acc = model.evaluate(x_te, y_te)["accuracy"]
+    assert acc >= 0.9 and acc >= majority + 0.15, (acc, majority)
+
+
+def test_student_score_regression_beats_constant(use):
+    x_tr, x_te, y_tr, y_te = _student(True)
+    model = dnn.Sequential([Dense(32, "relu"), Dense(16, "relu"), Dense(1)], input_dim=3, seed=0)
+    model.compile(loss="mse", optimizer=dnn.optimizers.Adam(0.01), metrics=["mae"])
+    model.fit(x_tr, y_tr, epochs=60, batch_size=32, verbose=0)
+    mse = model.evaluate(x_te, y_te)["loss"]
+    constant = ((y_te - y_tr.mean()) ** 2).mean()
+    assert mse < 0.25 * constant, (mse, constant)
+    pred = model.predict(x_te)
+    assert pred.shape == (len(x_te), 1)
+
+
+def test_moons(use):
+    x, y = make_moons(1000, noise=0.2, seed=0)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, seed=0)
+    model = dnn.Sequential([Dense(32, "relu"), Dense(32, "relu"), Dense(1, "sigmoid")],
+                           input_dim=2, seed=0)
+    model.compile(loss="binary_crossentropy", optimizer=dnn.optimizers.Adam(0.01),
+                  metrics=["accuracy"])
+    model.fit(x_tr, y_tr, epochs=60, batch_size=32, verbose=0)
+    assert model.evaluate(x_te, y_te)["accuracy"] >= 0.97
+
+
+def test_three_arm_spirals(use):
+    x, y = make_spirals(900, n_classes=3, noise=0.2, seed=0)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, seed=0, stratify=True)
+    model = dnn.Sequential([Dense(64, "relu"), Dense(64, "relu"), Dense(3, "softmax")],
+                           input_dim=2, seed=0)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=dnn.optimizers.Adam(0.01),
+                  metrics=["accuracy"])
+    model.fit(x_tr, y_tr, epochs=150, batch_size=32, verbose=0)
+    assert model.evaluate(x_te, y_te)["accuracy"] >= 0.95
+    probs = model.predict(x_te)
+    numpy.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw", "rmsprop"])
+def test_every_optimizer_learns_moons(use, opt):
+    x, y = make_moons(400, noise=0.1, seed=1)
+    model = dnn.Sequential([Dense(16, "tanh"), Dense(2, "softmax")], input_dim=2, seed=0)
+    kwargs = {"learning_rate": 0.1, "momentum": 0.9} if opt == "sgd" else {"learning_rate": 0.01}
+    model.compile(loss="sparse_categorical_crossentropy",
+                  optimizer=dnn.optimizers.get(opt, **kwargs), metrics=["accuracy"])
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    assert model.evaluate(x, y)["accuracy"] >= 0.85
+
+
+def test_one_hot_categorical_matches_sparse(use):
+    x, y = make_spirals(300, 3, seed=2)
+    results = []
+    for loss, target in [("sparse_categorical_crossentropy", y),
+                         ("categorical_crossentropy", dnn.data.one_hot(y, 3))]:
+        model = dnn.Sequential([Dense(16, "relu"), Dense(3, "softmax")], input_dim=2, seed=0)
+        model.compile(loss=loss, optimizer="adam", metrics=["accuracy"])
+        results.append(model.fit(x, target, epochs=3, verbose=0).history)
+    numpy.testing.assert_allclose(results[0]["loss"], results[1]["loss"], rtol=1e-5)
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+
+
+def test_fit_is_reproducible_and_validation_is_reported(use):
+    x, y = make_moons(300, seed=3)
+    histories = []
+    for _ in range(2):
+        model = dnn.Sequential([Dense(8, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=7)
+        model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+        histories.append(model.fit(x, y, epochs=3, validation_split=0.2, verbose=0).history)
+    assert histories[0] == histories[1]
+    assert set(histories[0]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 3 for v in histories[0].values())
