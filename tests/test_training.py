@@ -74,14 +74,18 @@ def test_student_score_regression_beats_constant(use):
 
 
 def test_moons(use):
+    """Noise 0.2 puts the Bayes accuracy near 0.97, so take the median of 5 seeds."""
     x, y = make_moons(1000, noise=0.2, seed=0)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, seed=0)
-    model = dnn.Sequential([Dense(32, "relu"), Dense(32, "relu"), Dense(1, "sigmoid")],
-                           input_dim=2, seed=0)
-    model.compile(loss="binary_crossentropy", optimizer=dnn.optimizers.Adam(0.01),
-                  metrics=["accuracy"])
-    model.fit(x_tr, y_tr, epochs=60, batch_size=32, verbose=0)
-    assert model.evaluate(x_te, y_te)["accuracy"] >= 0.97
+    accs = []
+    for seed in range(5):
+        model = dnn.Sequential([Dense(16, "relu"), Dense(16, "relu"), Dense(1, "sigmoid")],
+                               input_dim=2, seed=seed)
+        model.compile(loss="binary_crossentropy", optimizer=dnn.optimizers.Adam(0.01),
+                      metrics=["accuracy"])
+        model.fit(x_tr, y_tr, epochs=40, batch_size=32, verbose=0)
+        accs.append(model.evaluate(x_te, y_te)["accuracy"])
+    assert numpy.median(accs) >= 0.97, accs
 
 
 def test_three_arm_spirals(use):
