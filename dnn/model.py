@@ -9,6 +9,10 @@ exactly.
 """
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+
 import numpy
 
 from . import backend_scope, losses as losses_mod, metrics as metrics_mod
@@ -23,6 +27,36 @@ _ALIGN = 16  # elements: each weight view starts on a 64-byte boundary (float32)
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the model keeps its last finite weights."""
+
+
+class _StopOnInterrupt:
+    """During fit, the first Ctrl-C asks training to stop after the current step (fit
+    then returns the History so far, with ``history.interrupted`` set); a second one
+    interrupts at once. Only the main thread can take signals; elsewhere this does
+    nothing."""
+
+    def __init__(self, model):
+        self.model = model
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        if self.model.history.interrupted:
+            signal.signal(signal.SIGINT, self.previous)
+            raise KeyboardInterrupt
+        self.model.history.interrupted = True
+        self.model.stop_training = True
+        print("\nInterrupted: stopping after the current step (Ctrl-C again to abort now)",
+              file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 class Sequential:
@@ -240,19 +274,22 @@ class Sequential:
             "epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size,
             "verbose": verbose, "metrics": self._log_names(val is not None)})
         self.stop_training = False
+        self.history.interrupted = False
         cb.on_train_begin()
         try:
-            for epoch in range(initial_epoch, epochs):
-                cb.on_epoch_begin(epoch)
-                logs = self._run_epoch(x_dev, y_dev, n, batch_size, steps, epoch, shuffle,
-                                       nan_guard, cb)
-                if val_dev is not None:
-                    val_logs = self._evaluate_arrays(*val_dev, max(batch_size, 256))
-                    logs.update({"val_" + k: v for k, v in val_logs.items()})
-                self.epochs_done = epoch + 1
-                cb.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
+            with _StopOnInterrupt(self):
+                for epoch in range(initial_epoch, epochs):
+                    cb.on_epoch_begin(epoch)
+                    logs, complete = self._run_epoch(x_dev, y_dev, n, batch_size, steps, epoch,
+                                                     shuffle, nan_guard, cb)
+                    if val_dev is not None:
+                        val_logs = self._evaluate_arrays(*val_dev, max(batch_size, 256))
+                        logs.update({"val_" + k: v for k, v in val_logs.items()})
+                    if complete:  # a partial epoch is not resumable as done
+                        self.epochs_done = epoch + 1
+                    cb.on_epoch_end(epoch, logs)
+                    if self.stop_training:
+                        break
         finally:
             cb.on_train_end()
         return self.history
@@ -297,7 +334,7 @@ class Sequential:
         logs = {"loss": be.to_float(loss_sum) / n}
         for metric, total in zip(self.metrics, metric_sums):
             logs[metric.name] = be.to_float(total) / metric.denominator(n, self.output_dim)
-        return logs
+        return logs, stop == x_dev.shape[0]
 
     def _snapshot(self):
         """Keep a device copy of the weights and optimizer state (once per epoch)."""

@@ -10,9 +10,12 @@ import backends
 import dnn
 
 try:
-    from hypothesis import settings
+    from hypothesis import HealthCheck, settings
 
-    settings.register_profile("dnn", deadline=None, max_examples=40)
+    # The backend fixture hands out a shared, stateless instance, so reusing it across
+    # examples is safe.
+    settings.register_profile("dnn", deadline=None, max_examples=40,
+                              suppress_health_check=[HealthCheck.function_scoped_fixture])
     settings.load_profile("dnn")
 except ImportError:  # hypothesis comes with the test extra
     pass

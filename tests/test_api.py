@@ -171,6 +171,7 @@ def test_not_compiled_or_not_built(use):
 
 
 # ------------------------------------------------------------------ non-finite losses
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # diverging on purpose
 def test_divergence_stops_with_epoch_and_step_and_keeps_finite_weights(use):
     x, y = make_moons(256, seed=0)
     model = dnn.Sequential([Dense(16, "relu"), Dense(1)], input_dim=2, seed=0)
@@ -180,6 +181,7 @@ def test_divergence_stops_with_epoch_and_step_and_keeps_finite_weights(use):
     assert all(numpy.isfinite(w).all() for w in model.get_weights())
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # diverging on purpose
 def test_weights_that_went_non_finite_are_rolled_back(use):
     """A finite loss with an overflowing gradient leaves inf weights; the next step's
     loss is then non-finite and fit must restore the epoch-start copy."""
@@ -194,6 +196,7 @@ def test_weights_that_went_non_finite_are_rolled_back(use):
     assert model.optimizer.step_count == 0 and model.train_steps == 0
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # diverging on purpose
 def test_terminate_on_nan_can_be_switched_off(use):
     x, y = make_moons(64, seed=0)
     model = dnn.Sequential([Dense(1)], input_dim=2, seed=0)
@@ -279,3 +282,24 @@ def test_dependencies_point_one_way():
             assert "dnn" not in set(_imports(path)), f"{path} imports dnn"
     for path in (ROOT / "kernels").rglob("*.py"):
         assert "backends" not in set(_imports(path)), f"{path} imports backends"
+
+
+def test_ctrl_c_stops_after_the_step_and_returns_history(use):
+    import signal
+
+    x, y = make_moons(320, seed=0)
+    model = small_model()
+
+    class PressCtrlC(dnn.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.train_steps == 15:  # epoch 2, step 5
+                signal.raise_signal(signal.SIGINT)
+
+    history = model.fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[PressCtrlC()])
+    assert history.interrupted
+    assert model.train_steps == 15 and model.epochs_done == 1
+    assert len(history.history["loss"]) == 2  # epoch 1, and the 5 steps of epoch 2
+    assert numpy.isfinite(model.predict(x)).all()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    again = model.fit(x, y, epochs=1, verbose=0)  # still usable
+    assert not again.interrupted and len(again.history["loss"]) == 1

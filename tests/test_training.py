@@ -134,3 +134,15 @@ def test_fit_is_reproducible_and_validation_is_reported(use):
     assert histories[0] == histories[1]
     assert set(histories[0]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 3 for v in histories[0].values())
+
+
+def test_digits(use):
+    pytest.importorskip("sklearn")
+    x, y = dnn.data.load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, seed=0, stratify=True)
+    scaler = Standardizer().fit(x_tr)
+    model = dnn.Sequential([Dense(128, "relu"), dnn.layers.Dropout(0.2), Dense(10, "softmax")],
+                           input_dim=64, seed=0)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.fit(scaler.transform(x_tr), y_tr, epochs=40, batch_size=32, verbose=0)
+    assert model.evaluate(scaler.transform(x_te), y_te)["accuracy"] >= 0.96
