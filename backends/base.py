@@ -13,8 +13,9 @@ Conventions
 * Losses return ``(loss, grad)``: ``loss`` is a 0-d array on the backend's device
   (reading it to the host is the caller's choice, so no step forces a sync) and
   ``grad`` is d(mean loss)/d(input) with the input's shape.
-* Optimizer updates work in place on flat 1-D buffers; ``step`` is a 1-element
-  int64 array on the device that the update advances, so a step needs no host sync.
+* Optimizer updates work in place on flat 1-D buffers and may overwrite ``grads``;
+  ``step`` is a 1-element int64 array on the device that the update advances, so a
+  step needs no host sync.
 """
 from __future__ import annotations
 

@@ -24,6 +24,11 @@ except ImportError:  # hypothesis comes with the test extra
 def _backend_params():
     status = backends.backend_status()
     params = [pytest.param("numpy", id="numpy")]
+    # With numba installed, "numpy" runs the fused numba updates; "numpy-pure" keeps the
+    # pure-NumPy fallback under test too.
+    params.append(pytest.param("numpy-pure", id="numpy-pure", marks=pytest.mark.skipif(
+        not backends.get_backend("numpy").accelerated,
+        reason="numba is not installed: 'numpy' already is the pure-NumPy path")))
     params.append(pytest.param(
         "cupy", id="cupy",
         marks=[pytest.mark.gpu, pytest.mark.skipif(status["cupy"] is not None,
@@ -32,6 +37,7 @@ def _backend_params():
 
 
 BACKENDS = _backend_params()
+_PURE = {}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -41,13 +47,15 @@ def backend_name(request):
 
 @pytest.fixture
 def backend(backend_name):
+    if backend_name == "numpy-pure":
+        return _PURE.setdefault("b", backends.NumpyBackend(accelerate=False))
     return backends.get_backend(backend_name)
 
 
 @pytest.fixture
-def use(backend_name):
+def use(backend):
     """Build models inside the test on the parametrized backend."""
-    with dnn.use_backend(backend_name) as be:
+    with dnn.use_backend(backend) as be:
         yield be
 
 

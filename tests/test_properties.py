@@ -127,7 +127,7 @@ def test_adam_property(backend, n, seed, lr, decoupled):
     g = (rng.normal(size=n) * rng.choice([1e-8, 1.0, 1e4], n)).astype(numpy.float32)
     pd, md, vd = backend.asarray(p.copy()), backend.zeros((n,)), backend.zeros((n,))
     step = backend.zeros((1,), "int64")
-    quiet(backend.adam_update, pd, backend.asarray(g), md, vd, step, lr, 0.9, 0.999, 1e-7,
+    quiet(backend.adam_update, pd, backend.asarray(g.copy()), md, vd, step, lr, 0.9, 0.999, 1e-7,
           weight_decay=0.01, decoupled_weight_decay=decoupled)
     p64, g64 = p.astype(numpy.float64), g.astype(numpy.float64)
     if not decoupled:
