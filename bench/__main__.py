@@ -1,0 +1,255 @@
+"""``python -m bench`` / ``dnn bench``: training throughput of dnn against PyTorch, with the
+limit printed beside every figure.
+
+Each row trains one model (Adam, shuffled batches, through ``model.fit``) and reports
+samples/s, the step time, the GEMM FLOP rate it achieved, and that rate as a fraction
+of the GEMM rate measured in the same run at the step's exact GEMM shapes. Where
+PyTorch is installed the same model, optimizer and batch are trained by PyTorch in the
+same run and the row shows dnn/PyTorch. Kernel rows compare each fused op with its
+unfused composition in GB/s beside the measured copy bandwidth.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import sys
+
+import numpy
+
+import backends
+
+from .kernel_bench import kernel_rows
+from .limits import copy_bandwidth, gemm_step_time
+from .models import MODELS
+from .train_bench import dnn_throughput, steps_for, torch_status, torch_throughput
+
+PRECISIONS = {"numpy": ["float32", "float64"], "cupy": ["float32"]}
+# --quick: the rows the CPU targets are stated for, float32 only, in under a minute.
+QUICK = {"batches": {"tiny": [32], "medium": [64, 256]}, "repeats": 3,
+         "precisions": ["float32"]}
+FULL_BATCHES = [32, 64, 128, 256, 512, 1024, 2048, 4096]
+# The CPU skips rows whose step would take seconds (the wide model at large batches).
+CPU_MAX_STEP_FLOPS = 100e9
+
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(prog="dnn bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny and medium models at batch 64 and 256: under a minute on a CPU")
+    p.add_argument("--models", help=f"comma list from {', '.join(MODELS)}")
+    p.add_argument("--batches", help="comma list of batch sizes (default 32..4096)")
+    p.add_argument("--backends", help="comma list (default: every available backend)")
+    p.add_argument("--precisions", help="comma list (default: float32, and float64 on numpy)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is kept")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--no-kernels", action="store_true", help="skip the kernel micro-benchmarks")
+    p.add_argument("--torch-modes", default=None,
+                   help="PyTorch modes on a GPU: eager,graph,compile (CPU: eager)")
+    p.add_argument("--out", help="JSON path (default: bench-<device>.json in the current "
+                   "directory)")
+    p.add_argument("--plot", help="also write a PNG of samples/s against batch size")
+    return p.parse_args(argv)
+
+
+def _csv(text, cast=str):
+    return [cast(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def environment(backend_names):
+    import dnn
+    from dnn.info import blas_info
+
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "python": platform.python_version(), "platform": platform.platform(),
+           "machine": platform.machine(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+           "dnn": dnn.__version__, "numpy": numpy.__version__, "blas": blas_info(),
+           "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+                          if k in os.environ},
+           "backends": {}}
+    try:
+        import numba
+
+        env["numba"] = numba.__version__
+        env["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+    except ImportError:
+        env["numba"] = None
+    torch, _ = torch_status()
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["torch_cuda"] = torch.version.cuda
+    for name in backend_names:
+        env["backends"][name] = backends.get_backend(name).describe()
+    return env
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def device_slug(env, backend_names):
+    if "cupy" in backend_names:
+        name = env["backends"]["cupy"].get("name", "gpu")
+    else:
+        name = f"cpu-{env['cpu']}-{env['cpu_count']}c"
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def _torch_device(backend_name):
+    return "cuda" if backend_name == "cupy" else "cpu"
+
+
+def run(args):
+    available = backends.available_backends()
+    names = _csv(args.backends) if args.backends else available
+    for name in names:
+        if name not in available:
+            raise SystemExit(f"bench: backend {name!r} is not usable here: "
+                             f"{backends.backend_status().get(name)}")
+    models = _csv(args.models) if args.models else (
+        list(QUICK["batches"]) if args.quick else list(MODELS))
+    for m in models:
+        if m not in MODELS:
+            raise SystemExit(f"bench: --models: expected names from {', '.join(MODELS)}; got {m!r}")
+    batches_for = (lambda m: _csv(args.batches, int)) if args.batches else (
+        (lambda m: QUICK["batches"].get(m, [64, 256])) if args.quick else (lambda m: FULL_BATCHES))
+    repeats = QUICK["repeats"] if args.quick else args.repeats
+    env = environment(names)
+    torch, why_no_torch = (None, "disabled by --no-torch") if args.no_torch else torch_status()
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count() or 1)
+        env["torch_threads"] = torch.get_num_threads()
+    record = {"environment": env, "rows": [], "kernels": [], "limits": {}, "skipped": [],
+              "command": "python -m bench " + " ".join(sys.argv[1:] if args.argv is None
+                                                       else args.argv)}
+    print(f"dnn bench - {env['cpu']} ({env['cpu_count']} CPUs), numpy {env['numpy']}, "
+          f"BLAS {env['blas'].get('name')}, torch {env.get('torch', 'absent')}")
+    for name in names:
+        be = backends.get_backend(name)
+        bw = copy_bandwidth(be)
+        record["limits"][name] = {"copy_GBps": bw / 1e9, "device": be.describe()}
+        print(f"\n[{name}] {be.describe().get('name', be.device)} - copy bandwidth "
+              f"{bw / 1e9:.1f} GB/s")
+        precisions = _csv(args.precisions) if args.precisions else (
+            QUICK["precisions"] if args.quick else PRECISIONS[name])
+        modes = ["eager"]
+        if name == "cupy" and torch is not None:
+            modes = _csv(args.torch_modes) if args.torch_modes else ["eager", "graph", "compile"]
+        header = (f"{'model':<7}{'batch':>6} {'prec':<8}{'samples/s':>12}{'step ms':>9}"
+                  f"{'GEMM GF/s':>10}{'of peak':>8}")
+        header += "".join(f"{'torch ' + m:>14}{'x':>6}" for m in modes) if torch else ""
+        print(header)
+        for prec in precisions:
+            for model_name in models:
+                spec = MODELS[model_name]
+                for batch in batches_for(model_name):
+                    _one_row(record, be, name, spec, batch, prec, repeats, torch, modes)
+        if not args.no_kernels:
+            krows = kernel_rows(be, repeats=repeats, n_params=MODELS["medium"].params())
+            print(f"\n{'kernel (' + name + ')':<32}{'fused GB/s':>11}{'unfused GB/s':>13}"
+                  f"{'speedup':>9}{'of copy bw':>11}")
+            for k in krows:
+                k["backend"] = name
+                k["copy_fraction"] = k["fused_GBps"] * 1e9 / bw
+                print(f"{k['op']:<32}{k['fused_GBps']:>11.1f}{k['unfused_GBps']:>13.1f}"
+                      f"{k['speedup']:>8.2f}x{k['copy_fraction']:>10.0%}")
+            record["kernels"] += krows
+    if why_no_torch:
+        record["torch"] = why_no_torch
+        print(f"\n(no PyTorch comparison: {why_no_torch})")
+    out = args.out or f"bench-{device_slug(env, names)}.json"
+    with open(out, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"\nwrote {out}")
+    if args.plot:
+        _plot(record, args.plot)
+        print(f"wrote {args.plot}")
+    return record
+
+
+def _one_row(record, be, name, spec, batch, prec, repeats, torch, modes):
+    flops = spec.gemm_flops(batch)
+    if name == "numpy" and flops > CPU_MAX_STEP_FLOPS:
+        record["skipped"].append({"model": spec.name, "batch": batch, "backend": name,
+                                  "reason": f"{flops / 1e9:.0f} GFLOP per step on a CPU"})
+        return
+    steps = steps_for(spec, batch, target_flops=(1e9 if name == "numpy" else 2e10))
+    res = dnn_throughput(spec, batch, be, prec, steps, repeats)
+    gemm_s = gemm_step_time(be, spec, batch, prec, repeats)
+    row = {"model": spec.name, "batch": batch, "backend": name, "precision": prec,
+           "steps": steps, **res, "gemm_flops": flops,
+           "gemm_flops_with_input_grad": spec.gemm_flops_with_input_grad(batch),
+           "gemm_only_s": gemm_s, "gemm_peak_GFps": flops / gemm_s / 1e9,
+           "achieved_GFps": flops / res["step_s"] / 1e9,
+           "fraction_of_gemm_peak": gemm_s / res["step_s"]}
+    line = (f"{spec.name:<7}{batch:>6} {prec:<8}{res['samples_per_s']:>12,.0f}"
+            f"{res['step_s'] * 1e3:>9.3f}{row['achieved_GFps']:>10.1f}"
+            f"{row['fraction_of_gemm_peak']:>8.0%}")
+    if torch is not None:
+        row["torch"] = {}
+        for mode in modes:
+            try:
+                t = torch_throughput(spec, batch, _torch_device(name), prec, steps, repeats,
+                                     mode=mode)
+                t["ratio"] = res["samples_per_s"] / t["samples_per_s"]
+                line += f"{t['samples_per_s']:>14,.0f}{t['ratio']:>5.2f}x"
+            except Exception as exc:  # a mode that does not work here is reported, not fatal
+                t = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                line += f"{'n/a':>14}{'':>6}"
+            row["torch"][mode] = t
+    print(line, flush=True)
+    record["rows"].append(row)
+
+
+def _plot(record, path):
+    from dnn.plot import _pyplot
+
+    plt = _pyplot()
+    models = sorted({r["model"] for r in record["rows"]})
+    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = [r for r in record["rows"] if r["model"] == model]
+        for key in sorted({(r["backend"], r["precision"]) for r in rows}):
+            sel = sorted((r for r in rows if (r["backend"], r["precision"]) == key),
+                         key=lambda r: r["batch"])
+            batches = [r["batch"] for r in sel]
+            ax.plot(batches, [r["samples_per_s"] for r in sel], "o-",
+                    label=f"dnn {key[0]} {key[1]}")
+            if all("torch" in r and "samples_per_s" in r["torch"].get("eager", {}) for r in sel):
+                ax.plot(batches, [r["torch"]["eager"]["samples_per_s"] for r in sel], "s--",
+                        label=f"torch {key[1]}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("training samples/s")
+        ax.set_title(model)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

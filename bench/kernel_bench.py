@@ -1,0 +1,80 @@
+"""Each fused backend op against its unfused composition (the generic ``Backend``
+method, run on the same library), in GB/s beside the device's copy bandwidth."""
+from __future__ import annotations
+
+import numpy
+
+from backends import Backend
+
+from .timing import measure
+
+
+def _cases(backend, n_params, rows, cols, dtype):
+    """(name, bytes moved, fused call, unfused call) for each op."""
+    be = backend
+    rng = numpy.random.default_rng(0)
+    item = numpy.dtype(dtype).itemsize
+
+    def buf(*shape):
+        return be.asarray(rng.standard_normal(shape), dtype=dtype)
+
+    p, g, m, v = buf(n_params), buf(n_params), buf(n_params), be.zeros((n_params,), dtype)
+    v = be.asarray(numpy.abs(rng.standard_normal(n_params)), dtype=dtype)
+    step = be.zeros((1,), "int64")
+    z, b = buf(rows, cols), buf(cols)
+    y = be.asarray(numpy.abs(rng.standard_normal((rows, cols))), dtype=dtype)
+    dy = buf(rows, cols)
+    out = be.empty((rows, cols), dtype)
+    db = be.empty((cols,), dtype)
+    logits = buf(rows, 10)
+    labels = be.asarray(rng.integers(0, 10, rows))
+    targets = be.asarray(rng.integers(0, 2, (rows, cols)), dtype=dtype)
+    generic = Backend
+    return [
+        ("adam_update", 7 * n_params * item,
+         lambda: be.adam_update(p, g, m, v, step, 1e-9),
+         lambda: generic.adam_update(be, p, g, m, v, step, 1e-9)),
+        ("sgd_update(momentum)", 5 * n_params * item,
+         lambda: be.sgd_update(p, g, m, 1e-9, momentum=0.9),
+         lambda: generic.sgd_update(be, p, g, m, 1e-9, momentum=0.9)),
+        ("rmsprop_update", 5 * n_params * item,
+         lambda: be.rmsprop_update(p, g, v, 1e-9),
+         lambda: generic.rmsprop_update(be, p, g, v, 1e-9)),
+        ("bias_activation(relu)", 2 * rows * cols * item,
+         lambda: be.bias_activation(z, b, "relu", out=out),
+         lambda: generic.bias_activation(be, z, b, "relu", out=out)),
+        ("bias_activation(sigmoid)", 2 * rows * cols * item,
+         lambda: be.bias_activation(z, b, "sigmoid", out=out),
+         lambda: generic.bias_activation(be, z, b, "sigmoid", out=out)),
+        ("relu_backward", 3 * rows * cols * item,
+         lambda: be.relu_backward(dy, y, out=out),
+         lambda: generic.relu_backward(be, dy, y, out=out)),
+        ("tanh_backward", 3 * rows * cols * item,
+         lambda: be.tanh_backward(dy, y, out=out),
+         lambda: generic.tanh_backward(be, dy, y, out=out)),
+        ("column_sum", rows * cols * item,
+         lambda: be.column_sum(dy, out=db),
+         lambda: generic.column_sum(be, dy, out=db)),
+        ("sigmoid_binary_cross_entropy", 3 * rows * cols * item,
+         lambda: be.sigmoid_binary_cross_entropy(z, targets, grad_out=out),
+         lambda: generic.sigmoid_binary_cross_entropy(be, z, targets, grad_out=out)),
+        ("softmax_cross_entropy", 2 * rows * 10 * item,
+         lambda: be.softmax_cross_entropy(logits, labels),
+         lambda: generic.softmax_cross_entropy(be, logits, labels)),
+    ]
+
+
+def kernel_rows(backend, n_params=1_862_730, rows=256, cols=1024, dtype="float32", repeats=5):
+    """One dict per op: fused and unfused seconds and GB/s (bytes a single pass must
+    move divided by time)."""
+    out = []
+    for name, nbytes, fused, unfused in _cases(backend, n_params, rows, cols, dtype):
+        t_fused, _ = measure(fused, sync=backend.synchronize, warmup=2, repeats=repeats,
+                             min_time=0.02)
+        t_unfused, _ = measure(unfused, sync=backend.synchronize, warmup=2, repeats=repeats,
+                               min_time=0.02)
+        out.append({"op": name, "bytes": nbytes, "fused_s": t_fused, "unfused_s": t_unfused,
+                    "fused_GBps": nbytes / t_fused / 1e9,
+                    "unfused_GBps": nbytes / t_unfused / 1e9,
+                    "speedup": t_unfused / t_fused})
+    return out
