@@ -23,6 +23,8 @@ import math
 
 import numpy
 
+from kernels import reference
+
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax")
 # gelu's backward needs the pre-activation; every other backward works from the output.
 ACTIVATIONS_NEEDING_INPUT = frozenset({"gelu"})
@@ -46,6 +48,8 @@ class Backend:
 
     name = "base"
     xp = numpy
+    # Whether reading a value to the host is free (no device sync): NumPy yes, GPUs no.
+    cheap_host_reads = True
 
     def __init__(self):
         self.device = "cpu"
@@ -93,6 +97,15 @@ class Backend:
     def is_native(self, x):
         """Whether ``x`` is an array this backend computes on directly."""
         return isinstance(x, self.xp.ndarray)
+
+    def check_array(self, x, name):
+        """Raise TypeError when ``x`` is a device array this backend must not take
+        silently (another library's, or another device's); host data passes."""
+        module = type(x).__module__.split(".")[0]
+        if module == "cupy" and self.xp.__name__ != "cupy":
+            raise TypeError(f"{name}: expected host data (NumPy) for backend {self.name!r} "
+                            f"({self.device}); got a cupy.ndarray on cuda:{x.device.id}. "
+                            f"Copy it with x.get(), or build the model on the cupy backend")
 
     def synchronize(self):
         """Wait for queued device work. A no-op on the CPU."""
@@ -290,6 +303,15 @@ class Backend:
         """0-d bool array: whether every element of ``x`` is finite (no host sync)."""
         return self.xp.all(self.xp.isfinite(x))
 
+    def guard_finite(self, loss, step, flag, bad_step):
+        """If ``loss`` is not finite and ``flag`` (int32 (1,)) is still 0, set it to 1
+        and copy ``step`` (int64 (1,)) into ``bad_step``: all on the device, no sync.
+        Optimizer updates given ``skip=flag`` then leave the weights alone."""
+        xp = self.xp
+        bad = xp.logical_and(xp.logical_not(xp.isfinite(loss)), flag == 0)
+        xp.copyto(bad_step, step, where=bad)
+        xp.copyto(flag, 1, where=bad)
+
     # ------------------------------------------------------------------ optimizers
     def clip_by_value(self, grads, clipvalue):
         return self.xp.clip(grads, -clipvalue, clipvalue, out=grads)
@@ -302,12 +324,24 @@ class Backend:
         grads *= factor.astype(grads.dtype)
         return grads
 
+    def increment_step(self, step, skip=None):
+        """``step += 1`` on the device (int64 (1,)), unless the ``skip`` flag is set."""
+        if not self._skipped(skip):
+            step += 1
+        return step
+
+    def _skipped(self, skip):
+        return skip is not None and bool(self.to_numpy(skip)[0])
+
     def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
-                   weight_decay=0.0):
+                   weight_decay=0.0, skip=None):
         """SGD with optional (Nesterov) momentum and L2 weight decay, as in PyTorch.
 
-        ``velocity`` may be None when ``momentum == 0``.
+        ``velocity`` may be None when ``momentum == 0``. Every update does nothing when
+        ``skip`` (an int32 (1,) device flag from ``guard_finite``) is set.
         """
+        if self._skipped(skip):
+            return params
         g = grads + weight_decay * params if weight_decay else grads
         if momentum:
             velocity *= momentum
@@ -317,11 +351,13 @@ class Backend:
         return params
 
     def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
-                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False):
+                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
         """Adam (Keras/TF formulation: epsilon is added to sqrt(v) before bias
         correction of the step size). With ``decoupled_weight_decay`` it is AdamW:
         ``params -= lr * weight_decay * params`` before the Adam step.
         """
+        if self._skipped(skip):
+            return params
         xp = self.xp
         step += 1
         t = step.astype(numpy.float64)
@@ -337,8 +373,10 @@ class Backend:
         return params
 
     def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
-                       momentum=0.0, velocity=None, weight_decay=0.0):
+                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
         """RMSprop (Keras formulation: eps added outside the square root)."""
+        if self._skipped(skip):
+            return params
         xp = self.xp
         g = grads + weight_decay * params if weight_decay else grads
         sq_avg *= rho
@@ -356,13 +394,15 @@ class Backend:
     def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):
         """Inverted-dropout mask: 0 with probability ``rate``, else ``1/(1-rate)``.
 
-        The mask is a pure function of ``(seed, counter)``, so a resumed run
-        draws the same masks.
+        A pure function of ``(seed, counter)`` (a splitmix64 hash, the same on every
+        backend), so a resumed run draws the same masks. ``counter`` is an int or a
+        1-element int64 device array (the optimizer's step count).
         """
-        u = self.xp.asarray(counter_uniform(shape, seed, counter))
-        keep = (u >= rate).astype(dtype)
-        keep *= 1.0 / (1.0 - rate)
-        return self._assign(out, keep)
+        count = int(self.to_numpy(counter).reshape(-1)[0]) if hasattr(counter, "shape") \
+            else int(counter)
+        n = int(numpy.prod(shape))
+        mask = reference.dropout_mask(n, rate, seed, count, dtype).reshape(shape)
+        return self._assign(out, self.xp.asarray(mask))
 
     def rng(self, seed):
         """A seeded random generator producing arrays on this backend."""
@@ -381,13 +421,6 @@ class Backend:
     def describe(self):
         """A dict describing the device, for summaries and benchmark records."""
         return {"backend": self.name, "device": self.device}
-
-
-def counter_uniform(shape, seed, counter):
-    """Host float64 uniforms in [0, 1) as a pure function of (seed, counter)."""
-    gen = numpy.random.Generator(numpy.random.Philox(key=int(seed) & (2**64 - 1),
-                                                     counter=[int(counter), 0, 0, 0]))
-    return gen.random(shape)
 
 
 class BackendRNG:

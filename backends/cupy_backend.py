@@ -1,17 +1,30 @@
 """CuPy backend: the NVIDIA GPU path.
 
 Importable with neither CuPy nor a GPU: whether it can run is decided lazily by
-``cupy_unavailable_reason()``.
+``cupy_unavailable_reason()``. The hot elementwise and row-wise work runs in the fused
+kernels of ``kernels/dnn_kernels.cu``; GEMMs go straight to cuBLAS.
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy
 
-from .base import Backend
+from kernels.cuda import CudaKernels
+
+from .base import ACTIVATIONS_NEEDING_INPUT, Backend, check_activation
 
 INSTALL_HINT = "pip install '.[cuda12]' (CUDA 12) or pip install '.[cuda13]' (CUDA 13)"
+CUBLAS_DEFAULT_MATH = 0
+CUBLAS_TF32_TENSOR_OP_MATH = 3
+# A NULL pointer for an optional kernel argument. Not None: CuPy passes None to a
+# RawKernel as 0xffffffff, not NULL (cupy/cupy#9046); a 64-bit zero scalar is NULL.
+NULL = numpy.uint64(0)
+
+
+def _ptr(array):
+    return NULL if array is None else array
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,9 +52,13 @@ def cupy_unavailable_reason():
 
 
 class CupyBackend(Backend):
-    name = "cupy"
+    """``CupyBackend(device=0, tf32=None)``. TF32 GEMMs are off unless ``tf32=True``
+    or the environment sets ``DNN_TF32=1``."""
 
-    def __init__(self, device=0):
+    name = "cupy"
+    cheap_host_reads = False
+
+    def __init__(self, device=0, tf32=None):
         super().__init__()
         why = cupy_unavailable_reason()
         if why is not None:
@@ -51,14 +68,66 @@ class CupyBackend(Backend):
         if not 0 <= int(device) < count:
             raise ValueError(f"backend 'cupy': expected a device index in [0, {count}); "
                              f"got {device!r}")
+        from cupy_backends.cuda.libs import cublas
+
         self.xp = cupy
+        self._cublas = cublas
         self.device_id = int(device)
         self.device = f"cuda:{self.device_id}"
         self._device = cupy.cuda.Device(self.device_id)
+        self.tf32 = os.environ.get("DNN_TF32", "0") == "1" if tf32 is None else bool(tf32)
+        self.kernels = CudaKernels(cupy)
+        self._ones = {}
+        self._zeros = {}
+        self._math_mode = {}
+        # Host scalars for cuBLAS' alpha and beta (host pointer mode): kept alive here.
+        self._alpha_beta = {numpy.dtype("float32"): numpy.array([1.0, 0.0], numpy.float32),
+                            numpy.dtype("float64"): numpy.array([1.0, 0.0], numpy.float64)}
+
+    def __repr__(self):
+        return f"CupyBackend(device={self.device_id}, tf32={self.tf32})"
+
+    # ------------------------------------------------------------------ allocation
+    def _out_of_memory(self, exc, shape, dtype):
+        nbytes = int(numpy.prod(shape)) * numpy.dtype(dtype).itemsize
+        return MemoryError(
+            f"backend 'cupy' ({self.device}): out of GPU memory allocating "
+            f"{nbytes / 2**20:,.1f} MiB for an array of shape {tuple(shape)} {numpy.dtype(dtype)}; "
+            f"try a smaller batch_size (or a smaller model)")
+
+    def empty(self, shape, dtype="float32"):
+        try:
+            with self._device:
+                return self.xp.empty(shape, dtype=dtype)
+        except self.xp.cuda.memory.OutOfMemoryError as exc:
+            raise self._out_of_memory(exc, shape, dtype) from exc
+
+    def zeros(self, shape, dtype="float32"):
+        try:
+            with self._device:
+                return self.xp.zeros(shape, dtype=dtype)
+        except self.xp.cuda.memory.OutOfMemoryError as exc:
+            raise self._out_of_memory(exc, shape, dtype) from exc
 
     def asarray(self, x, dtype=None):
-        with self._device:
-            return self.xp.ascontiguousarray(self.xp.asarray(x, dtype=dtype))
+        """Host data is copied to this device; a CuPy array on another device is an
+        error rather than a silent transfer."""
+        cupy = self.xp
+        if isinstance(x, cupy.ndarray) and x.device.id != self.device_id:
+            raise ValueError(f"array: expected data on {self.device} (this backend's "
+                             f"device); got a cupy.ndarray on cuda:{x.device.id}")
+        try:
+            with self._device:
+                return cupy.ascontiguousarray(cupy.asarray(x, dtype=dtype))
+        except cupy.cuda.memory.OutOfMemoryError as exc:
+            shape = getattr(x, "shape", numpy.shape(x))
+            raise self._out_of_memory(exc, shape, dtype or getattr(x, "dtype", "float32")) \
+                from exc
+
+    def check_array(self, x, name):
+        if isinstance(x, self.xp.ndarray) and x.device.id != self.device_id:
+            raise TypeError(f"{name}: expected data on {self.device}; got a cupy.ndarray on "
+                            f"cuda:{x.device.id}")
 
     def to_numpy(self, x):
         return self.xp.asnumpy(x) if isinstance(x, self.xp.ndarray) else numpy.asarray(x)
@@ -66,13 +135,239 @@ class CupyBackend(Backend):
     def synchronize(self):
         self._device.synchronize()
 
+    # --------------------------------------------------------------------- GEMM
+    def gemm(self, a, b, out=None, trans_a=False, trans_b=False):
+        """``op(a) @ op(b)`` straight through cuBLAS (s/dgemm), no dispatch layer.
+
+        Row-major C = op(a) op(b) is column-major C^T = op(b)^T op(a)^T, so the
+        operands go in swapped with their own transpose flags and no copies.
+        """
+        cupy, cublas = self.xp, self._cublas
+        dtype = a.dtype
+        if dtype not in self._alpha_beta or b.dtype != dtype or not (
+                a.flags.c_contiguous and b.flags.c_contiguous):
+            return super().gemm(a, b, out=out, trans_a=trans_a, trans_b=trans_b)
+        m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+        kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+        if k != kb:
+            raise ValueError(f"gemm: inner dimensions differ: op(a) is {m}x{k}, op(b) is "
+                             f"{kb}x{n}")
+        if out is None:
+            out = self.empty((m, n), dtype)
+        elif tuple(out.shape) != (m, n) or out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(f"gemm: out: expected a C-contiguous {m}x{n} {dtype} array; got "
+                             f"{tuple(out.shape)} {out.dtype}")
+        handle = cupy.cuda.device.get_cublas_handle()
+        self._set_math_mode(handle, dtype)
+        scalars = self._alpha_beta[dtype]
+        func = cublas.sgemm if dtype == numpy.float32 else cublas.dgemm
+        op_a = cublas.CUBLAS_OP_T if trans_a else cublas.CUBLAS_OP_N
+        op_b = cublas.CUBLAS_OP_T if trans_b else cublas.CUBLAS_OP_N
+        alpha = scalars.ctypes.data
+        beta = alpha + scalars.itemsize
+        func(handle, op_b, op_a, n, m, k, alpha, b.data.ptr, b.shape[1], a.data.ptr,
+             a.shape[1], beta, out.data.ptr, n)
+        return out
+
+    def _set_math_mode(self, handle, dtype):
+        mode = CUBLAS_TF32_TENSOR_OP_MATH if (self.tf32 and dtype == numpy.float32) \
+            else CUBLAS_DEFAULT_MATH
+        if self._math_mode.get(handle) != mode:
+            self._cublas.setMathMode(handle, mode)
+            self._math_mode[handle] = mode
+
+    def _ones_row(self, n, dtype):
+        key = (n, numpy.dtype(dtype))
+        ones = self._ones.get(key)
+        if ones is None:
+            ones = self._ones[key] = self.xp.ones((1, n), dtype=dtype)
+        return ones
+
+    def column_sum(self, x, out=None):
+        """Bias gradient as a ones-vector GEMV through cuBLAS: CuPy's CUB path does not
+        cover axis-0 sums of C-contiguous arrays."""
+        if x.ndim != 2 or x.dtype not in self._alpha_beta:
+            return super().column_sum(x, out=out)
+        if out is None:
+            out = self.empty((x.shape[1],), x.dtype)
+        self.gemm(self._ones_row(x.shape[0], x.dtype), x, out=out.reshape(1, -1))
+        return out
+
+    # --------------------------------------------------------------- activations
+    def _fusable(self, *arrays):
+        return all(a is not None and a.dtype in self._alpha_beta and a.flags.c_contiguous
+                   for a in arrays)
+
+    def _zero_bias(self, cols, dtype):
+        key = (cols, numpy.dtype(dtype))
+        z = self._zeros.get(key)
+        if z is None:
+            z = self._zeros[key] = self.xp.zeros((cols,), dtype=dtype)
+        return z
+
+    def bias_activation(self, x, bias, activation, out=None):
+        activation = check_activation(activation)
+        if x.ndim != 2 or not self._fusable(x, bias):
+            return super().bias_activation(x, bias, activation, out=out)
+        if out is None:
+            out = self.empty(x.shape, x.dtype)
+        rows, cols = x.shape
+        dt = x.dtype.type
+        if activation == "softmax":
+            self.kernels.launch("bias_softmax_forward", x.dtype, rows,
+                                (x, bias, out, numpy.int64(rows), numpy.int64(cols)))
+        else:
+            self.kernels.launch(f"bias_{activation}_forward", x.dtype, x.size,
+                                (x, bias, out, numpy.int64(x.size), numpy.int64(cols),
+                                 dt(0.01)))
+        return out
+
+    def activation(self, name, x, out=None):
+        name = check_activation(name)
+        if x.ndim != 2 or not self._fusable(x):
+            return super().activation(name, x, out=out)
+        return self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out=out)
+
+    def activation_backward(self, name, dy, x, y, out=None):
+        name = check_activation(name)
+        if name == "linear":
+            return self.linear_backward(dy, out=out)
+        needs_x = name in ACTIVATIONS_NEEDING_INPUT
+        if not self._fusable(dy, x if needs_x else y) or dy.ndim != 2:
+            return super().activation_backward(name, dy, x, y, out=out)
+        if out is None:
+            out = self.empty(dy.shape, dy.dtype)
+        if name == "softmax":
+            self.kernels.launch("softmax_backward", dy.dtype, dy.shape[0],
+                                (dy, y, out, numpy.int64(dy.shape[0]),
+                                 numpy.int64(dy.shape[1])))
+        else:
+            self.kernels.launch(f"{name}_backward", dy.dtype, dy.size,
+                                (dy, x if needs_x else NULL, NULL if needs_x else y, out,
+                                 numpy.int64(dy.size), dy.dtype.type(0.01)))
+        return out
+
+    def relu_backward(self, dy, y, out=None):
+        return self.activation_backward("relu", dy, None, y, out=out)
+
+    def sigmoid_backward(self, dy, y, out=None):
+        return self.activation_backward("sigmoid", dy, None, y, out=out)
+
+    def tanh_backward(self, dy, y, out=None):
+        return self.activation_backward("tanh", dy, None, y, out=out)
+
+    # ------------------------------------------------------------------- losses
+    def _mean_of(self, parts):
+        return self.xp.sum(parts)
+
+    def softmax_cross_entropy(self, logits, labels, grad_out=None):
+        if logits.ndim != 2 or not self._fusable(logits):
+            return super().softmax_cross_entropy(logits, labels, grad_out=grad_out)
+        rows, cols = logits.shape
+        grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
+        row_loss = self.empty((rows,), logits.dtype)
+        inv_n = logits.dtype.type(1.0 / rows)
+        if labels.ndim == 1:
+            labels = labels if labels.dtype == numpy.int64 else labels.astype(numpy.int64)
+            self.kernels.launch("softmax_xent_sparse", logits.dtype, rows,
+                                (logits, labels, grad, row_loss, numpy.int64(rows),
+                                 numpy.int64(cols), inv_n))
+        else:
+            labels = labels if labels.dtype == logits.dtype else labels.astype(logits.dtype)
+            self.kernels.launch("softmax_xent_dense", logits.dtype, rows,
+                                (logits, self.xp.ascontiguousarray(labels), grad, row_loss,
+                                 numpy.int64(rows), numpy.int64(cols), inv_n))
+        return self._mean_of(row_loss), grad
+
+    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
+        if not self._fusable(logits, targets) or targets.dtype != logits.dtype:
+            return super().sigmoid_binary_cross_entropy(logits, targets, grad_out=grad_out)
+        grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
+        parts = self.empty(logits.shape, logits.dtype)
+        self.kernels.launch("sigmoid_bce", logits.dtype, logits.size,
+                            (logits, targets, grad, parts, numpy.int64(logits.size),
+                             logits.dtype.type(1.0 / logits.size)))
+        return self._mean_of(parts), grad
+
+    def mean_squared_error(self, pred, target, grad_out=None):
+        if not self._fusable(pred, target) or target.dtype != pred.dtype:
+            return super().mean_squared_error(pred, target, grad_out=grad_out)
+        grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
+        parts = self.empty(pred.shape, pred.dtype)
+        self.kernels.launch("mse", pred.dtype, pred.size,
+                            (pred, target, grad, parts, numpy.int64(pred.size),
+                             pred.dtype.type(1.0 / pred.size)))
+        return self._mean_of(parts), grad
+
+    # --------------------------------------------------------------- optimizers
+    def guard_finite(self, loss, step, flag, bad_step):
+        loss = loss.reshape(1) if loss.dtype in self._alpha_beta else loss.astype("float32")
+        self.kernels.launch_single("guard_finite", loss.dtype, (loss, step, flag, bad_step))
+
+    def increment_step(self, step, skip=None):
+        self.kernels.launch_single("increment_step", None, (step, _ptr(skip)))
+        return step
+
+    def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
+                   weight_decay=0.0, skip=None):
+        dt = params.dtype.type
+        vel = velocity if velocity is not None else params[:0]
+        self.kernels.launch("sgd", params.dtype, params.size,
+                            (params, grads, vel, _ptr(skip), numpy.int64(params.size), dt(lr),
+                             dt(momentum), numpy.int32(bool(nesterov)), dt(weight_decay)))
+        return params
+
+    def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
+                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
+        dt = params.dtype.type
+        l2 = weight_decay if (weight_decay and not decoupled_weight_decay) else 0.0
+        decay = 1 - lr * weight_decay if (weight_decay and decoupled_weight_decay) else 1.0
+        self.increment_step(step, skip=skip)
+        self.kernels.launch("adam", params.dtype, params.size,
+                            (params, grads, m, v, step, _ptr(skip), numpy.int64(params.size),
+                             dt(lr), dt(beta_1), dt(beta_2), dt(epsilon), dt(l2), dt(decay)))
+        return params
+
+    def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
+                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
+        dt = params.dtype.type
+        vel = velocity if velocity is not None else params[:0]
+        self.kernels.launch("rmsprop", params.dtype, params.size,
+                            (params, grads, sq_avg, vel, _ptr(skip), numpy.int64(params.size),
+                             dt(lr), dt(rho), dt(epsilon), dt(momentum), dt(weight_decay)))
+        return params
+
+    # ------------------------------------------------------------------ dropout
+    def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):
+        dtype = numpy.dtype(dtype)
+        if dtype not in self._alpha_beta:
+            return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out)
+        if not isinstance(counter, self.xp.ndarray):
+            counter = self.xp.asarray([int(counter)], dtype=numpy.int64)
+        if out is None:
+            out = self.empty(shape, dtype)
+        self.kernels.launch("dropout_mask", dtype, out.size,
+                            (out, numpy.uint64(seed), counter, numpy.int64(out.size),
+                             dtype.type(rate)))
+        return out
+
+    # -------------------------------------------------------------------- misc
+    def warmup(self, model):
+        """Compile the kernel module and create the cuBLAS handle before timing."""
+        self.kernels.module()
+        self.xp.cuda.device.get_cublas_handle()
+        self.synchronize()
+
     def describe(self):
         cupy = self.xp
         props = cupy.cuda.runtime.getDeviceProperties(self.device_id)
+        name = props["name"]
         free, total = cupy.cuda.runtime.memGetInfo()
         return {
             "backend": self.name, "device": self.device,
-            "name": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+            "name": name.decode() if isinstance(name, bytes) else name,
+            "compute_capability": f"{props['major']}.{props['minor']}",
             "memory_total_bytes": int(total), "memory_free_bytes": int(free),
             "cupy": cupy.__version__, "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            "driver": cupy.cuda.runtime.driverGetVersion(), "tf32": self.tf32,
         }

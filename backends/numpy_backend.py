@@ -142,7 +142,9 @@ class NumpyBackend(Backend):
 
     # --------------------------------------------------------------------- optimizers
     def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
-                   weight_decay=0.0):
+                   weight_decay=0.0, skip=None):
+        if self._skipped(skip):
+            return params
         if self.accelerated:
             cpu_kernels.sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay)
             return params
@@ -173,7 +175,9 @@ class NumpyBackend(Backend):
         return params
 
     def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
-                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False):
+                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
+        if self._skipped(skip):
+            return params
         step += 1
         t = int(step[0])
         if self.accelerated:
@@ -210,7 +214,9 @@ class NumpyBackend(Backend):
         return params
 
     def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
-                       momentum=0.0, velocity=None, weight_decay=0.0):
+                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
+        if self._skipped(skip):
+            return params
         if self.accelerated:
             cpu_kernels.rmsprop_update(params, grads, sq_avg, velocity, lr, rho, epsilon,
                                        momentum, weight_decay)

@@ -82,7 +82,7 @@ class History(Callback):
 
 
 def _format_logs(logs):
-    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "size")
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
 
 
 def _format_duration(seconds):
@@ -120,7 +120,7 @@ class ProgressLogger(Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.bar:
             return
-        self.seen += logs.get("size", 0)
+        self.seen = logs.get("seen", self.seen)
         now = time.perf_counter()
         steps = self.params["steps"]
         if now - self.last_draw < self.REFRESH_S and batch + 1 < steps:

@@ -184,9 +184,20 @@ class Sequential:
                                f"model.compile(loss=..., optimizer=...) first")
 
     # ------------------------------------------------------------------ data prep
+    def _host_view(self, data, name):
+        """Host data as is; this backend's own device arrays are read back once for
+        validation (at fit/evaluate entry, never inside a step); anything else that
+        lives on a device is an error naming both sides."""
+        be = self.backend or backend_scope.get_backend()
+        be.check_array(data, name)
+        if be.is_native(data) and not isinstance(data, numpy.ndarray):
+            return be.to_numpy(data)
+        return data
+
     def _prepare(self, x, y, what):
         """Validate host data, build if needed; return (x, y) host arrays."""
-        x = check_features(x, "x", self.input_dim)
+        x = check_features(self._host_view(x, "x"), "x", self.input_dim)
+        y = self._host_view(y, "y")
         if not self.built:
             self.build(x.shape[1])
         y = check_targets(y, x.shape[0], "y")
@@ -299,6 +310,11 @@ class Sequential:
         return names + ["val_" + k for k in names] if with_val else names
 
     def _run_epoch(self, x_dev, y_dev, n, batch_size, steps, epoch, shuffle, nan_guard, cb):
+        """One epoch. Reads the device only where it must: the loss once at the end, plus
+        at progress points when a callback wants per-batch logs. On a backend whose host
+        reads are free (NumPy) the non-finite check runs every step; elsewhere a device
+        flag records the first bad step, the optimizer skips every update from then on,
+        and the flag is read at those same points."""
         be = self.backend
         if shuffle:
             order = numpy.random.default_rng([self.seed, epoch]).permutation(n)
@@ -306,8 +322,15 @@ class Sequential:
         loss_sum = 0.0
         metric_sums = [0.0] * len(self.metrics)
         optimizer = self.optimizer
+        host_guard = nan_guard and be.cheap_host_reads
+        device_guard = nan_guard and not be.cheap_host_reads
+        skip = None
         if nan_guard:
             self._snapshot()
+        if device_guard:
+            skip, bad_step = self._nan_flags()
+            first_step = optimizer.step_count  # one read per epoch
+        every = 1 if be.cheap_host_reads else max(1, steps // 20)
         for step in range(steps):
             start, stop = step * batch_size, min(n, (step + 1) * batch_size)
             if shuffle:
@@ -316,25 +339,48 @@ class Sequential:
                 yb = be.take_rows(y_dev, idx, out=self._batch_buffer("y", y_dev, stop - start))
             else:
                 xb, yb = x_dev[start:stop], y_dev[start:stop]
-            out, loss = self._loss_and_backward(xb, yb, True, self.train_steps)
-            if nan_guard and not be.to_float(be.all_finite(loss)):
+            out, loss = self._loss_and_backward(xb, yb, True, optimizer.iterations)
+            if host_guard and not be.to_float(be.all_finite(loss)):
                 self._stop_on_nonfinite(loss, epoch, step, steps)
+            if device_guard:
+                be.guard_finite(loss, optimizer.iterations, skip, bad_step)
             sums = self._metric_sums(out, yb)
-            optimizer.apply_gradients(self._params, self._grads)
+            optimizer.apply_gradients(self._params, self._grads, skip=skip)
             self.train_steps += 1
-            k = stop - start
-            loss_sum = loss_sum + loss * k
+            loss_sum = loss_sum + loss * (stop - start)
             metric_sums = [a + b for a, b in zip(metric_sums, sums)]
-            if cb.wants_batch_logs:
+            readback = cb.wants_batch_logs and (step % every == every - 1 or step == steps - 1)
+            if readback:
+                if device_guard:
+                    self._check_nan_flags(epoch, steps, first_step)
                 cb.on_train_batch_end(step, {"loss": be.to_float(loss_sum) / stop,
-                                             "size": k})
+                                             "seen": stop})
             if self.stop_training:
                 n = stop
                 break
+        if device_guard:
+            self._check_nan_flags(epoch, steps, first_step)
         logs = {"loss": be.to_float(loss_sum) / n}
         for metric, total in zip(self.metrics, metric_sums):
             logs[metric.name] = be.to_float(total) / metric.denominator(n, self.output_dim)
         return logs, stop == x_dev.shape[0]
+
+    def _nan_flags(self):
+        """Zeroed device flag (int32) and bad-step record (int64) for this epoch."""
+        be = self.backend
+        flags = self.__dict__.get("_flags")
+        if flags is None:
+            flags = self._flags = (be.zeros((1,), "int32"), be.zeros((1,), "int64"))
+        be.fill(flags[0], 0)
+        return flags
+
+    def _check_nan_flags(self, epoch, steps, first_step):
+        be = self.backend
+        flag, bad_step = self._flags
+        if int(be.to_numpy(flag)[0]):
+            step = int(be.to_numpy(bad_step)[0]) - first_step
+            self.train_steps = first_step + step
+            self._stop_on_nonfinite(float("nan"), epoch, step, steps)
 
     def _snapshot(self):
         """Keep a device copy of the weights and optimizer state (once per epoch)."""
@@ -368,7 +414,7 @@ class Sequential:
             restored = f"; the weights had become non-finite, so they were restored to the " \
                        f"start of epoch {epoch + 1}"
         raise NonFiniteLossError(
-            f"fit: non-finite loss {be.to_float(loss)} at {where}; training stopped and the "
+            f"fit: non-finite loss {be.to_float(loss) if hasattr(loss, 'shape') else loss} at {where}; training stopped and the "
             f"model keeps its last finite weights{restored} (lower the learning rate, or "
             f"clip gradients with clipnorm=)")
 
@@ -415,7 +461,7 @@ class Sequential:
         """Outputs as a NumPy array of shape (n, output_dim), with the output
         activation applied (probabilities for sigmoid/softmax outputs)."""
         batch_size = check_positive_int(batch_size, "batch_size")
-        x = check_features(x, "x", self.input_dim)
+        x = check_features(self._host_view(x, "x"), "x", self.input_dim)
         if not self.built:
             self.build(x.shape[1])
         be = self.backend
@@ -474,7 +520,7 @@ class Sequential:
         x, y = self._prepare(x, y, "loss_and_gradients")
         be = self.backend
         _, loss = self._loss_and_backward(be.asarray(x), be.asarray(y), training,
-                                          self.train_steps)
+                                          self.optimizer.iterations)
         return be.to_float(loss), [be.to_numpy(g).copy() for layer in self.layers
                                    for g in layer.grads]
 

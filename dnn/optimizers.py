@@ -47,16 +47,17 @@ class Optimizer:
         self.state = {name: backend.zeros((size,), dtype) for name in self.state_names}
         self.iterations = backend.zeros((1,), "int64")
 
-    def apply_gradients(self, params, grads):
-        """Clip ``grads`` (in place) and update ``params`` in place."""
+    def apply_gradients(self, params, grads, skip=None):
+        """Clip ``grads`` (in place) and update ``params`` in place; nothing changes
+        when the device flag ``skip`` is set (see ``Backend.guard_finite``)."""
         be = self.backend
         if self.clipvalue is not None:
             be.clip_by_value(grads, self.clipvalue)
         if self.clipnorm is not None:
             be.clip_by_global_norm(grads, self.clipnorm)
-        self._update(params, grads)
+        self._update(params, grads, skip)
 
-    def _update(self, params, grads):
+    def _update(self, params, grads, skip=None):
         raise NotImplementedError
 
     def get_config(self):
@@ -105,11 +106,11 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.state_names = ("velocity",) if self.momentum else ()
 
-    def _update(self, params, grads):
-        self.iterations += 1
+    def _update(self, params, grads, skip=None):
+        self.backend.increment_step(self.iterations, skip=skip)
         self.backend.sgd_update(params, grads, self.state.get("velocity"), self.learning_rate,
                                 momentum=self.momentum, nesterov=self.nesterov,
-                                weight_decay=self.weight_decay)
+                                weight_decay=self.weight_decay, skip=skip)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -131,12 +132,12 @@ class Adam(Optimizer):
         self.beta_2 = _check_fraction(owner, "beta_2", beta_2)
         self.epsilon = _check_positive(owner, "epsilon", epsilon)
 
-    def _update(self, params, grads):
+    def _update(self, params, grads, skip=None):
         self.backend.adam_update(params, grads, self.state["m"], self.state["v"],
                                  self.iterations, self.learning_rate, beta_1=self.beta_1,
                                  beta_2=self.beta_2, epsilon=self.epsilon,
                                  weight_decay=self.weight_decay,
-                                 decoupled_weight_decay=self.decoupled)
+                                 decoupled_weight_decay=self.decoupled, skip=skip)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
@@ -166,12 +167,12 @@ class RMSprop(Optimizer):
         self.epsilon = _check_positive("RMSprop", "epsilon", epsilon)
         self.state_names = ("sq_avg", "velocity") if self.momentum else ("sq_avg",)
 
-    def _update(self, params, grads):
-        self.iterations += 1
+    def _update(self, params, grads, skip=None):
+        self.backend.increment_step(self.iterations, skip=skip)
         self.backend.rmsprop_update(params, grads, self.state["sq_avg"], self.learning_rate,
                                     rho=self.rho, epsilon=self.epsilon, momentum=self.momentum,
                                     velocity=self.state.get("velocity"),
-                                    weight_decay=self.weight_decay)
+                                    weight_decay=self.weight_decay, skip=skip)
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,

@@ -111,6 +111,30 @@ def rmsprop(p, g, sq, velocity, lr, rho, epsilon, momentum, weight_decay):
     return p - lr * step, sq, velocity
 
 
-def dropout_mask(uniform, rate):
-    """Inverted-dropout mask from uniforms in [0, 1)."""
-    return (uniform >= rate) / (1.0 - rate)
+_MIX1 = numpy.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = numpy.uint64(0x94D049BB133111EB)
+_GOLDEN = numpy.uint64(0x9E3779B97F4A7C15)
+_STRIDE = numpy.uint64(0xD1B54A32D192ED03)
+
+
+def mix64(z):
+    """splitmix64's finaliser on uint64 arrays (wrapping arithmetic, as in C)."""
+    z = numpy.asarray(z, dtype=numpy.uint64)
+    z = (z ^ (z >> numpy.uint64(30))) * _MIX1
+    z = (z ^ (z >> numpy.uint64(27))) * _MIX2
+    return z ^ (z >> numpy.uint64(31))
+
+
+def counter_uniform(n, seed, counter, dtype="float32"):
+    """The uniforms in [0, 1) of the dropout kernel: 24-bit values hashed from
+    (seed, counter, index), identical on every backend."""
+    with numpy.errstate(over="ignore"):
+        base = mix64(numpy.uint64(seed) ^ (numpy.uint64(counter) * _GOLDEN))
+        h = mix64(base + numpy.arange(n, dtype=numpy.uint64) * _STRIDE)
+    return (h >> numpy.uint64(40)).astype(dtype) * numpy.asarray(2.0 ** -24, dtype=dtype)
+
+
+def dropout_mask(n, rate, seed, counter, dtype="float32"):
+    """Inverted-dropout mask of n elements: 0 with probability rate, else 1/(1-rate)."""
+    keep = counter_uniform(n, seed, counter, dtype) >= numpy.asarray(rate, dtype=dtype)
+    return keep.astype(dtype) * numpy.asarray(1.0 / (1.0 - rate), dtype=dtype)

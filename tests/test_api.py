@@ -31,11 +31,25 @@ def test_registry():
         backends.get_backend("tpu")
 
 
-def test_cupy_unavailable_says_what_to_install():
+def test_cupy_missing_says_what_to_install():
+    code = ("import sys; sys.modules['cupy'] = None\n"
+            "import backends\n"
+            "try:\n    backends.get_backend('cupy')\n"
+            "except backends.BackendUnavailable as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "pip install '.[cuda12]'" in out.stdout and "'.[cuda13]'" in out.stdout, out.stderr
+
+
+def test_cupy_without_a_device_says_so():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        pytest.skip("CuPy is not installed")
     why = backends.backend_status()["cupy"]
     if why is None:
-        pytest.skip("CuPy is usable here")
-    with pytest.raises(backends.BackendUnavailable, match=r"\.\[cuda12\]"):
+        pytest.skip("a CUDA device is usable here")
+    assert "no CUDA device is visible" in why
+    with pytest.raises(backends.BackendUnavailable, match="no CUDA device is visible"):
         backends.get_backend("cupy")
 
 

@@ -1,0 +1,25 @@
+// Compiles dnn_kernels.cu as host C++ (see kernels/host.py): the CUDA keywords go away
+// and a launch becomes one "thread" (blockDim = gridDim = 1) whose grid-stride loops
+// visit every element, in order. The arithmetic is then exactly the kernel's, on the
+// host, where it can be checked against the NumPy references without a GPU.
+#include <math.h>
+#include <cmath>
+using std::exp;
+using std::log;
+using std::log1p;
+using std::pow;
+using std::sqrt;
+using std::tanh;
+using std::fabs;
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+
+struct dnn_dim3 {
+    unsigned int x, y, z;
+};
+static const dnn_dim3 blockIdx = {0, 0, 0};
+static const dnn_dim3 threadIdx = {0, 0, 0};
+static const dnn_dim3 blockDim = {1, 1, 1};
+static const dnn_dim3 gridDim = {1, 1, 1};

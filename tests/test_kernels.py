@@ -1,0 +1,276 @@
+"""The CUDA kernels without a GPU: NVRTC compiles every one for sm_80 and sm_90, a
+planted error fails the check, and each kernel's arithmetic, compiled for the host
+from the same source, matches its NumPy reference on random and extreme inputs."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+from backends import NumpyBackend
+from kernels import host, reference
+from kernels.source import all_kernel_names, read_source
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DTYPES = ["float32", "float64"]
+SFX = {"float32": "f32", "float64": "f64"}
+TOL = {"float32": dict(rtol=2e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-14)}
+EXTREMES = numpy.array([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 30.0, -30.0, 100.0, -100.0,
+                        1e4, -1e4])
+
+
+def _nvrtc_available():
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception:
+        return False
+    return True
+
+
+needs_nvrtc = pytest.mark.skipif(not _nvrtc_available(),
+                                 reason="CuPy/NVRTC not installed (pip install '.[test]')")
+needs_cxx = pytest.mark.skipif(host.compiler() is None, reason="no C++ compiler")
+
+
+# ---------------------------------------------------------------------------- NVRTC
+@needs_nvrtc
+def test_check_command_compiles_every_kernel():
+    out = subprocess.run([sys.executable, "-m", "kernels", "--check"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"compiled {len(all_kernel_names())} kernels for sm_80, sm_90"
+
+
+@needs_nvrtc
+def test_planted_error_fails_the_check_with_its_line():
+    from kernels.nvrtc_check import KernelCompileError, check
+
+    source = read_source()
+    marker = "        T gi = g[i] + l2 * p[i];\n"
+    assert marker in source
+    planted = source.replace(marker, marker + "        undeclared_thing += 1;\n", 1)
+    line = planted[:planted.index("undeclared_thing")].count("\n") + 1
+    with pytest.raises(KernelCompileError, match=rf"dnn_kernels\.cu\({line}\).*undeclared_thing"):
+        check(source=planted, archs=("sm_90",))
+
+
+@needs_nvrtc
+def test_a_kernel_missing_from_the_binary_fails_the_check():
+    from kernels.nvrtc_check import KernelCompileError, check
+
+    names = all_kernel_names() + ["bias_swish_forward_f32"]
+    with pytest.raises(KernelCompileError, match="bias_swish_forward_f32"):
+        check(archs=("sm_80",), names=names)
+
+
+# ----------------------------------------------------------------- host arithmetic
+def inputs(dtype, shape, seed=0):
+    """Random values with the extremes spliced in."""
+    rng = numpy.random.default_rng(seed)
+    x = rng.normal(0, 3, shape)
+    flat = x.reshape(-1)
+    k = min(flat.size, EXTREMES.size)
+    flat[:k] = EXTREMES[:k]
+    return numpy.ascontiguousarray(x.astype(dtype))
+
+
+def close(got, want, dtype):
+    assert numpy.isfinite(got).all()
+    numpy.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+ACTS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu"]
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_bias_activation_kernel(dtype, act):
+    x = inputs(dtype, (7, 9))
+    bias = inputs(dtype, (9,), seed=1) * 0.1
+    y = numpy.empty_like(x)
+    host.call(f"bias_{act}_forward_{SFX[dtype]}", x, bias, y, x.size, 9, 0.01, dtype=dtype)
+    want = reference.activation(act, x.astype(numpy.float64) + bias)
+    close(y, want, dtype)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS[1:])
+def test_activation_backward_kernel(dtype, act):
+    x = inputs(dtype, (6, 8))
+    y = reference.activation(act, x.astype(numpy.float64)).astype(dtype)
+    dy = inputs(dtype, (6, 8), seed=2) / 10
+    dx = numpy.empty_like(x)
+    host.call(f"{act}_backward_{SFX[dtype]}", dy, x, y, dx, x.size, 0.01, dtype=dtype)
+    want = reference.activation_backward(act, dy.astype(numpy.float64),
+                                         x.astype(numpy.float64), y.astype(numpy.float64))
+    close(dx, want, dtype)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_kernels(dtype):
+    x = inputs(dtype, (5, 12))
+    bias = inputs(dtype, (12,), seed=3)
+    y = numpy.empty_like(x)
+    host.call(f"bias_softmax_forward_{SFX[dtype]}", x, bias, y, 5, 12, dtype=dtype)
+    close(y, reference.activation("softmax", x.astype(numpy.float64) + bias), dtype)
+    dy = inputs(dtype, (5, 12), seed=4)
+    dx = numpy.empty_like(x)
+    host.call(f"softmax_backward_{SFX[dtype]}", dy, y, dx, 5, 12, dtype=dtype)
+    close(dx, reference.activation_backward("softmax", dy.astype(numpy.float64), None,
+                                            y.astype(numpy.float64)), dtype)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dense", [False, True])
+def test_softmax_cross_entropy_kernel(dtype, dense):
+    z = inputs(dtype, (9, 5))
+    labels = numpy.random.default_rng(5).integers(0, 5, 9)
+    grad = numpy.empty_like(z)
+    row_loss = numpy.empty(9, dtype)
+    if dense:
+        target = numpy.eye(5, dtype=dtype)[labels]
+        host.call(f"softmax_xent_dense_{SFX[dtype]}", z, target, grad, row_loss, 9, 5, 1 / 9,
+                  dtype=dtype)
+        want_loss, want_grad = reference.softmax_cross_entropy(z.astype(numpy.float64),
+                                                               target.astype(numpy.float64))
+    else:
+        lab = labels.astype(numpy.int64)
+        host.call(f"softmax_xent_sparse_{SFX[dtype]}", z, lab, grad, row_loss, 9, 5, 1 / 9,
+                  dtype=dtype)
+        want_loss, want_grad = reference.softmax_cross_entropy(z.astype(numpy.float64), lab)
+    close(row_loss.sum(dtype=numpy.float64), want_loss, dtype)
+    close(grad, want_grad, dtype)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_bce_and_mse_kernels(dtype):
+    z = inputs(dtype, (8, 3))
+    t = numpy.random.default_rng(6).integers(0, 2, (8, 3)).astype(dtype)
+    grad, parts = numpy.empty_like(z), numpy.empty_like(z)
+    host.call(f"sigmoid_bce_{SFX[dtype]}", z, t, grad, parts, z.size, 1 / z.size, dtype=dtype)
+    want_loss, want_grad = reference.sigmoid_binary_cross_entropy(z.astype(numpy.float64), t)
+    close(parts.sum(dtype=numpy.float64), want_loss, dtype)
+    close(grad, want_grad, dtype)
+    p = inputs(dtype, (8, 3), seed=7) / 100
+    host.call(f"mse_{SFX[dtype]}", p, t, grad, parts, p.size, 1 / p.size, dtype=dtype)
+    d = p.astype(numpy.float64) - t
+    close(parts.sum(dtype=numpy.float64), (d * d).mean(), dtype)
+    close(grad, 2 * d / p.size, dtype)
+
+
+def _flat(dtype, n=37, seed=8):
+    rng = numpy.random.default_rng(seed)
+    g = rng.normal(size=n) * rng.choice([1e-8, 1.0, 1e4], n)
+    return rng.normal(size=n).astype(dtype), g.astype(dtype)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.01, False), (0.01, True)])
+def test_adam_kernel_reads_its_step_from_memory(dtype, wd, decoupled):
+    p, g = _flat(dtype)
+    m, v = numpy.zeros_like(p), numpy.zeros_like(p)
+    step, skip = numpy.zeros(1, numpy.int64), numpy.zeros(1, numpy.int32)
+    ref = (p.astype(numpy.float64), numpy.zeros(p.size), numpy.zeros(p.size))
+    l2 = wd if not decoupled else 0.0
+    decay = 1 - 1e-3 * wd if decoupled else 1.0
+    for t in (1, 2, 3):
+        host.call("increment_step", step, skip)
+        host.call(f"adam_{SFX[dtype]}", p, g, m, v, step, skip, p.size, 1e-3, 0.9, 0.999,
+                  1e-7, l2, decay, dtype=dtype)
+        ref = reference.adam(*ref[:1], g.astype(numpy.float64), *ref[1:], t, 1e-3, 0.9, 0.999,
+                             1e-7, wd, decoupled)
+    assert step[0] == 3
+    tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
+    numpy.testing.assert_allclose(p, ref[0], **tol)
+    numpy.testing.assert_allclose(m, ref[1], **tol)
+    numpy.testing.assert_allclose(v, ref[2], **dict(tol, atol=1e-6 * float(numpy.abs(ref[2]).max())))
+    # a set skip flag freezes everything, the step count included
+    before = p.copy()
+    skip[0] = 1
+    host.call("increment_step", step, skip)
+    host.call(f"adam_{SFX[dtype]}", p, g, m, v, step, skip, p.size, 1e-3, 0.9, 0.999, 1e-7,
+              l2, decay, dtype=dtype)
+    assert step[0] == 3
+    numpy.testing.assert_array_equal(p, before)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_kernel(dtype, momentum, nesterov):
+    p, g = _flat(dtype, seed=9)
+    vel = numpy.zeros_like(p)
+    ref_p, ref_v = p.astype(numpy.float64), numpy.zeros(p.size)
+    skip = numpy.zeros(1, numpy.int32)
+    for _ in range(3):
+        host.call(f"sgd_{SFX[dtype]}", p, g, vel, skip, p.size, 1e-3, momentum, nesterov, 0.01,
+                  dtype=dtype)
+        ref_p, ref_v = reference.sgd(ref_p, g.astype(numpy.float64), ref_v, 1e-3, momentum,
+                                     nesterov, 0.01)
+    close(p, ref_p, dtype)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rmsprop_kernel(dtype, momentum):
+    p, g = _flat(dtype, seed=10)
+    sq, vel = numpy.zeros_like(p), numpy.zeros_like(p)
+    ref = (p.astype(numpy.float64), numpy.zeros(p.size), numpy.zeros(p.size))
+    skip = numpy.zeros(1, numpy.int32)
+    for _ in range(3):
+        host.call(f"rmsprop_{SFX[dtype]}", p, g, sq, vel, skip, p.size, 1e-3, 0.9, 1e-7,
+                  momentum, 0.0, dtype=dtype)
+        ref = reference.rmsprop(ref[0], g.astype(numpy.float64), ref[1], ref[2], 1e-3, 0.9,
+                                1e-7, momentum, 0.0)
+    tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
+    numpy.testing.assert_allclose(p, ref[0], **tol)
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_kernel_matches_the_numpy_backend_bit_for_bit(dtype):
+    mask = numpy.empty(5000, dtype)
+    counter = numpy.array([41], numpy.int64)
+    host.call(f"dropout_mask_{SFX[dtype]}", mask, numpy.uint64(2**63 + 12345), counter,
+              mask.size, 0.25, dtype=dtype)
+    want = NumpyBackend(accelerate=False).dropout_mask((5000,), 0.25, 2**63 + 12345, 41,
+                                                       dtype=dtype)
+    numpy.testing.assert_array_equal(mask, want)
+    assert 0.22 < (mask == 0).mean() < 0.28
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_guard_finite_records_the_first_bad_step_only(dtype):
+    flag, bad = numpy.zeros(1, numpy.int32), numpy.zeros(1, numpy.int64)
+    for step_no, loss in [(3, 0.5), (4, float("nan")), (5, float("inf"))]:
+        host.call(f"guard_finite_{SFX[dtype]}", numpy.array([loss], dtype),
+                  numpy.array([step_no], numpy.int64), flag, bad, dtype=dtype)
+    assert flag[0] == 1 and bad[0] == 4
+
+
+def test_base_backend_guard_matches_the_kernel_semantics():
+    be = NumpyBackend(accelerate=False)
+    flag, bad = be.zeros((1,), "int32"), be.zeros((1,), "int64")
+    for step_no, loss in [(3, 0.5), (4, float("-inf")), (5, float("nan"))]:
+        be.guard_finite(numpy.float32(loss), numpy.array([step_no]), flag, bad)
+    assert flag[0] == 1 and bad[0] == 4
+
+
+def test_kernels_import_needs_no_cupy():
+    code = ("import sys; sys.modules['cupy'] = None; import kernels, kernels.cuda, "
+            "kernels.source, kernels.reference, backends.cupy_backend; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "ok", out.stderr
