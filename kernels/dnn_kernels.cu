@@ -277,6 +277,33 @@ __device__ void dropout_mask(T* mask, unsigned long long seed, const long long* 
     }
 }
 
+// ---------------------------------------------------------------- reductions
+// Sum of x[0:n] into out[0], by ONE block of SUM_THREADS threads: a grid-stride pass,
+// then a shared-memory tree. Deterministic (fixed order), no atomics, and no
+// temporary allocation, so it can live inside a captured CUDA graph (CuPy's CUB
+// reductions allocate temporary storage from the memory pool, which a graph cannot
+// own). Launch with exactly one block of SUM_THREADS threads.
+#define SUM_THREADS 256
+template <typename T>
+__device__ void sum_to_scalar(const T* x, long long n, T* out) {
+    __shared__ T partial[SUM_THREADS];
+    T s = T(0);
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+    partial[threadIdx.x] = s;
+    __syncthreads();
+    for (unsigned int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = partial[0];
+}
+
+// acc[0] += value[0] * weight: the epoch's running loss, kept on the device.
+template <typename T>
+__device__ void accumulate(T* acc, const T* value, T weight) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) acc[0] += value[0] * weight;
+}
+
 // ------------------------------------------------------------------- bookkeeping
 extern "C" __global__ void increment_step(long long* step, const int* skip) {
     if (blockIdx.x == 0 && threadIdx.x == 0 && !(skip && skip[0])) step[0] += 1;
@@ -364,6 +391,12 @@ __device__ void guard_finite(const T* loss, const long long* step, int* flag,
         T* mask, unsigned long long seed, const long long* counter, long long n,       \
         T rate) {                                                                      \
         dropout_mask<T>(mask, seed, counter, n, rate);                                 \
+    }                                                                                   \
+    extern "C" __global__ void sum_to_scalar_##SFX(const T* x, long long n, T* out) {    \
+        sum_to_scalar<T>(x, n, out);                                                   \
+    }                                                                                   \
+    extern "C" __global__ void accumulate_##SFX(T* acc, const T* value, T weight) {      \
+        accumulate<T>(acc, value, weight);                                             \
     }                                                                                   \
     extern "C" __global__ void guard_finite_##SFX(                                     \
         const T* loss, const long long* step, int* flag, long long* bad_step) {        \

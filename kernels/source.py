@@ -18,7 +18,7 @@ TYPED = (
     + [f"{a}_backward" for a in BACKWARD_ACTIVATIONS]
     + ["bias_softmax_forward", "softmax_backward", "softmax_xent_sparse",
        "softmax_xent_dense", "sigmoid_bce", "mse", "adam", "sgd", "rmsprop", "dropout_mask",
-       "guard_finite"]
+       "sum_to_scalar", "accumulate", "guard_finite"]
 )
 UNTYPED = ("increment_step",)
 
