@@ -50,6 +50,8 @@ class Backend:
     xp = numpy
     # Whether reading a value to the host is free (no device sync): NumPy yes, GPUs no.
     cheap_host_reads = True
+    # Whether capture() records a device graph (CUDA graphs) rather than re-running.
+    supports_graphs = False
 
     def __init__(self):
         self.device = "cpu"
@@ -299,6 +301,11 @@ class Backend:
     def sum_abs_error(self, pred, target):
         return self.xp.sum(self.xp.abs(pred - target))
 
+    def accumulate(self, acc, value, weight):
+        """``acc += value * weight`` in place (acc: (1,) array, value: 0-d), no sync."""
+        acc += value * weight
+        return acc
+
     def all_finite(self, x):
         """0-d bool array: whether every element of ``x`` is finite (no host sync)."""
         return self.xp.all(self.xp.isfinite(x))
@@ -415,12 +422,29 @@ class Backend:
         self.xp.copyto(out, value)
         return out
 
+    def capture(self, fn):
+        """Record ``fn`` (which must allocate nothing and never read the device) for
+        replay: ``capture(fn).replay()`` runs the same work again. Here a replay just
+        calls ``fn``, so code written for captured steps runs, and is tested, on every
+        backend; a GPU backend records a CUDA graph instead."""
+        return _Rerun(fn)
+
     def warmup(self, model):
         """Compile or load whatever ``model`` needs before timing. Nothing on the CPU."""
 
     def describe(self):
         """A dict describing the device, for summaries and benchmark records."""
         return {"backend": self.name, "device": self.device}
+
+
+class _Rerun:
+    """What ``Backend.capture`` returns where there are no device graphs."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def replay(self):
+        self.fn()
 
 
 class BackendRNG:

@@ -11,13 +11,12 @@ import os
 
 import numpy
 
-from kernels.cuda import CudaKernels
+from kernels.cuda import SUM_THREADS, CudaKernels
 
 from .base import ACTIVATIONS_NEEDING_INPUT, Backend, check_activation
+from .cublas_ctypes import CublasHandle
 
 INSTALL_HINT = "pip install '.[cuda12]' (CUDA 12) or pip install '.[cuda13]' (CUDA 13)"
-CUBLAS_DEFAULT_MATH = 0
-CUBLAS_TF32_TENSOR_OP_MATH = 3
 # A NULL pointer for an optional kernel argument. Not None: CuPy passes None to a
 # RawKernel as 0xffffffff, not NULL (cupy/cupy#9046); a 64-bit zero scalar is NULL.
 NULL = numpy.uint64(0)
@@ -57,6 +56,7 @@ class CupyBackend(Backend):
 
     name = "cupy"
     cheap_host_reads = False
+    supports_graphs = True
 
     def __init__(self, device=0, tf32=None):
         super().__init__()
@@ -68,21 +68,17 @@ class CupyBackend(Backend):
         if not 0 <= int(device) < count:
             raise ValueError(f"backend 'cupy': expected a device index in [0, {count}); "
                              f"got {device!r}")
-        from cupy_backends.cuda.libs import cublas
-
         self.xp = cupy
-        self._cublas = cublas
         self.device_id = int(device)
         self.device = f"cuda:{self.device_id}"
         self._device = cupy.cuda.Device(self.device_id)
         self.tf32 = os.environ.get("DNN_TF32", "0") == "1" if tf32 is None else bool(tf32)
         self.kernels = CudaKernels(cupy)
-        self._ones = {}
-        self._zeros = {}
-        self._math_mode = {}
-        # Host scalars for cuBLAS' alpha and beta (host pointer mode): kept alive here.
-        self._alpha_beta = {numpy.dtype("float32"): numpy.array([1.0, 0.0], numpy.float32),
-                            numpy.dtype("float64"): numpy.array([1.0, 0.0], numpy.float64)}
+        self._handle = None
+        # Buffers the backend owns (ones vectors, zero biases, loss scratch), allocated
+        # once per shape and kept alive, so a captured CUDA graph may point at them.
+        self._persistent = {}
+        self._float_types = (numpy.dtype("float32"), numpy.dtype("float64"))
 
     def __repr__(self):
         return f"CupyBackend(device={self.device_id}, tf32={self.tf32})"
@@ -137,14 +133,10 @@ class CupyBackend(Backend):
 
     # --------------------------------------------------------------------- GEMM
     def gemm(self, a, b, out=None, trans_a=False, trans_b=False):
-        """``op(a) @ op(b)`` straight through cuBLAS (s/dgemm), no dispatch layer.
-
-        Row-major C = op(a) op(b) is column-major C^T = op(b)^T op(a)^T, so the
-        operands go in swapped with their own transpose flags and no copies.
-        """
-        cupy, cublas = self.xp, self._cublas
+        """``op(a) @ op(b)`` straight to cuBLAS s/dgemm through ctypes (no dispatch
+        layer, and callable during CUDA-graph capture); see ``cublas_ctypes``."""
         dtype = a.dtype
-        if dtype not in self._alpha_beta or b.dtype != dtype or not (
+        if dtype not in self._float_types or b.dtype != dtype or not (
                 a.flags.c_contiguous and b.flags.c_contiguous):
             return super().gemm(a, b, out=out, trans_a=trans_a, trans_b=trans_b)
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -157,36 +149,31 @@ class CupyBackend(Backend):
         elif tuple(out.shape) != (m, n) or out.dtype != dtype or not out.flags.c_contiguous:
             raise ValueError(f"gemm: out: expected a C-contiguous {m}x{n} {dtype} array; got "
                              f"{tuple(out.shape)} {out.dtype}")
-        handle = cupy.cuda.device.get_cublas_handle()
-        self._set_math_mode(handle, dtype)
-        scalars = self._alpha_beta[dtype]
-        func = cublas.sgemm if dtype == numpy.float32 else cublas.dgemm
-        op_a = cublas.CUBLAS_OP_T if trans_a else cublas.CUBLAS_OP_N
-        op_b = cublas.CUBLAS_OP_T if trans_b else cublas.CUBLAS_OP_N
-        alpha = scalars.ctypes.data
-        beta = alpha + scalars.itemsize
-        func(handle, op_b, op_a, n, m, k, alpha, b.data.ptr, b.shape[1], a.data.ptr,
-             a.shape[1], beta, out.data.ptr, n)
-        return out
+        return self._blas().gemm_row_major(a, b, out, trans_a, trans_b, tf32=self.tf32)
 
-    def _set_math_mode(self, handle, dtype):
-        mode = CUBLAS_TF32_TENSOR_OP_MATH if (self.tf32 and dtype == numpy.float32) \
-            else CUBLAS_DEFAULT_MATH
-        if self._math_mode.get(handle) != mode:
-            self._cublas.setMathMode(handle, mode)
-            self._math_mode[handle] = mode
+    def _blas(self):
+        if self._handle is None:
+            with self._device:
+                self._handle = CublasHandle(self.xp)
+        return self._handle
+
+    def _buffer(self, tag, shape, dtype, fill=None):
+        """A persistent buffer for (tag, shape, dtype), created on first request."""
+        key = (tag, tuple(shape), numpy.dtype(dtype))
+        buf = self._persistent.get(key)
+        if buf is None:
+            buf = self._persistent[key] = self.empty(shape, dtype)
+            if fill is not None:
+                buf.fill(fill)
+        return buf
 
     def _ones_row(self, n, dtype):
-        key = (n, numpy.dtype(dtype))
-        ones = self._ones.get(key)
-        if ones is None:
-            ones = self._ones[key] = self.xp.ones((1, n), dtype=dtype)
-        return ones
+        return self._buffer("ones", (1, n), dtype, fill=1)
 
     def column_sum(self, x, out=None):
         """Bias gradient as a ones-vector GEMV through cuBLAS: CuPy's CUB path does not
         cover axis-0 sums of C-contiguous arrays."""
-        if x.ndim != 2 or x.dtype not in self._alpha_beta:
+        if x.ndim != 2 or x.dtype not in self._float_types:
             return super().column_sum(x, out=out)
         if out is None:
             out = self.empty((x.shape[1],), x.dtype)
@@ -195,15 +182,11 @@ class CupyBackend(Backend):
 
     # --------------------------------------------------------------- activations
     def _fusable(self, *arrays):
-        return all(a is not None and a.dtype in self._alpha_beta and a.flags.c_contiguous
+        return all(a is not None and a.dtype in self._float_types and a.flags.c_contiguous
                    for a in arrays)
 
     def _zero_bias(self, cols, dtype):
-        key = (cols, numpy.dtype(dtype))
-        z = self._zeros.get(key)
-        if z is None:
-            z = self._zeros[key] = self.xp.zeros((cols,), dtype=dtype)
-        return z
+        return self._buffer("zeros", (cols,), dtype, fill=0)
 
     def bias_activation(self, x, bias, activation, out=None):
         activation = check_activation(activation)
@@ -257,15 +240,26 @@ class CupyBackend(Backend):
         return self.activation_backward("tanh", dy, None, y, out=out)
 
     # ------------------------------------------------------------------- losses
-    def _mean_of(self, parts):
-        return self.xp.sum(parts)
+    def _sum(self, parts, tag):
+        """Sum ``parts`` into a persistent 0-d buffer with the single-block kernel (no
+        temporary storage, fixed order). The buffer is reused by the next call with
+        the same tag and shape: use the returned loss before the next step."""
+        out = self._buffer(tag, (), parts.dtype)
+        self.kernels.function("sum_to_scalar", parts.dtype)(
+            (1,), (SUM_THREADS,), (parts, numpy.int64(parts.size), out))
+        return out
+
+    def accumulate(self, acc, value, weight):
+        self.kernels.launch_single("accumulate", acc.dtype,
+                                   (acc, value, acc.dtype.type(weight)))
+        return acc
 
     def softmax_cross_entropy(self, logits, labels, grad_out=None):
         if logits.ndim != 2 or not self._fusable(logits):
             return super().softmax_cross_entropy(logits, labels, grad_out=grad_out)
         rows, cols = logits.shape
         grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
-        row_loss = self.empty((rows,), logits.dtype)
+        row_loss = self._buffer("xent_rows", (rows,), logits.dtype)
         inv_n = logits.dtype.type(1.0 / rows)
         if labels.ndim == 1:
             labels = labels if labels.dtype == numpy.int64 else labels.astype(numpy.int64)
@@ -277,31 +271,31 @@ class CupyBackend(Backend):
             self.kernels.launch("softmax_xent_dense", logits.dtype, rows,
                                 (logits, self.xp.ascontiguousarray(labels), grad, row_loss,
                                  numpy.int64(rows), numpy.int64(cols), inv_n))
-        return self._mean_of(row_loss), grad
+        return self._sum(row_loss, "xent_loss"), grad
 
     def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
         if not self._fusable(logits, targets) or targets.dtype != logits.dtype:
             return super().sigmoid_binary_cross_entropy(logits, targets, grad_out=grad_out)
         grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
-        parts = self.empty(logits.shape, logits.dtype)
+        parts = self._buffer("bce_parts", logits.shape, logits.dtype)
         self.kernels.launch("sigmoid_bce", logits.dtype, logits.size,
                             (logits, targets, grad, parts, numpy.int64(logits.size),
                              logits.dtype.type(1.0 / logits.size)))
-        return self._mean_of(parts), grad
+        return self._sum(parts, "bce_loss"), grad
 
     def mean_squared_error(self, pred, target, grad_out=None):
         if not self._fusable(pred, target) or target.dtype != pred.dtype:
             return super().mean_squared_error(pred, target, grad_out=grad_out)
         grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
-        parts = self.empty(pred.shape, pred.dtype)
+        parts = self._buffer("mse_parts", pred.shape, pred.dtype)
         self.kernels.launch("mse", pred.dtype, pred.size,
                             (pred, target, grad, parts, numpy.int64(pred.size),
                              pred.dtype.type(1.0 / pred.size)))
-        return self._mean_of(parts), grad
+        return self._sum(parts, "mse_loss"), grad
 
     # --------------------------------------------------------------- optimizers
     def guard_finite(self, loss, step, flag, bad_step):
-        loss = loss.reshape(1) if loss.dtype in self._alpha_beta else loss.astype("float32")
+        loss = loss.reshape(1) if loss.dtype in self._float_types else loss.astype("float32")
         self.kernels.launch_single("guard_finite", loss.dtype, (loss, step, flag, bad_step))
 
     def increment_step(self, step, skip=None):
@@ -340,7 +334,7 @@ class CupyBackend(Backend):
     # ------------------------------------------------------------------ dropout
     def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):
         dtype = numpy.dtype(dtype)
-        if dtype not in self._alpha_beta:
+        if dtype not in self._float_types:
             return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out)
         if not isinstance(counter, self.xp.ndarray):
             counter = self.xp.asarray([int(counter)], dtype=numpy.int64)
@@ -350,6 +344,28 @@ class CupyBackend(Backend):
                             (out, numpy.uint64(seed), counter, numpy.int64(out.size),
                              dtype.type(rate)))
         return out
+
+    # ------------------------------------------------------------------- graphs
+    def capture(self, fn):
+        """Capture ``fn`` as a CUDA graph on a side stream; ``replay()`` launches it on
+        the current stream, so it stays ordered with the eager work around it.
+
+        Everything ``fn`` touches must already exist and stay alive while the graph
+        does: CuPy's memory pool has no graph-private pool, so an allocation made during
+        capture could be handed to someone else afterwards while the graph still writes
+        to it. ``fn`` must not read the device either (no host sync during capture).
+        """
+        cupy = self.xp
+        with self._device:
+            side = cupy.cuda.Stream(non_blocking=True)
+            side.wait_event(cupy.cuda.get_current_stream().record())
+            with side:
+                side.begin_capture()
+                try:
+                    fn()
+                finally:
+                    graph = side.end_capture()
+            return _CudaGraph(cupy, graph, side)
 
     # -------------------------------------------------------------------- misc
     def warmup(self, model):
@@ -371,3 +387,15 @@ class CupyBackend(Backend):
             "cupy": cupy.__version__, "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
             "driver": cupy.cuda.runtime.driverGetVersion(), "tf32": self.tf32,
         }
+
+
+class _CudaGraph:
+    """A captured CUDA graph; ``replay()`` launches it on the current stream."""
+
+    def __init__(self, cupy, graph, capture_stream):
+        self.cupy = cupy
+        self.graph = graph
+        self._capture_stream = capture_stream  # keep alive with the graph
+
+    def replay(self):
+        self.graph.launch(self.cupy.cuda.get_current_stream())

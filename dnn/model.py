@@ -237,9 +237,15 @@ class Sequential:
 
     # ------------------------------------------------------------------------ fit
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-            shuffle=True, verbose=1, callbacks=None, initial_epoch=0, terminate_on_nan=True):
+            shuffle=True, verbose=1, callbacks=None, initial_epoch=0, terminate_on_nan=True,
+            cuda_graph="auto"):
         """Train for ``epochs - initial_epoch`` epochs. Returns a History whose
         ``.history`` maps "loss", each metric and their "val_" forms to per-epoch lists.
+
+        ``cuda_graph``: "auto" captures the training step as a CUDA graph and replays
+        it where the backend supports graphs (CuPy) and nothing in the step needs the
+        host (``clipnorm`` does); True forces the captured-step code path (on NumPy a
+        replay re-runs the step); False runs every step eagerly.
         """
         self._require_compiled("fit")
         epochs = check_nonnegative_int(epochs, "epochs")
@@ -250,6 +256,8 @@ class Sequential:
         if not (isinstance(validation_split, (int, float)) and 0 <= validation_split < 1):
             raise ValueError(f"validation_split: expected a number in [0, 1); "
                              f"got {validation_split!r}")
+        if cuda_graph not in ("auto", True, False):
+            raise ValueError(f"cuda_graph: expected 'auto', True or False; got {cuda_graph!r}")
         x, y = self._prepare(x, y, "fit")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -285,6 +293,8 @@ class Sequential:
             "epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size,
             "verbose": verbose, "metrics": self._log_names(val is not None)})
         self.stop_training = False
+        use_graph = cuda_graph is True or (
+            cuda_graph == "auto" and be.supports_graphs and self.optimizer.clipnorm is None)
         self.history.interrupted = False
         cb.on_train_begin()
         try:
@@ -292,7 +302,7 @@ class Sequential:
                 for epoch in range(initial_epoch, epochs):
                     cb.on_epoch_begin(epoch)
                     logs, complete = self._run_epoch(x_dev, y_dev, n, batch_size, steps, epoch,
-                                                     shuffle, nan_guard, cb)
+                                                     shuffle, nan_guard, cb, use_graph)
                     if val_dev is not None:
                         val_logs = self._evaluate_arrays(*val_dev, max(batch_size, 256))
                         logs.update({"val_" + k: v for k, v in val_logs.items()})
@@ -309,61 +319,117 @@ class Sequential:
         names = ["loss"] + [m.name for m in self.metrics]
         return names + ["val_" + k for k in names] if with_val else names
 
-    def _run_epoch(self, x_dev, y_dev, n, batch_size, steps, epoch, shuffle, nan_guard, cb):
+    def _run_epoch(self, x_dev, y_dev, n, batch_size, steps, epoch, shuffle, nan_guard, cb,
+                   use_graph=False):
         """One epoch. Reads the device only where it must: the loss once at the end, plus
         at progress points when a callback wants per-batch logs. On a backend whose host
         reads are free (NumPy) the non-finite check runs every step; elsewhere a device
         flag records the first bad step, the optimizer skips every update from then on,
-        and the flag is read at those same points."""
+        and the flag is read at those same points. With ``use_graph``, full batches
+        replay a captured step (see ``_graph_step``); the last partial batch runs eagerly.
+        """
         be = self.backend
         if shuffle:
             order = numpy.random.default_rng([self.seed, epoch]).permutation(n)
             order_dev = be.asarray(order)
-        loss_sum = 0.0
         metric_sums = [0.0] * len(self.metrics)
         optimizer = self.optimizer
         host_guard = nan_guard and be.cheap_host_reads
         device_guard = nan_guard and not be.cheap_host_reads
-        skip = None
+        flags = None
         if nan_guard:
             self._snapshot()
         if device_guard:
-            skip, bad_step = self._nan_flags()
+            flags = self._nan_flags()
             first_step = optimizer.step_count  # one read per epoch
+        acc = self._loss_accumulator()
         every = 1 if be.cheap_host_reads else max(1, steps // 20)
         for step in range(steps):
             start, stop = step * batch_size, min(n, (step + 1) * batch_size)
+            rows = stop - start
+            xb = self._batch_buffer("x", x_dev, rows)
+            yb = self._batch_buffer("y", y_dev, rows)
             if shuffle:
                 idx = order_dev[start:stop]
-                xb = be.take_rows(x_dev, idx, out=self._batch_buffer("x", x_dev, stop - start))
-                yb = be.take_rows(y_dev, idx, out=self._batch_buffer("y", y_dev, stop - start))
+                be.take_rows(x_dev, idx, out=xb)
+                be.take_rows(y_dev, idx, out=yb)
             else:
-                xb, yb = x_dev[start:stop], y_dev[start:stop]
-            out, loss = self._loss_and_backward(xb, yb, True, optimizer.iterations)
-            if host_guard and not be.to_float(be.all_finite(loss)):
-                self._stop_on_nonfinite(loss, epoch, step, steps)
-            if device_guard:
-                be.guard_finite(loss, optimizer.iterations, skip, bad_step)
-            sums = self._metric_sums(out, yb)
-            optimizer.apply_gradients(self._params, self._grads, skip=skip)
+                be.copy(x_dev[start:stop], out=xb)
+                be.copy(y_dev[start:stop], out=yb)
+            context = (epoch, step, steps) if host_guard else None
+            if use_graph and rows == batch_size:
+                out = self._graph_step(xb, yb, flags, acc, context)
+            else:
+                out = self._train_step(xb, yb, flags, acc, context)
+            metric_sums = [a + b for a, b in zip(metric_sums, self._metric_sums(out, yb))]
             self.train_steps += 1
-            loss_sum = loss_sum + loss * (stop - start)
-            metric_sums = [a + b for a, b in zip(metric_sums, sums)]
             readback = cb.wants_batch_logs and (step % every == every - 1 or step == steps - 1)
             if readback:
                 if device_guard:
                     self._check_nan_flags(epoch, steps, first_step)
-                cb.on_train_batch_end(step, {"loss": be.to_float(loss_sum) / stop,
+                cb.on_train_batch_end(step, {"loss": be.to_float(acc[0]) / stop,
                                              "seen": stop})
             if self.stop_training:
                 n = stop
                 break
         if device_guard:
             self._check_nan_flags(epoch, steps, first_step)
-        logs = {"loss": be.to_float(loss_sum) / n}
+        logs = {"loss": be.to_float(acc[0]) / n}
         for metric, total in zip(self.metrics, metric_sums):
             logs[metric.name] = be.to_float(total) / metric.denominator(n, self.output_dim)
         return logs, stop == x_dev.shape[0]
+
+    def _train_step(self, xb, yb, flags, acc, context):
+        """Forward, loss, backward, update, and ``acc += loss * rows``, all on the
+        device. ``context`` (epoch, step, steps) asks for the host-side non-finite check
+        before the update; ``flags`` for the device-side one. Returns the output."""
+        be, optimizer = self.backend, self.optimizer
+        out, loss = self._loss_and_backward(xb, yb, True, optimizer.iterations)
+        if context is not None and not be.to_float(be.all_finite(loss)):
+            self._stop_on_nonfinite(loss, *context)
+        skip = None
+        if flags is not None:
+            be.guard_finite(loss, optimizer.iterations, *flags)
+            skip = flags[0]
+        optimizer.apply_gradients(self._params, self._grads, skip=skip)
+        be.accumulate(acc, loss, xb.shape[0])
+        return out
+
+    def _graph_step(self, xb, yb, flags, acc, context):
+        """Run one step by replaying a captured graph of ``_train_step`` over the fixed
+        batch buffers. The first step of a batch size runs eagerly (it creates every
+        workspace, so capture allocates nothing); the next captures, and a change of
+        learning rate (a kernel argument in the graph) captures again."""
+        rows = xb.shape[0]
+        graphs = self.__dict__.setdefault("_graphs", {})
+        entry = graphs.get(rows)
+        lr = self.optimizer.learning_rate
+        if entry is None:
+            graphs[rows] = {"lr": None, "graph": None}
+            return self._train_step(xb, yb, flags, acc, context)
+        if entry["graph"] is None or entry["lr"] != lr:
+            holder = {}
+
+            def body():
+                holder["out"] = self._train_step(xb, yb, flags, acc, context)
+
+            graph = self.backend.capture(body)
+            # The graph points into these buffers: keep every one alive with it, even if
+            # a workspace cache later drops them.
+            keep = [xb, yb, acc, flags, self._params, self._grads,
+                    self._loss_grad.get(rows)] + [layer._workspaces.get(rows)
+                                                  for layer in self.layers]
+            entry.update(graph=graph, lr=lr, keep=keep, out=None, holder=holder)
+        entry["graph"].replay()
+        return entry["holder"]["out"]
+
+    def _loss_accumulator(self):
+        """Zeroed (1,) device buffer for the epoch's running sum of loss * rows."""
+        acc = self.__dict__.get("_acc")
+        if acc is None:
+            acc = self._acc = self.backend.zeros((1,), self.dtype)
+        self.backend.fill(acc, 0)
+        return acc
 
     def _nan_flags(self):
         """Zeroed device flag (int32) and bad-step record (int64) for this epoch."""

@@ -11,6 +11,7 @@ import numpy
 from .source import kernel_name, read_source
 
 THREADS = 256
+SUM_THREADS = 256  # must equal SUM_THREADS in dnn_kernels.cu: sum_to_scalar runs one block
 # Grid-stride loops cover the rest; more blocks than this only adds launch work.
 MAX_BLOCKS = 65535
 # --fmad=false keeps the arithmetic identical to the host build that the tests check.

@@ -121,6 +121,7 @@ def test_labels_out_of_range_are_caught_on_every_backend(use, labels, pattern):
     ({"batch_size": -4}, "batch_size: expected a positive integer; got -4"),
     ({"epochs": -1}, "epochs: expected an integer >= 0; got -1"),
     ({"validation_split": 1.5}, r"validation_split: expected a number in \[0, 1\); got 1.5"),
+    ({"cuda_graph": "yes"}, r"cuda_graph: expected 'auto', True or False; got 'yes'"),
 ])
 def test_fit_rejects_bad_arguments(use, moons, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import pathlib
 
-import pytest
 
 from bench.models import MODELS
 

@@ -274,3 +274,16 @@ def test_kernels_import_needs_no_cupy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 256, 1000])
+def test_sum_to_scalar_and_accumulate_kernels(dtype, n):
+    x = inputs(dtype, (n,)) / 100
+    out = numpy.zeros(1, dtype)
+    host.call(f"sum_to_scalar_{SFX[dtype]}", x, n, out, dtype=dtype)
+    close(out[0], x.astype(numpy.float64).sum(), dtype)
+    acc = numpy.array([1.5], dtype)
+    host.call(f"accumulate_{SFX[dtype]}", acc, out, 4.0, dtype=dtype)
+    close(acc[0], 1.5 + 4.0 * float(out[0]), dtype)

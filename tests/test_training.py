@@ -146,3 +146,31 @@ def test_digits(use):
     model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     model.fit(scaler.transform(x_tr), y_tr, epochs=40, batch_size=32, verbose=0)
     assert model.evaluate(scaler.transform(x_te), y_te)["accuracy"] >= 0.96
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd", "rmsprop"])
+def test_captured_step_path_matches_eager_steps(use, opt):
+    """fit(cuda_graph=True) runs full batches through Backend.capture/replay (a CUDA
+    graph on CuPy, a re-run elsewhere) and the last partial batch eagerly; the weights
+    must match an eager run (bitwise where a replay re-runs the step, to float32
+    rounding on a GPU). A learning-rate change between epochs forces a new capture."""
+    x, y = make_spirals(300, 3, seed=4)
+    weights = []
+    for graph in (False, True):
+        model = dnn.Sequential([Dense(32, "relu"), dnn.layers.Dropout(0.1), Dense(32, "gelu"),
+                                Dense(3, "softmax")], input_dim=2, seed=5)
+        model.compile(loss="sparse_categorical_crossentropy", optimizer=opt,
+                      metrics=["accuracy"])
+        schedule = dnn.callbacks.LearningRateScheduler(lambda e, lr: 1e-3 * (0.5 ** e))
+        h = model.fit(x, y, epochs=3, batch_size=64, verbose=0, cuda_graph=graph,
+                      callbacks=[schedule])
+        weights.append((model.get_weights(), h.history))
+    (w_eager, h_eager), (w_graph, h_graph) = weights
+    exact = not use.supports_graphs
+    for a, b in zip(w_eager, w_graph):
+        if exact:
+            numpy.testing.assert_array_equal(a, b)
+        else:
+            numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    numpy.testing.assert_allclose(h_eager["loss"], h_graph["loss"], rtol=1e-6 if exact else 1e-5)
+    assert h_eager["accuracy"] == h_graph["accuracy"] or not exact
