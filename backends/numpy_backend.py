@@ -30,9 +30,10 @@ def _numba_wanted():
 
 
 class NumpyBackend(Backend):
-    """``NumpyBackend(accelerate=None)``: with ``accelerate`` (default: when numba
-    imports and ``DNN_NUMBA`` is not "0") the optimizer updates run as fused numba
-    kernels from ``kernels.cpu``; otherwise as in-place NumPy passes."""
+    """``NumpyBackend(accelerate=None)``: with ``accelerate`` (default: when numba is
+    installed and ``DNN_NUMBA`` is not "0") the optimizer updates of buffers of at least
+    ``kernels.cpu.MIN_SIZE`` parameters run as fused numba kernels from
+    ``kernels.cpu``; otherwise as in-place NumPy passes."""
 
     name = "numpy"
     xp = numpy
@@ -53,11 +54,14 @@ class NumpyBackend(Backend):
     def describe(self):
         return {**super().describe(), "accelerated": self.accelerated}
 
+    def _fused(self, params):
+        return self.accelerated and params.shape[0] >= cpu_kernels.MIN_SIZE
+
     def warmup(self, model):
         """Compile the numba kernels the model's optimizer uses, outside any timing."""
         if not self.accelerated or getattr(model, "optimizer", None) is None:
             return
-        for n in (1, cpu_kernels.PARALLEL_MIN):
+        for n in (cpu_kernels.MIN_SIZE,):
             p = numpy.zeros(n, model.dtype)
             state = {k: numpy.zeros(n, model.dtype) for k in model.optimizer.state}
             step = numpy.zeros(1, numpy.int64)
@@ -145,7 +149,7 @@ class NumpyBackend(Backend):
                    weight_decay=0.0, skip=None):
         if self._skipped(skip):
             return params
-        if self.accelerated:
+        if self._fused(params):
             cpu_kernels.sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay)
             return params
 
@@ -180,7 +184,7 @@ class NumpyBackend(Backend):
             return params
         step += 1
         t = int(step[0])
-        if self.accelerated:
+        if self._fused(params):
             cpu_kernels.adam_update(params, grads, m, v, t, lr, beta_1, beta_2, epsilon,
                                     weight_decay, decoupled_weight_decay)
             return params
@@ -217,7 +221,7 @@ class NumpyBackend(Backend):
                        momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
         if self._skipped(skip):
             return params
-        if self.accelerated:
+        if self._fused(params):
             cpu_kernels.rmsprop_update(params, grads, sq_avg, velocity, lr, rho, epsilon,
                                        momentum, weight_decay)
             return params

@@ -3,26 +3,25 @@ path for the NumPy backend: each optimizer update is one parallel pass over the 
 buffers instead of about a dozen NumPy passes.
 
 Nothing compiles at import; each kernel compiles on first use (about a second) and is
-cached on disk by numba. ``available()`` says whether numba imports.
+cached on disk by numba. ``available()`` says whether numba is installed, without
+importing it (the import alone takes ~0.2 s, more than seed 002's whole training).
 """
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 import threading
 
-# Below this many elements, starting numba's thread team costs more than it saves.
-PARALLEL_MIN = 1 << 16
+# Buffers smaller than this stay on the NumPy path: there the numba import and the
+# thread team's start cost more than the fused pass saves.
+MIN_SIZE = 1 << 16
 
 
 @functools.lru_cache(maxsize=None)
 def available():
-    try:
-        import numba  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return importlib.util.find_spec("numba") is not None
 
 
 # The workqueue layer cannot run two parallel kernels at once (it aborts the process),
@@ -31,16 +30,16 @@ _LAUNCH = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(parallel):
+def _compiled():
     import numba
 
-    if parallel and "NUMBA_THREADING_LAYER" not in os.environ:
+    if "NUMBA_THREADING_LAYER" not in os.environ:
         # OpenMP's worker threads spin after each kernel and starve the OpenBLAS GEMMs
         # that follow: the 784-1024-1024-10 step ran at 10.2k samples/s with "omp"
         # against 19.1k with "workqueue", which sleeps.
         numba.config.THREADING_LAYER = "workqueue"
-    jit = numba.njit(parallel=parallel, cache=True, nogil=True)
-    prange = numba.prange if parallel else range
+    jit = numba.njit(parallel=True, cache=True, nogil=True)
+    prange = numba.prange
 
     @jit
     def adam(p, g, m, v, one_b1, one_b2, alpha, eps, l2, decay):
@@ -80,9 +79,7 @@ def _compiled(parallel):
 
 
 def _kernel(name, n):
-    if n < PARALLEL_MIN:
-        return _compiled(False)[name]
-    kernel = _compiled(True)[name]
+    kernel = _compiled()[name]
 
     def launch(*args):
         with _LAUNCH:

@@ -133,3 +133,32 @@ def test_plot_api(tmp_path):
     assert png_size(dnn.plot.decision_boundary(model, x, y, tmp_path / "d.png")) == (500, 500)
     with pytest.raises(ValueError, match=r"shape \(n, 2\).*got shape \(200, 3\)"):
         dnn.plot.decision_boundary(model, numpy.zeros((200, 3)), y, tmp_path / "x.png")
+
+
+def test_progress_bar_on_a_terminal():
+    """On a TTY, verbose=1 draws a Keras-style bar with ETA, samples/s and the loss."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DNN_BACKEND": "numpy"}
+    proc = subprocess.Popen([sys.executable, "-m", "dnn", "train", "spirals", "--layers", "64,64",
+                             "--epochs", "3", "--batch-size", "8"],
+                            stdout=slave, stderr=slave, cwd=ROOT, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "Epoch 1/3" in text and "Epoch 3/3" in text
+    assert "ETA" in text and "samples/s" in text and "\r" in text
+    assert "102/102 [==============================]" in text
+    assert "test accuracy" in text
