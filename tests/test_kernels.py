@@ -287,3 +287,54 @@ def test_sum_to_scalar_and_accumulate_kernels(dtype, n):
     acc = numpy.array([1.5], dtype)
     host.call(f"accumulate_{SFX[dtype]}", acc, out, 4.0, dtype=dtype)
     close(acc[0], 1.5 + 4.0 * float(out[0]), dtype)
+
+
+# --------------------------------------------------------------- property tests
+from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_values = st.one_of(st.floats(-60, 60, width=32),
+                  st.sampled_from([float(numpy.float32(v)) for v in EXTREMES]))
+_matrix = st.tuples(st.integers(1, 9), st.integers(1, 9)).flatmap(
+    lambda s: arrays(numpy.float32, s, elements=_values))
+
+
+@needs_cxx
+@pytest.mark.parametrize("act", ACTS)
+@given(x=_matrix)
+def test_bias_activation_kernel_property(act, x):
+    x = numpy.ascontiguousarray(x)
+    bias = numpy.zeros(x.shape[1], numpy.float32)
+    y = numpy.empty_like(x)
+    host.call(f"bias_{act}_forward_f32", x, bias, y, x.size, x.shape[1], 0.01)
+    with numpy.errstate(over="ignore"):
+        want = reference.activation(act, x.astype(numpy.float64))
+    numpy.testing.assert_allclose(y, want, rtol=2e-5, atol=1e-5)
+
+
+@needs_cxx
+@given(z=_matrix, seed=st.integers(0, 2**16))
+def test_softmax_xent_kernel_property(z, seed):
+    z = numpy.ascontiguousarray(z)
+    rows, cols = z.shape
+    labels = numpy.random.default_rng(seed).integers(0, cols, rows).astype(numpy.int64)
+    grad, row_loss = numpy.empty_like(z), numpy.empty(rows, numpy.float32)
+    host.call("softmax_xent_sparse_f32", z, labels, grad, row_loss, rows, cols, 1 / rows)
+    want_loss, want_grad = reference.softmax_cross_entropy(z.astype(numpy.float64), labels)
+    assert numpy.isfinite(row_loss).all() and numpy.isfinite(grad).all()
+    numpy.testing.assert_allclose(row_loss.sum(dtype=numpy.float64), want_loss, rtol=1e-4,
+                                  atol=1e-4)
+    numpy.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
+
+
+@needs_cxx
+@given(z=_matrix, seed=st.integers(0, 2**16))
+def test_sigmoid_bce_kernel_property(z, seed):
+    z = numpy.ascontiguousarray(z)
+    t = numpy.random.default_rng(seed).integers(0, 2, z.shape).astype(numpy.float32)
+    grad, parts = numpy.empty_like(z), numpy.empty_like(z)
+    host.call("sigmoid_bce_f32", z, t, grad, parts, z.size, 1 / z.size)
+    want_loss, want_grad = reference.sigmoid_binary_cross_entropy(z.astype(numpy.float64), t)
+    numpy.testing.assert_allclose(parts.sum(dtype=numpy.float64), want_loss, rtol=1e-4,
+                                  atol=1e-4)
+    numpy.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
