@@ -22,12 +22,13 @@ import numpy
 
 import backends
 
+from .accuracy import accuracy_at
 from .kernel_bench import kernel_rows
 from .limits import copy_bandwidth, gemm_step_time
 from .models import MODELS
 from .train_bench import dnn_throughput, steps_for, torch_status, torch_throughput
 
-PRECISIONS = {"numpy": ["float32", "float64"], "cupy": ["float32"]}
+PRECISIONS = {"numpy": ["float32", "float64"], "cupy": ["float32", "tf32"]}
 # --quick: the rows the CPU targets are stated for, float32 only, in under a minute.
 QUICK = {"batches": {"tiny": [32], "medium": [64, 256]}, "repeats": 3,
          "precisions": ["float32"]}
@@ -48,6 +49,8 @@ def _parse_args(argv):
     p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is kept")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--no-kernels", action="store_true", help="skip the kernel micro-benchmarks")
+    p.add_argument("--no-accuracy", action="store_true",
+                   help="skip training a real task at each precision")
     p.add_argument("--torch-modes", default=None,
                    help="PyTorch modes on a GPU: eager,graph,compile (CPU: eager)")
     p.add_argument("--out", help="JSON path (default: bench-<device>.json in the current "
@@ -113,6 +116,26 @@ def _torch_device(backend_name):
     return "cuda" if backend_name == "cupy" else "cpu"
 
 
+def precision_backend(name, precision):
+    """(backend instance, model dtype) for a precision mode: "float32", "float64", or
+    "tf32" (float32 model, TF32 tensor-core GEMMs, CuPy only)."""
+    if precision == "tf32":
+        if name != "cupy":
+            raise SystemExit("bench: precision 'tf32' needs the cupy backend")
+        from backends.cupy_backend import CupyBackend
+
+        return CupyBackend(backends.get_backend(name).device_id, tf32=True), "float32"
+    return backends.get_backend(name), precision
+
+
+def _torch_precision(torch, precision):
+    """Set PyTorch's TF32 switch to match the row; returns the dtype name to train in."""
+    if torch is not None and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    return "float32" if precision == "tf32" else precision
+
+
 def run(args):
     available = backends.available_backends()
     names = _csv(args.backends) if args.backends else available
@@ -151,13 +174,27 @@ def run(args):
             modes = _csv(args.torch_modes) if args.torch_modes else ["eager", "graph", "compile"]
         header = (f"{'model':<7}{'batch':>6} {'prec':<8}{'samples/s':>12}{'step ms':>9}"
                   f"{'GEMM GF/s':>10}{'of peak':>8}")
+        if be.supports_graphs:
+            header += f"{'dnn eager':>12}"
         header += "".join(f"{'torch ' + m:>14}{'x':>6}" for m in modes) if torch else ""
         print(header)
         for prec in precisions:
+            row_backend, dtype = precision_backend(name, prec)
             for model_name in models:
                 spec = MODELS[model_name]
                 for batch in batches_for(model_name):
-                    _one_row(record, be, name, spec, batch, prec, repeats, torch, modes)
+                    _one_row(record, row_backend, name, spec, batch, prec, dtype, repeats,
+                             torch, modes)
+        if not args.no_accuracy:
+            print(f"\n{'precision (' + name + ')':<24}{'task':<9}{'test accuracy':>14}"
+                  f"{'test loss':>11}")
+            for prec in precisions:
+                row_backend, dtype = precision_backend(name, prec)
+                acc = accuracy_at(row_backend, dtype)
+                acc.update(backend=name, precision=prec)
+                record.setdefault("accuracy", []).append(acc)
+                print(f"{prec:<24}{acc['task']:<9}{acc['test_accuracy']:>14.4f}"
+                      f"{acc['test_loss']:>11.4f}")
         if not args.no_kernels:
             krows = kernel_rows(be, repeats=repeats, n_params=MODELS["medium"].params())
             print(f"\n{'kernel (' + name + ')':<32}{'fused GB/s':>11}{'unfused GB/s':>13}"
@@ -181,15 +218,15 @@ def run(args):
     return record
 
 
-def _one_row(record, be, name, spec, batch, prec, repeats, torch, modes):
+def _one_row(record, be, name, spec, batch, prec, dtype, repeats, torch, modes):
     flops = spec.gemm_flops(batch)
     if name == "numpy" and flops > CPU_MAX_STEP_FLOPS:
         record["skipped"].append({"model": spec.name, "batch": batch, "backend": name,
                                   "reason": f"{flops / 1e9:.0f} GFLOP per step on a CPU"})
         return
     steps = steps_for(spec, batch, target_flops=(1e9 if name == "numpy" else 2e10))
-    res = dnn_throughput(spec, batch, be, prec, steps, repeats)
-    gemm_s = gemm_step_time(be, spec, batch, prec, repeats)
+    res = dnn_throughput(spec, batch, be, dtype, steps, repeats)
+    gemm_s = gemm_step_time(be, spec, batch, dtype, repeats)
     row = {"model": spec.name, "batch": batch, "backend": name, "precision": prec,
            "steps": steps, **res, "gemm_flops": flops,
            "gemm_flops_with_input_grad": spec.gemm_flops_with_input_grad(batch),
@@ -199,12 +236,17 @@ def _one_row(record, be, name, spec, batch, prec, repeats, torch, modes):
     line = (f"{spec.name:<7}{batch:>6} {prec:<8}{res['samples_per_s']:>12,.0f}"
             f"{res['step_s'] * 1e3:>9.3f}{row['achieved_GFps']:>10.1f}"
             f"{row['fraction_of_gemm_peak']:>8.0%}")
+    if be.supports_graphs:  # the same model with every step run eagerly
+        eager = dnn_throughput(spec, batch, be, dtype, steps, repeats, cuda_graph=False)
+        row["dnn_eager"] = eager
+        line += f"{eager['samples_per_s']:>12,.0f}"
     if torch is not None:
         row["torch"] = {}
+        torch_dtype = _torch_precision(torch, prec)
         for mode in modes:
             try:
-                t = torch_throughput(spec, batch, _torch_device(name), prec, steps, repeats,
-                                     mode=mode)
+                t = torch_throughput(spec, batch, _torch_device(name), torch_dtype, steps,
+                                     repeats, mode=mode)
                 t["ratio"] = res["samples_per_s"] / t["samples_per_s"]
                 line += f"{t['samples_per_s']:>14,.0f}{t['ratio']:>5.2f}x"
             except Exception as exc:  # a mode that does not work here is reported, not fatal

@@ -28,9 +28,10 @@ def steps_for(spec, batch, target_flops=4e9, lo=50, hi=400):
     return int(min(hi, max(lo, target_flops // per_step)))
 
 
-def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3):
+def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3, cuda_graph="auto"):
     """``{"samples_per_s", "step_s"}`` of ``model.fit`` for one epoch of ``steps`` steps,
-    Adam, shuffled, median of ``repeats`` epochs after a warm-up epoch."""
+    Adam, shuffled, median of ``repeats`` epochs after a warm-up epoch (which also
+    captures the CUDA graph where the backend has them)."""
     import dnn
     from dnn.layers import Dense
 
@@ -44,7 +45,7 @@ def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3):
         x, y = synthetic_data(spec, batch * steps)
 
         def epoch():
-            model.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+            model.fit(x, y, epochs=1, batch_size=batch, verbose=0, cuda_graph=cuda_graph)
 
         seconds, _ = measure(epoch, sync=backend.synchronize, warmup=1, repeats=repeats)
     return {"samples_per_s": batch * steps / seconds, "step_s": seconds / steps}
