@@ -91,19 +91,18 @@ class CupyBackend(Backend):
             f"{nbytes / 2**20:,.1f} MiB for an array of shape {tuple(shape)} {numpy.dtype(dtype)}; "
             f"try a smaller batch_size (or a smaller model)")
 
-    def empty(self, shape, dtype="float32"):
+    def _allocate(self, make, shape, dtype):
         try:
             with self._device:
-                return self.xp.empty(shape, dtype=dtype)
+                return make(shape, dtype=dtype)
         except self.xp.cuda.memory.OutOfMemoryError as exc:
             raise self._out_of_memory(exc, shape, dtype) from exc
 
+    def empty(self, shape, dtype="float32"):
+        return self._allocate(self.xp.empty, shape, dtype)
+
     def zeros(self, shape, dtype="float32"):
-        try:
-            with self._device:
-                return self.xp.zeros(shape, dtype=dtype)
-        except self.xp.cuda.memory.OutOfMemoryError as exc:
-            raise self._out_of_memory(exc, shape, dtype) from exc
+        return self._allocate(self.xp.zeros, shape, dtype)
 
     def asarray(self, x, dtype=None):
         """Host data is copied to this device; a CuPy array on another device is an
@@ -273,25 +272,25 @@ class CupyBackend(Backend):
                                  numpy.int64(rows), numpy.int64(cols), inv_n))
         return self._sum(row_loss, "xent_loss"), grad
 
-    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
-        if not self._fusable(logits, targets) or targets.dtype != logits.dtype:
-            return super().sigmoid_binary_cross_entropy(logits, targets, grad_out=grad_out)
-        grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
-        parts = self._buffer("bce_parts", logits.shape, logits.dtype)
-        self.kernels.launch("sigmoid_bce", logits.dtype, logits.size,
-                            (logits, targets, grad, parts, numpy.int64(logits.size),
-                             logits.dtype.type(1.0 / logits.size)))
-        return self._sum(parts, "bce_loss"), grad
-
-    def mean_squared_error(self, pred, target, grad_out=None):
+    def _elementwise_loss(self, kernel, pred, target, grad_out, generic):
+        """Per-element loss kernel (writing the gradient and each element's share of
+        the mean), then the single-block sum."""
         if not self._fusable(pred, target) or target.dtype != pred.dtype:
-            return super().mean_squared_error(pred, target, grad_out=grad_out)
+            return generic(pred, target, grad_out=grad_out)
         grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
-        parts = self._buffer("mse_parts", pred.shape, pred.dtype)
-        self.kernels.launch("mse", pred.dtype, pred.size,
+        parts = self._buffer(kernel + "_parts", pred.shape, pred.dtype)
+        self.kernels.launch(kernel, pred.dtype, pred.size,
                             (pred, target, grad, parts, numpy.int64(pred.size),
                              pred.dtype.type(1.0 / pred.size)))
-        return self._sum(parts, "mse_loss"), grad
+        return self._sum(parts, kernel + "_loss"), grad
+
+    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
+        return self._elementwise_loss("sigmoid_bce", logits, targets, grad_out,
+                                      super().sigmoid_binary_cross_entropy)
+
+    def mean_squared_error(self, pred, target, grad_out=None):
+        return self._elementwise_loss("mse", pred, target, grad_out,
+                                      super().mean_squared_error)
 
     # --------------------------------------------------------------- optimizers
     def guard_finite(self, loss, step, flag, bad_step):

@@ -290,7 +290,7 @@ def test_sum_to_scalar_and_accumulate_kernels(dtype, n):
 
 
 # --------------------------------------------------------------- property tests
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import example, given, strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
 _values = st.one_of(st.floats(-60, 60, width=32),
@@ -314,6 +314,8 @@ def test_bias_activation_kernel_property(act, x):
 
 @needs_cxx
 @given(z=_matrix, seed=st.integers(0, 2**16))
+# Found by hypothesis: lse - z at logits of 1e4 lost 2e-4 of the loss in float32.
+@example(z=numpy.array([[0.0, 1e4, 1e4]], dtype=numpy.float32), seed=0)
 def test_softmax_xent_kernel_property(z, seed):
     z = numpy.ascontiguousarray(z)
     rows, cols = z.shape
