@@ -82,8 +82,8 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self.epochs_done = 0  # epochs completed over all fit calls (for resume)
-        # Optimizer steps taken, counted on the host: it keys the dropout masks, so
-        # reading it never waits for the device.
+        # Optimizer steps taken, counted on the host (the device has its own count in
+        # optimizer.iterations, which keys the dropout masks), saved for resume.
         self.train_steps = 0
         # JSON-serialisable extras saved with the model (e.g. the CLI's feature scaling).
         self.metadata = {}
@@ -133,14 +133,12 @@ class Sequential:
                 host[offset:offset + value.size] = value.ravel()
         self._params = be.asarray(host)
         self._grads = be.zeros(host.shape, self.dtype)
-        self._slots = []
         for index, (layer, slots) in enumerate(layout):
             layer.bind(be, [be.view(self._params, o, s) for o, s in slots],
                        [be.view(self._grads, o, s) for o, s in slots], self.dtype)
             if isinstance(layer, Dropout):
                 layer.seed = int(numpy.random.SeedSequence([self.seed, index])
                                  .generate_state(1, numpy.uint64)[0])
-            self._slots.extend(slots)
         self.built = True
         self._loss_grad = {}
         if self.loss is not None:
@@ -158,6 +156,9 @@ class Sequential:
         elif isinstance(metrics, (str, metrics_mod.Metric)):
             metrics = [metrics]
         self.metrics = [metrics_mod.get(m) for m in metrics]
+        # Captured steps and the NaN guard's snapshot point at the old optimizer's state.
+        for cache in ("_graphs", "_snap"):
+            self.__dict__.pop(cache, None)
         if self.built:
             self._configure_output()
             self.optimizer.build(self.backend, self._params.shape[0], self.dtype)
@@ -293,6 +294,9 @@ class Sequential:
             "epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size,
             "verbose": verbose, "metrics": self._log_names(val is not None)})
         self.stop_training = False
+        if cuda_graph is True and be.supports_graphs and self.optimizer.clipnorm is not None:
+            raise ValueError("cuda_graph: expected 'auto' or False with clipnorm (the global "
+                             "norm needs temporaries a captured graph cannot own); got True")
         use_graph = cuda_graph is True or (
             cuda_graph == "auto" and be.supports_graphs and self.optimizer.clipnorm is None)
         self.history.interrupted = False

@@ -174,3 +174,21 @@ def test_captured_step_path_matches_eager_steps(use, opt):
             numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     numpy.testing.assert_allclose(h_eager["loss"], h_graph["loss"], rtol=1e-6 if exact else 1e-5)
     assert h_eager["accuracy"] == h_graph["accuracy"] or not exact
+
+
+def test_recompiling_with_another_optimizer_retraces_the_step(use):
+    """Captured steps point at the optimizer's buffers: compile must drop them."""
+    x, y = make_moons(256, seed=2)
+    model = dnn.Sequential([Dense(8, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=0)
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, cuda_graph=True)
+    model.compile(loss="binary_crossentropy", optimizer=dnn.optimizers.SGD(0.1, momentum=0.9))
+    twin = dnn.Sequential([Dense(8, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=0)
+    twin.compile(loss="binary_crossentropy", optimizer=dnn.optimizers.SGD(0.1, momentum=0.9))
+    twin.build()
+    twin.set_weights(model.get_weights())
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, cuda_graph=True)
+    twin.fit(x, y, epochs=2, batch_size=32, verbose=0, cuda_graph=False)
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert model.optimizer.step_count == 16
