@@ -83,6 +83,12 @@ class Backend:
         self.xp.copyto(out, x)
         return out
 
+    def cast(self, x, out):
+        """Copy ``x`` into ``out`` converting the dtype (float32 -> bfloat16 rounds to
+        nearest even)."""
+        self.xp.copyto(out, x, casting="unsafe")
+        return out
+
     def fill(self, x, value):
         x.fill(value)
         return x
@@ -126,6 +132,10 @@ class Backend:
         """
         a = a.T if trans_a else a
         b = b.T if trans_b else b
+        if out is not None and out.dtype != a.dtype:
+            # bfloat16 inputs with a float32 output (mixed precision's weight gradients):
+            # the products are exact in float32, so upcasting first loses nothing.
+            a, b = a.astype(out.dtype), b.astype(out.dtype)
         return self.xp.matmul(a, b, out=out)
 
     # ------------------------------------------------------------------ activations
@@ -239,8 +249,9 @@ class Backend:
         return r if keepdims else xp.squeeze(r, axis=axis)
 
     def column_sum(self, x, out=None):
-        """Sum over the batch axis: the bias gradient, shape ``(features,)``."""
-        return self.xp.sum(x, axis=0, out=out)
+        """Sum over the batch axis: the bias gradient, shape ``(features,)``; summed in
+        ``out``'s dtype (float32 for bfloat16 input under mixed precision)."""
+        return self.xp.sum(x, axis=0, out=out, dtype=None if out is None else out.dtype)
 
     # ---------------------------------------------------------------------- losses
     def softmax_cross_entropy(self, logits, labels, grad_out=None):

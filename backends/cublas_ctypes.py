@@ -19,6 +19,10 @@ import numpy
 
 CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
 CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH = 0, 3
+# cudaDataType and cublasComputeType_t values used by cublasGemmEx.
+CUDA_R_32F, CUDA_R_16BF = 0, 14
+CUBLAS_COMPUTE_32F = 68
+CUBLAS_GEMM_DEFAULT = -1
 WORKSPACE_BYTES = 32 << 20
 
 
@@ -64,8 +68,11 @@ class CublasHandle:
         gemm_args = [vp, i, i, i, i, i, vp, vp, i, vp, i, vp, vp, i]
         lib.cublasSgemm_v2.argtypes = gemm_args
         lib.cublasDgemm_v2.argtypes = gemm_args
+        lib.cublasGemmEx.argtypes = [vp, i, i, i, i, i, vp, vp, i, i, vp, i, i, vp, vp, i, i,
+                                     i, i]
         for name in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetMathMode",
-                     "cublasSetWorkspace_v2", "cublasSgemm_v2", "cublasDgemm_v2"):
+                     "cublasSetWorkspace_v2", "cublasSgemm_v2", "cublasDgemm_v2",
+                     "cublasGemmEx"):
             getattr(lib, name).restype = i
         handle = vp()
         self._check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
@@ -96,13 +103,16 @@ class CublasHandle:
             self._mode = mode
 
     def gemm_row_major(self, a, b, out, trans_a, trans_b, tf32=False):
-        """``out = op(a) @ op(b)`` for C-contiguous float32/float64 arrays.
+        """``out = op(a) @ op(b)`` for C-contiguous float32/float64 arrays, or bfloat16
+        inputs with a bfloat16 or float32 output (float32 accumulation, tensor cores).
 
         Row-major C is column-major C^T = op(b)^T op(a)^T: the operands go in swapped,
         each with its own transpose flag, and nothing is copied.
         """
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
+        if a.dtype.name == "bfloat16":
+            return self._gemm_ex(a, b, out, trans_a, trans_b, m, n, k)
         double = a.dtype == numpy.float64
         self._prepare(tf32 and not double)
         scalars = self._f64 if double else self._f32
@@ -113,4 +123,17 @@ class CublasHandle:
                     CUBLAS_OP_T if trans_a else CUBLAS_OP_N, n, m, k, alpha, b.data.ptr,
                     b.shape[1], a.data.ptr, a.shape[1], beta, out.data.ptr, n)
         self._check(status, "cublasSgemm" if not double else "cublasDgemm")
+        return out
+
+    def _gemm_ex(self, a, b, out, trans_a, trans_b, m, n, k):
+        self._prepare(False)
+        out_type = CUDA_R_16BF if out.dtype.name == "bfloat16" else CUDA_R_32F
+        alpha = self._f32.ctypes.data  # compute type 32F: float scalars
+        beta = alpha + self._f32.itemsize
+        status = self.lib.cublasGemmEx(
+            self.handle, CUBLAS_OP_T if trans_b else CUBLAS_OP_N,
+            CUBLAS_OP_T if trans_a else CUBLAS_OP_N, n, m, k, alpha, b.data.ptr, CUDA_R_16BF,
+            b.shape[1], a.data.ptr, CUDA_R_16BF, a.shape[1], beta, out.data.ptr, out_type, n,
+            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+        self._check(status, "cublasGemmEx")
         return out

@@ -135,7 +135,8 @@ class CupyBackend(Backend):
         """``op(a) @ op(b)`` straight to cuBLAS s/dgemm through ctypes (no dispatch
         layer, and callable during CUDA-graph capture); see ``cublas_ctypes``."""
         dtype = a.dtype
-        if dtype not in self._float_types or b.dtype != dtype or not (
+        bf16 = dtype.name == "bfloat16"
+        if (dtype not in self._float_types and not bf16) or b.dtype != dtype or not (
                 a.flags.c_contiguous and b.flags.c_contiguous):
             return super().gemm(a, b, out=out, trans_a=trans_a, trans_b=trans_b)
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -145,9 +146,11 @@ class CupyBackend(Backend):
                              f"{kb}x{n}")
         if out is None:
             out = self.empty((m, n), dtype)
-        elif tuple(out.shape) != (m, n) or out.dtype != dtype or not out.flags.c_contiguous:
-            raise ValueError(f"gemm: out: expected a C-contiguous {m}x{n} {dtype} array; got "
-                             f"{tuple(out.shape)} {out.dtype}")
+        elif tuple(out.shape) != (m, n) or not out.flags.c_contiguous or not (
+                out.dtype == dtype or (bf16 and out.dtype == numpy.float32)):
+            raise ValueError(f"gemm: out: expected a C-contiguous {m}x{n} {dtype} array"
+                             f"{' (or float32)' if bf16 else ''}; got {tuple(out.shape)} "
+                             f"{out.dtype}")
         return self._blas().gemm_row_major(a, b, out, trans_a, trans_b, tf32=self.tf32)
 
     def _blas(self):
@@ -172,7 +175,7 @@ class CupyBackend(Backend):
     def column_sum(self, x, out=None):
         """Bias gradient as a ones-vector GEMV through cuBLAS: CuPy's CUB path does not
         cover axis-0 sums of C-contiguous arrays."""
-        if x.ndim != 2 or x.dtype not in self._float_types:
+        if x.ndim != 2 or (x.dtype not in self._float_types and x.dtype.name != "bfloat16"):
             return super().column_sum(x, out=out)
         if out is None:
             out = self.empty((x.shape[1],), x.dtype)

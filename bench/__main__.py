@@ -28,7 +28,7 @@ from .limits import copy_bandwidth, gemm_step_time
 from .models import MODELS
 from .train_bench import dnn_throughput, steps_for, torch_status, torch_throughput
 
-PRECISIONS = {"numpy": ["float32", "float64"], "cupy": ["float32", "tf32"]}
+PRECISIONS = {"numpy": ["float32", "float64"], "cupy": ["float32", "tf32", "bf16"]}
 # --quick: the rows the CPU targets are stated for, float32 only, in under a minute.
 QUICK = {"batches": {"tiny": [32], "medium": [64, 256]}, "repeats": 3,
          "precisions": ["float32"]}
@@ -93,6 +93,14 @@ def environment(backend_names):
     return env
 
 
+def _has_ml_dtypes():
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -117,8 +125,11 @@ def _torch_device(backend_name):
 
 
 def precision_backend(name, precision):
-    """(backend instance, model dtype) for a precision mode: "float32", "float64", or
-    "tf32" (float32 model, TF32 tensor-core GEMMs, CuPy only)."""
+    """(backend instance, model dtype) for a precision mode: "float32", "float64",
+    "tf32" (float32 model, TF32 tensor-core GEMMs, CuPy only) or "bf16" (the
+    mixed_bfloat16 policy: float32 weights, bfloat16 compute)."""
+    if precision == "bf16":
+        return backends.get_backend(name), "mixed_bfloat16"
     if precision == "tf32":
         if name != "cupy":
             raise SystemExit("bench: precision 'tf32' needs the cupy backend")
@@ -129,11 +140,12 @@ def precision_backend(name, precision):
 
 
 def _torch_precision(torch, precision):
-    """Set PyTorch's TF32 switch to match the row; returns the dtype name to train in."""
+    """Set PyTorch's TF32 switch to match the row; returns the dtype name to train in
+    ("bf16" trains float32 parameters under bfloat16 autocast, as dnn's mixed policy)."""
     if torch is not None and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    return "float32" if precision == "tf32" else precision
+    return {"tf32": "float32", "bf16": "autocast_bfloat16"}.get(precision, precision)
 
 
 def run(args):
@@ -188,7 +200,10 @@ def run(args):
         if not args.no_accuracy:
             print(f"\n{'precision (' + name + ')':<24}{'task':<9}{'test accuracy':>14}"
                   f"{'test loss':>11}")
-            for prec in precisions:
+            accuracy_precisions = list(precisions)
+            if "bf16" not in accuracy_precisions and _has_ml_dtypes():
+                accuracy_precisions.append("bf16")  # its accuracy effect shows on any device
+            for prec in accuracy_precisions:
                 row_backend, dtype = precision_backend(name, prec)
                 acc = accuracy_at(row_backend, dtype)
                 acc.update(backend=name, precision=prec)

@@ -79,8 +79,9 @@ def torch_throughput(spec, batch, device, dtype, steps, repeats=3, mode="eager")
     torch, why = torch_status()
     if torch is None:
         raise RuntimeError(why)
+    autocast = dtype == "autocast_bfloat16"
     tdtype = {"float32": torch.float32, "float64": torch.float64,
-              "bfloat16": torch.bfloat16}[dtype]
+              "autocast_bfloat16": torch.float32}[dtype]
     net, loss_fn = _torch_model(torch, spec, device, tdtype)
     x_host, y_host = synthetic_data(spec, batch * steps)
     x = torch.as_tensor(x_host, device=device, dtype=tdtype)
@@ -93,7 +94,10 @@ def torch_throughput(spec, batch, device, dtype, steps, repeats=3, mode="eager")
 
     def step(xb, yb):
         opt.zero_grad(set_to_none=(mode != "graph"))
-        loss = loss_fn(net(xb), yb)
+        # cache_enabled=False: autocast's weight cache must not outlive a graph capture.
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast,
+                            cache_enabled=False):
+            loss = loss_fn(net(xb).float(), yb)
         loss.backward()
         opt.step()
         return loss

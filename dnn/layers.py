@@ -192,7 +192,11 @@ class Dropout(Layer):
         self._active = False
 
     def _make_workspace(self, n):
-        return self.backend.empty((n, self.output_dim), self.dtype), \
+        # The mask stays float32 under a mixed policy: the fused mask kernels exist for
+        # float32/float64, and x * mask casts back to the compute dtype on the way out.
+        mask_dtype = self.dtype if numpy.dtype(self.dtype).name in ("float32", "float64") \
+            else numpy.float32
+        return self.backend.empty((n, self.output_dim), mask_dtype), \
             self.backend.empty((n, self.output_dim), self.dtype)
 
     def forward(self, x, training=False, step=0):
@@ -201,7 +205,7 @@ class Dropout(Layer):
             return x
         be = self.backend
         mask, y = self._workspace(x.shape[0], self._make_workspace)
-        be.dropout_mask(x.shape, self.rate, self.seed, step, dtype=x.dtype, out=mask)
+        be.dropout_mask(x.shape, self.rate, self.seed, step, dtype=mask.dtype, out=mask)
         self._mask = mask
         return be.multiply(x, mask, out=y)
 

@@ -73,7 +73,10 @@ class Sequential:
         if seed is None:
             seed = int(numpy.random.SeedSequence().entropy % (2**63))
         self.seed = check_nonnegative_int(seed, "seed")
-        self.dtype = check_dtype(dtype)
+        # dtype: weights, gradients and optimizer state; compute_dtype: activations.
+        # They differ only under the policy "mixed_bfloat16".
+        self.dtype, self.compute_dtype = check_dtype(dtype)
+        self.dtype_policy = dtype if self.mixed else self.dtype.name
         self.backend = None
         self.built = False
         self.loss = None
@@ -87,6 +90,11 @@ class Sequential:
         self.train_steps = 0
         # JSON-serialisable extras saved with the model (e.g. the CLI's feature scaling).
         self.metadata = {}
+
+    @property
+    def mixed(self):
+        """Whether activations are computed in a lower precision than the weights."""
+        return self.compute_dtype != self.dtype
 
     # ------------------------------------------------------------------ structure
     def add(self, layer):
@@ -133,9 +141,18 @@ class Sequential:
                 host[offset:offset + value.size] = value.ravel()
         self._params = be.asarray(host)
         self._grads = be.zeros(host.shape, self.dtype)
+        # Under a mixed policy the layers compute with a lower-precision copy of the
+        # weights, refreshed after every update; their gradients land in float32.
+        self._compute_params = self._params
+        if self.mixed:
+            self._compute_params = be.empty(host.shape, self.compute_dtype)
+            be.cast(self._params, out=self._compute_params)
+        self._weight_views = []  # (layer, name, master view) in get_weights order
         for index, (layer, slots) in enumerate(layout):
-            layer.bind(be, [be.view(self._params, o, s) for o, s in slots],
-                       [be.view(self._grads, o, s) for o, s in slots], self.dtype)
+            layer.bind(be, [be.view(self._compute_params, o, s) for o, s in slots],
+                       [be.view(self._grads, o, s) for o, s in slots], self.compute_dtype)
+            self._weight_views += [(layer, name, be.view(self._params, o, s))
+                                   for (name, _), (o, s) in zip(layer.param_shapes, slots)]
             if isinstance(layer, Dropout):
                 layer.seed = int(numpy.random.SeedSequence([self.seed, index])
                                  .generate_state(1, numpy.uint64)[0])
@@ -226,12 +243,38 @@ class Sequential:
             buf = self._loss_grad[n] = self.backend.empty((n, self.output_dim), self.dtype)
         return buf
 
-    def _loss_and_backward(self, xb, yb, training, step):
+    def _output(self, xb, training, step=0):
+        """The network's output for a batch, in the weight dtype: under a mixed policy
+        the low-precision output is cast up so that losses and metrics run in float32."""
         out = self._forward(xb, training, step)
+        if self.mixed:
+            out = self.backend.cast(out, out=self._mixed_buffer("out", xb.shape[0],
+                                                                self.dtype))
+        return out
+
+    def _mixed_buffer(self, tag, n, dtype):
+        cache = self.__dict__.setdefault("_mixed", {})
+        buf = cache.get((tag, n))
+        if buf is None:
+            if len(cache) >= 8:
+                cache.clear()
+            buf = cache[(tag, n)] = self.backend.empty((n, self.output_dim), dtype)
+        return buf
+
+    def _loss_and_backward(self, xb, yb, training, step):
+        out = self._output(xb, training, step)
         loss, grad = self.loss(self.backend, out, yb,
                                grad_out=self._loss_grad_buffer(xb.shape[0]))
+        if self.mixed:
+            grad = self.backend.cast(grad, out=self._mixed_buffer("grad", xb.shape[0],
+                                                                  self.compute_dtype))
         self._backward(grad)
         return out, loss
+
+    def _sync_compute_params(self):
+        """Refresh the low-precision copy of the weights (mixed policy only)."""
+        if self.mixed:
+            self.backend.cast(self._params, out=self._compute_params)
 
     def _metric_sums(self, out, yb):
         return [m.update(self.backend, out, yb) for m in self.metrics]
@@ -279,8 +322,9 @@ class Sequential:
         be = self.backend
         n = x.shape[0]
         steps = -(-n // batch_size)
-        x_dev, y_dev = be.asarray(x), be.asarray(y)
-        val_dev = None if val is None else (be.asarray(val[0]), be.asarray(val[1]))
+        x_dev, y_dev = be.asarray(x, dtype=self.compute_dtype), be.asarray(y)
+        val_dev = None if val is None else (be.asarray(val[0], dtype=self.compute_dtype),
+                                            be.asarray(val[1]))
 
         cbs = list(callbacks or [])
         if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in cbs):
@@ -297,8 +341,11 @@ class Sequential:
         if cuda_graph is True and be.supports_graphs and self.optimizer.clipnorm is not None:
             raise ValueError("cuda_graph: expected 'auto' or False with clipnorm (the global "
                              "norm needs temporaries a captured graph cannot own); got True")
+        # Under a mixed policy the bfloat16 elementwise ops are CuPy's own, which may
+        # allocate temporaries, so only eager steps are safe there.
         use_graph = cuda_graph is True or (
-            cuda_graph == "auto" and be.supports_graphs and self.optimizer.clipnorm is None)
+            cuda_graph == "auto" and be.supports_graphs and self.optimizer.clipnorm is None
+            and not self.mixed)
         self.history.interrupted = False
         cb.on_train_begin()
         try:
@@ -396,6 +443,7 @@ class Sequential:
             be.guard_finite(loss, optimizer.iterations, *flags)
             skip = flags[0]
         optimizer.apply_gradients(self._params, self._grads, skip=skip)
+        self._sync_compute_params()
         be.accumulate(acc, loss, xb.shape[0])
         return out
 
@@ -480,6 +528,7 @@ class Sequential:
             for name, buf in self.optimizer.state.items():
                 be.copy(snap[name], out=buf)
             be.copy(snap["iterations"], out=self.optimizer.iterations)
+            self._sync_compute_params()
             self.train_steps = self._snap_steps
             restored = f"; the weights had become non-finite, so they were restored to the " \
                        f"start of epoch {epoch + 1}"
@@ -505,8 +554,8 @@ class Sequential:
         self._require_compiled("evaluate")
         batch_size = check_positive_int(batch_size, "batch_size")
         x, y = self._prepare(x, y, "evaluate")
-        logs = self._evaluate_arrays(self.backend.asarray(x), self.backend.asarray(y),
-                                     batch_size)
+        logs = self._evaluate_arrays(self.backend.asarray(x, dtype=self.compute_dtype),
+                                     self.backend.asarray(y), batch_size)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
@@ -518,7 +567,7 @@ class Sequential:
         metric_sums = [0.0] * len(self.metrics)
         for start in range(0, n, batch_size):
             xb, yb = x_dev[start:start + batch_size], y_dev[start:start + batch_size]
-            out = self._forward(xb, False)
+            out = self._output(xb, False)
             loss, _ = self.loss(be, out, yb, grad_out=self._loss_grad_buffer(xb.shape[0]))
             loss_sum = loss_sum + loss * xb.shape[0]
             metric_sums = [a + b for a, b in zip(metric_sums, self._metric_sums(out, yb))]
@@ -535,11 +584,11 @@ class Sequential:
         if not self.built:
             self.build(x.shape[1])
         be = self.backend
-        x_dev = be.asarray(x, dtype=self.dtype)
+        x_dev = be.asarray(x, dtype=self.compute_dtype)
         result = numpy.empty((x.shape[0], self.output_dim), dtype=self.dtype)
         logits = getattr(self, "_logits", False)
         for start in range(0, x.shape[0], batch_size):
-            out = self._forward(x_dev[start:start + batch_size], False)
+            out = self._output(x_dev[start:start + batch_size], False)
             if logits:
                 out = be.activation(self._output_activation(), out)
             result[start:start + out.shape[0]] = be.to_numpy(out)
@@ -554,12 +603,11 @@ class Sequential:
     def get_weights(self):
         """NumPy copies ``[W0 (in, out), b0, W1, b1, ...]``."""
         self._require_built("get_weights")
-        return [self.backend.to_numpy(p).copy() for layer in self.layers for p in layer.params]
+        return [self.backend.to_numpy(p).copy() for _, _, p in self._weight_views]
 
     def set_weights(self, weights):
         self._require_built("set_weights")
-        targets = [(layer, name, p) for layer in self.layers
-                   for (name, _), p in zip(layer.param_shapes, layer.params)]
+        targets = self._weight_views
         weights = list(weights)
         if len(weights) != len(targets):
             raise ValueError(f"set_weights: expected {len(targets)} arrays "
@@ -577,6 +625,7 @@ class Sequential:
             host.append(w)
         for (_, _, p), w in zip(targets, host):
             self.backend.copy(self.backend.asarray(w, dtype=self.dtype), out=p)
+        self._sync_compute_params()
 
     def count_params(self):
         return sum(int(numpy.prod(s)) for layer in self.layers for _, s in layer.param_shapes)
@@ -589,15 +638,16 @@ class Sequential:
         self._require_compiled("loss_and_gradients")
         x, y = self._prepare(x, y, "loss_and_gradients")
         be = self.backend
-        _, loss = self._loss_and_backward(be.asarray(x), be.asarray(y), training,
-                                          self.optimizer.iterations)
+        _, loss = self._loss_and_backward(be.asarray(x, dtype=self.compute_dtype),
+                                          be.asarray(y), training, self.optimizer.iterations)
         return be.to_float(loss), [be.to_numpy(g).copy() for layer in self.layers
                                    for g in layer.grads]
 
     # ---------------------------------------------------------------- save/show
     def get_config(self):
         return {"name": self.name, "input_dim": self.input_dim, "seed": self.seed,
-                "dtype": self.dtype.name, "layers": [layer.get_config() for layer in self.layers]}
+                "dtype": self.dtype_policy,
+                "layers": [layer.get_config() for layer in self.layers]}
 
     def save(self, path):
         """Write weights, config and optimizer state to ``path`` (.npz), atomically."""

@@ -20,8 +20,11 @@ def summary_text(model):
         total = model.count_params()
         info = model.backend.describe()
         lines.append(f"Total params: {total:,} ({total * model.dtype.itemsize:,} bytes)")
+        dtype = model.dtype.name if not model.mixed else (
+            f"{model.dtype_policy} ({model.dtype.name} weights, {model.compute_dtype.name} "
+            f"compute)")
         lines.append(f"Input dim: {model.input_dim}   Backend: {info['backend']}   "
-                     f"Device: {info.get('name', info['device'])}   dtype: {model.dtype.name}")
+                     f"Device: {info.get('name', info['device'])}   dtype: {dtype}")
     else:
         lines.append("Not built yet: parameters are created on the first fit (or build).")
     return "\n".join(lines)

@@ -7,16 +7,33 @@ import numbers
 import numpy
 
 FLOAT_DTYPES = ("float32", "float64")
+MIXED_POLICIES = ("mixed_bfloat16",)
+
+
+def bfloat16():
+    """NumPy's bfloat16 dtype, from ml_dtypes (``pip install 'dnn[bf16]'``)."""
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise ImportError("dtype 'mixed_bfloat16' needs ml_dtypes: pip install 'dnn[bf16]'") \
+            from exc
+    return numpy.dtype(ml_dtypes.bfloat16)
 
 
 def check_dtype(dtype, name="dtype"):
+    """``(variable dtype, compute dtype)``: the dtype of the weights, gradients and
+    optimizer state, and the dtype activations are computed in. They differ only for
+    the mixed policy "mixed_bfloat16" (float32 weights, bfloat16 compute), as in Keras."""
+    if dtype in MIXED_POLICIES:
+        return numpy.dtype("float32"), bfloat16()
     try:
         dt = numpy.dtype(dtype)
     except TypeError:
         dt = None
     if dt is None or dt.name not in FLOAT_DTYPES:
-        raise ValueError(f"{name}: expected one of {', '.join(FLOAT_DTYPES)}; got {dtype!r}")
-    return dt
+        raise ValueError(f"{name}: expected one of {', '.join(FLOAT_DTYPES + MIXED_POLICIES)}; "
+                         f"got {dtype!r}")
+    return dt, dt
 
 
 def check_positive_int(value, name):
