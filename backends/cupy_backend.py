@@ -79,6 +79,7 @@ class CupyBackend(Backend):
         # once per shape and kept alive, so a captured CUDA graph may point at them.
         self._persistent = {}
         self._float_types = (numpy.dtype("float32"), numpy.dtype("float64"))
+        self._capturing = False
 
     def __repr__(self):
         return f"CupyBackend(device={self.device_id}, tf32={self.tf32})"
@@ -138,6 +139,7 @@ class CupyBackend(Backend):
         bf16 = dtype.name == "bfloat16"
         if (dtype not in self._float_types and not bf16) or b.dtype != dtype or not (
                 a.flags.c_contiguous and b.flags.c_contiguous):
+            self._generic("gemm", a, b)
             return super().gemm(a, b, out=out, trans_a=trans_a, trans_b=trans_b)
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
         kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
@@ -176,6 +178,7 @@ class CupyBackend(Backend):
         """Bias gradient as a ones-vector GEMV through cuBLAS: CuPy's CUB path does not
         cover axis-0 sums of C-contiguous arrays."""
         if x.ndim != 2 or (x.dtype not in self._float_types and x.dtype.name != "bfloat16"):
+            self._generic("column_sum", x)
             return super().column_sum(x, out=out)
         if out is None:
             out = self.empty((x.shape[1],), x.dtype)
@@ -183,33 +186,51 @@ class CupyBackend(Backend):
         return out
 
     # --------------------------------------------------------------- activations
-    def _fusable(self, *arrays):
-        return all(a is not None and a.dtype in self._float_types and a.flags.c_contiguous
-                   for a in arrays)
+    def _fusable(self, *arrays, bf16=False):
+        """Whether the arrays can go to a fused kernel: C-contiguous float32/float64, or
+        bfloat16 where the op has a bfloat16 kernel (``bf16=True``)."""
+        return all(a is not None and a.flags.c_contiguous and (
+            a.dtype in self._float_types or (bf16 and a.dtype.name == "bfloat16"))
+            for a in arrays)
+
+    @staticmethod
+    def _compute_scalar(dtype, value):
+        """A kernel's arithmetic-type scalar: double for float64, float otherwise."""
+        return numpy.float64(value) if dtype == numpy.float64 else numpy.float32(value)
+
+    def _generic(self, op, *arrays):
+        """Guard for falling back to CuPy's own operations, which may allocate: inside
+        a graph capture that is an error, never a silent hazard."""
+        if self._capturing:
+            kinds = ", ".join(f"{a.dtype} {tuple(a.shape)}" for a in arrays if a is not None)
+            raise RuntimeError(f"{op}: no capture-safe kernel for {kinds}; train with "
+                               f"fit(cuda_graph=False)")
 
     def _zero_bias(self, cols, dtype):
         return self._buffer("zeros", (cols,), dtype, fill=0)
 
     def bias_activation(self, x, bias, activation, out=None):
         activation = check_activation(activation)
-        if x.ndim != 2 or not self._fusable(x, bias):
+        bf16 = activation != "softmax"
+        if x.ndim != 2 or not self._fusable(x, bias, bf16=bf16) or bias.dtype != x.dtype:
+            self._generic("bias_activation", x, bias)
             return super().bias_activation(x, bias, activation, out=out)
         if out is None:
             out = self.empty(x.shape, x.dtype)
         rows, cols = x.shape
-        dt = x.dtype.type
         if activation == "softmax":
             self.kernels.launch("bias_softmax_forward", x.dtype, rows,
                                 (x, bias, out, numpy.int64(rows), numpy.int64(cols)))
         else:
             self.kernels.launch(f"bias_{activation}_forward", x.dtype, x.size,
                                 (x, bias, out, numpy.int64(x.size), numpy.int64(cols),
-                                 dt(0.01)))
+                                 self._compute_scalar(x.dtype, 0.01)))
         return out
 
     def activation(self, name, x, out=None):
         name = check_activation(name)
-        if x.ndim != 2 or not self._fusable(x):
+        if x.ndim != 2 or not self._fusable(x, bf16=name != "softmax"):
+            self._generic("activation", x)
             return super().activation(name, x, out=out)
         return self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out=out)
 
@@ -218,7 +239,8 @@ class CupyBackend(Backend):
         if name == "linear":
             return self.linear_backward(dy, out=out)
         needs_x = name in ACTIVATIONS_NEEDING_INPUT
-        if not self._fusable(dy, x if needs_x else y) or dy.ndim != 2:
+        if not self._fusable(dy, x if needs_x else y, bf16=name != "softmax") or dy.ndim != 2:
+            self._generic("activation_backward", dy, x if needs_x else y)
             return super().activation_backward(name, dy, x, y, out=out)
         if out is None:
             out = self.empty(dy.shape, dy.dtype)
@@ -229,7 +251,7 @@ class CupyBackend(Backend):
         else:
             self.kernels.launch(f"{name}_backward", dy.dtype, dy.size,
                                 (dy, x if needs_x else NULL, NULL if needs_x else y, out,
-                                 numpy.int64(dy.size), dy.dtype.type(0.01)))
+                                 numpy.int64(dy.size), self._compute_scalar(dy.dtype, 0.01)))
         return out
 
     def relu_backward(self, dy, y, out=None):
@@ -258,6 +280,7 @@ class CupyBackend(Backend):
 
     def softmax_cross_entropy(self, logits, labels, grad_out=None):
         if logits.ndim != 2 or not self._fusable(logits):
+            self._generic("softmax_cross_entropy", logits)
             return super().softmax_cross_entropy(logits, labels, grad_out=grad_out)
         rows, cols = logits.shape
         grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
@@ -275,10 +298,21 @@ class CupyBackend(Backend):
                                  numpy.int64(rows), numpy.int64(cols), inv_n))
         return self._sum(row_loss, "xent_loss"), grad
 
+    def cast(self, x, out):
+        """float32 <-> bfloat16 by kernel (round to nearest even); other pairs by CuPy."""
+        pair = (x.dtype.name, out.dtype.name)
+        if pair in (("float32", "bfloat16"), ("bfloat16", "float32")) and \
+                x.flags.c_contiguous and out.flags.c_contiguous and x.size == out.size:
+            name = "cast_f32_bf16" if pair[0] == "float32" else "cast_bf16_f32"
+            self.kernels.launch(name, None, x.size, (x, out, numpy.int64(x.size)))
+            return out
+        return super().cast(x, out)
+
     def _elementwise_loss(self, kernel, pred, target, grad_out, generic):
         """Per-element loss kernel (writing the gradient and each element's share of
         the mean), then the single-block sum."""
         if not self._fusable(pred, target) or target.dtype != pred.dtype:
+            self._generic(kernel, pred, target)
             return generic(pred, target, grad_out=grad_out)
         grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
         parts = self._buffer(kernel + "_parts", pred.shape, pred.dtype)
@@ -336,7 +370,8 @@ class CupyBackend(Backend):
     # ------------------------------------------------------------------ dropout
     def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):
         dtype = numpy.dtype(dtype)
-        if dtype not in self._float_types:
+        if dtype not in self._float_types and dtype.name != "bfloat16":
+            self._generic("dropout_mask")
             return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out)
         if not isinstance(counter, self.xp.ndarray):
             counter = self.xp.asarray([int(counter)], dtype=numpy.int64)
@@ -344,7 +379,7 @@ class CupyBackend(Backend):
             out = self.empty(shape, dtype)
         self.kernels.launch("dropout_mask", dtype, out.size,
                             (out, numpy.uint64(seed), counter, numpy.int64(out.size),
-                             dtype.type(rate)))
+                             self._compute_scalar(dtype, rate)))
         return out
 
     # ------------------------------------------------------------------- graphs
@@ -363,9 +398,11 @@ class CupyBackend(Backend):
             side.wait_event(cupy.cuda.get_current_stream().record())
             with side:
                 side.begin_capture()
+                self._capturing = True
                 try:
                     fn()
                 finally:
+                    self._capturing = False
                     graph = side.end_capture()
             return _CudaGraph(cupy, graph, side)
 

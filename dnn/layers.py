@@ -192,11 +192,7 @@ class Dropout(Layer):
         self._active = False
 
     def _make_workspace(self, n):
-        # The mask stays float32 under a mixed policy: the fused mask kernels exist for
-        # float32/float64, and x * mask casts back to the compute dtype on the way out.
-        mask_dtype = self.dtype if numpy.dtype(self.dtype).name in ("float32", "float64") \
-            else numpy.float32
-        return self.backend.empty((n, self.output_dim), mask_dtype), \
+        return self.backend.empty((n, self.output_dim), self.dtype), \
             self.backend.empty((n, self.output_dim), self.dtype)
 
     def forward(self, x, training=False, step=0):

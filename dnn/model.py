@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import warnings
 
 import numpy
 
@@ -341,11 +342,9 @@ class Sequential:
         if cuda_graph is True and be.supports_graphs and self.optimizer.clipnorm is not None:
             raise ValueError("cuda_graph: expected 'auto' or False with clipnorm (the global "
                              "norm needs temporaries a captured graph cannot own); got True")
-        # Under a mixed policy the bfloat16 elementwise ops are CuPy's own, which may
-        # allocate temporaries, so only eager steps are safe there.
         use_graph = cuda_graph is True or (
-            cuda_graph == "auto" and be.supports_graphs and self.optimizer.clipnorm is None
-            and not self.mixed)
+            cuda_graph == "auto" and be.supports_graphs and self.optimizer.clipnorm is None)
+        self._graph_fallback = cuda_graph == "auto"
         self.history.interrupted = False
         cb.on_train_begin()
         try:
@@ -456,8 +455,8 @@ class Sequential:
         graphs = self.__dict__.setdefault("_graphs", {})
         entry = graphs.get(rows)
         lr = self.optimizer.learning_rate
-        if entry is None:
-            graphs[rows] = {"lr": None, "graph": None}
+        if entry is None or entry.get("eager"):
+            graphs.setdefault(rows, {"lr": None, "graph": None})
             return self._train_step(xb, yb, flags, acc, context)
         if entry["graph"] is None or entry["lr"] != lr:
             holder = {}
@@ -465,7 +464,17 @@ class Sequential:
             def body():
                 holder["out"] = self._train_step(xb, yb, flags, acc, context)
 
-            graph = self.backend.capture(body)
+            try:
+                graph = self.backend.capture(body)
+            except RuntimeError as exc:
+                if not self.__dict__.get("_graph_fallback"):
+                    raise
+                # "auto": a step the backend cannot capture still trains, eagerly.
+                warnings.warn(f"fit: running eagerly, the training step could not be "
+                              f"captured as a CUDA graph: {exc}", RuntimeWarning, stacklevel=3)
+                entry["graph"] = entry["lr"] = None
+                entry["eager"] = True
+                return self._train_step(xb, yb, flags, acc, context)
             # The graph points into these buffers: keep every one alive with it, even if
             # a workspace cache later drops them.
             keep = [xb, yb, acc, flags, self._params, self._grads,

@@ -39,7 +39,8 @@ class CudaKernels:
         return fn
 
     def launch(self, base, dtype, n, args):
-        """Launch ``base`` for ``dtype`` over ``n`` work items (grid-stride)."""
+        """Launch ``base`` for ``dtype`` (None for untyped kernels) over ``n`` work
+        items (grid-stride)."""
         blocks = max(1, min(MAX_BLOCKS, -(-int(n) // THREADS)))
         self.function(base, dtype)((blocks,), (THREADS,), args)
 

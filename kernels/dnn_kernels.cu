@@ -5,7 +5,9 @@
 // keywords away, and one "thread" then runs every iteration). That is how the
 // arithmetic of each kernel is checked against its NumPy reference without a GPU.
 //
-// Kernels come per dtype: <name>_f32 and <name>_f64, instantiated at the bottom.
+// Kernels come per dtype: <name>_f32 and <name>_f64, instantiated at the bottom; the
+// activation and dropout kernels also as <name>_bf16 for mixed precision, where
+// values are stored as bfloat16 and computed in float.
 
 #define DNN_LOOP(i, n)                                                               \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);   \
@@ -24,6 +26,37 @@ __device__ __forceinline__ float dnn_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double dnn_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float dnn_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double dnn_abs(double x) { return fabs(x); }
+
+// ------------------------------------------------------------------ bfloat16
+// Storage only: loads widen to float, stores round to nearest even (NaN stays a quiet
+// NaN), the same conversion as ml_dtypes' bfloat16 on the host.
+struct dnn_bf16 {
+    unsigned short bits;
+};
+template <typename S>
+struct dnn_compute {
+    typedef S type;
+};
+template <>
+struct dnn_compute<dnn_bf16> {
+    typedef float type;
+};
+__device__ __forceinline__ float dnn_load(float v) { return v; }
+__device__ __forceinline__ double dnn_load(double v) { return v; }
+__device__ __forceinline__ float dnn_load(dnn_bf16 v) {
+    return __uint_as_float(((unsigned int)v.bits) << 16);
+}
+__device__ __forceinline__ void dnn_store(float& out, float v) { out = v; }
+__device__ __forceinline__ void dnn_store(double& out, double v) { out = v; }
+__device__ __forceinline__ void dnn_store(dnn_bf16& out, float v) {
+    unsigned int u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        out.bits = (unsigned short)((u >> 16) | 0x0040u);
+        return;
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    out.bits = (unsigned short)(u >> 16);
+}
 
 // Stable logistic: exp of a non-positive number only, relative precision kept
 // for tiny probabilities.
@@ -79,20 +112,27 @@ __device__ __forceinline__ T dnn_activate_grad(T dy, T x, T y, T alpha) {
 
 // ------------------------------------------------------------ bias + activation
 // y[r, c] = act(x[r, c] + bias[c]); x is (n / cols, cols) C-contiguous; y may be x.
-template <typename T, int ACT>
-__device__ void bias_act(const T* x, const T* bias, T* y, long long n, long long cols,
-                         T alpha) {
-    DNN_LOOP(i, n) { y[i] = dnn_activate<T, ACT>(x[i] + bias[i % cols], alpha); }
+// S is the storage type, C = dnn_compute<S>::type the arithmetic type.
+template <typename S, int ACT>
+__device__ void bias_act(const S* x, const S* bias, S* y, long long n, long long cols,
+                         typename dnn_compute<S>::type alpha) {
+    typedef typename dnn_compute<S>::type C;
+    DNN_LOOP(i, n) {
+        dnn_store(y[i], dnn_activate<C, ACT>(dnn_load(x[i]) + dnn_load(bias[i % cols]), alpha));
+    }
 }
 
 // dx = dy * act'(.); dx may be dy.
-template <typename T, int ACT>
-__device__ void act_backward(const T* dy, const T* x, const T* y, T* dx, long long n,
-                             T alpha) {
+template <typename S, int ACT>
+__device__ void act_backward(const S* dy, const S* x, const S* y, S* dx, long long n,
+                             typename dnn_compute<S>::type alpha) {
+    typedef typename dnn_compute<S>::type C;
     DNN_LOOP(i, n) {
-        dx[i] = dnn_activate_grad<T, ACT>(dy[i], x ? x[i] : T(0), y ? y[i] : T(0), alpha);
+        dnn_store(dx[i], dnn_activate_grad<C, ACT>(dnn_load(dy[i]), x ? dnn_load(x[i]) : C(0),
+                                                   y ? dnn_load(y[i]) : C(0), alpha));
     }
 }
+
 
 // Row-wise softmax of (x + bias), one thread per row; bias may be null; y may be x.
 template <typename T>
@@ -266,16 +306,17 @@ __device__ __forceinline__ unsigned long long dnn_mix64(unsigned long long z) {
 
 // mask[i] = 0 with probability rate, else 1/(1-rate). The counter (the optimizer's
 // step count) is read from device memory, so a replayed CUDA graph draws new masks.
-template <typename T>
-__device__ void dropout_mask(T* mask, unsigned long long seed, const long long* counter,
-                             long long n, T rate) {
+template <typename S>
+__device__ void dropout_mask(S* mask, unsigned long long seed, const long long* counter,
+                             long long n, typename dnn_compute<S>::type rate) {
+    typedef typename dnn_compute<S>::type C;
     unsigned long long base =
         dnn_mix64(seed ^ ((unsigned long long)counter[0] * 0x9E3779B97F4A7C15ULL));
-    T scale = T(1) / (T(1) - rate);
+    C scale = C(1) / (C(1) - rate);
     DNN_LOOP(i, n) {
         unsigned long long h = dnn_mix64(base + (unsigned long long)i * 0xD1B54A32D192ED03ULL);
-        T u = (T)(h >> 40) * T(5.9604644775390625e-08);  // 24 random bits / 2^24
-        mask[i] = u >= rate ? scale : T(0);
+        C u = (C)(h >> 40) * C(5.9604644775390625e-08);  // 24 random bits / 2^24
+        dnn_store(mask[i], u >= rate ? scale : C(0));
     }
 }
 
@@ -325,29 +366,40 @@ __device__ void guard_finite(const T* loss, const long long* step, int* flag,
 }
 
 // ------------------------------------------------------------ instantiations
-#define DNN_BIAS_ACT(NAME, ACT, T, SFX)                                                 \
+#define DNN_BIAS_ACT(NAME, ACT, S, C, SFX)                                              \
     extern "C" __global__ void bias_##NAME##_forward_##SFX(                           \
-        const T* x, const T* bias, T* y, long long n, long long cols, T alpha) {       \
-        bias_act<T, ACT>(x, bias, y, n, cols, alpha);                                 \
+        const S* x, const S* bias, S* y, long long n, long long cols, C alpha) {       \
+        bias_act<S, ACT>(x, bias, y, n, cols, alpha);                                 \
     }
-#define DNN_ACT_BWD(NAME, ACT, T, SFX)                                                  \
+#define DNN_ACT_BWD(NAME, ACT, S, C, SFX)                                               \
     extern "C" __global__ void NAME##_backward_##SFX(                                 \
-        const T* dy, const T* x, const T* y, T* dx, long long n, T alpha) {            \
-        act_backward<T, ACT>(dy, x, y, dx, n, alpha);                                 \
+        const S* dy, const S* x, const S* y, S* dx, long long n, C alpha) {            \
+        act_backward<S, ACT>(dy, x, y, dx, n, alpha);                                 \
+    }
+#define DNN_DROPOUT(S, C, SFX)                                                          \
+    extern "C" __global__ void dropout_mask_##SFX(                                     \
+        S* mask, unsigned long long seed, const long long* counter, long long n,       \
+        C rate) {                                                                      \
+        dropout_mask<S>(mask, seed, counter, n, rate);                                 \
     }
 
+// The kernels every storage type has: activations and dropout.
+#define DNN_ELEMENTWISE(S, C, SFX)                                                      \
+    DNN_BIAS_ACT(linear, ACT_LINEAR, S, C, SFX)                                         \
+    DNN_BIAS_ACT(relu, ACT_RELU, S, C, SFX)                                             \
+    DNN_BIAS_ACT(leaky_relu, ACT_LEAKY_RELU, S, C, SFX)                                 \
+    DNN_BIAS_ACT(sigmoid, ACT_SIGMOID, S, C, SFX)                                       \
+    DNN_BIAS_ACT(tanh, ACT_TANH, S, C, SFX)                                             \
+    DNN_BIAS_ACT(gelu, ACT_GELU, S, C, SFX)                                             \
+    DNN_ACT_BWD(relu, ACT_RELU, S, C, SFX)                                              \
+    DNN_ACT_BWD(leaky_relu, ACT_LEAKY_RELU, S, C, SFX)                                  \
+    DNN_ACT_BWD(sigmoid, ACT_SIGMOID, S, C, SFX)                                        \
+    DNN_ACT_BWD(tanh, ACT_TANH, S, C, SFX)                                              \
+    DNN_ACT_BWD(gelu, ACT_GELU, S, C, SFX)                                              \
+    DNN_DROPOUT(S, C, SFX)
+
 #define DNN_ALL(T, SFX)                                                                 \
-    DNN_BIAS_ACT(linear, ACT_LINEAR, T, SFX)                                            \
-    DNN_BIAS_ACT(relu, ACT_RELU, T, SFX)                                                \
-    DNN_BIAS_ACT(leaky_relu, ACT_LEAKY_RELU, T, SFX)                                    \
-    DNN_BIAS_ACT(sigmoid, ACT_SIGMOID, T, SFX)                                          \
-    DNN_BIAS_ACT(tanh, ACT_TANH, T, SFX)                                                \
-    DNN_BIAS_ACT(gelu, ACT_GELU, T, SFX)                                                \
-    DNN_ACT_BWD(relu, ACT_RELU, T, SFX)                                                 \
-    DNN_ACT_BWD(leaky_relu, ACT_LEAKY_RELU, T, SFX)                                     \
-    DNN_ACT_BWD(sigmoid, ACT_SIGMOID, T, SFX)                                           \
-    DNN_ACT_BWD(tanh, ACT_TANH, T, SFX)                                                 \
-    DNN_ACT_BWD(gelu, ACT_GELU, T, SFX)                                                 \
+    DNN_ELEMENTWISE(T, T, SFX)                                                          \
     extern "C" __global__ void bias_softmax_forward_##SFX(                             \
         const T* x, const T* bias, T* y, long long rows, long long cols) {             \
         bias_softmax<T>(x, bias, y, rows, cols);                                       \
@@ -389,11 +441,6 @@ __device__ void guard_finite(const T* loss, const long long* step, int* flag,
         T eps, T momentum, T wd) {                                                     \
         rmsprop<T>(p, g, sq, vel, skip, n, lr, rho, eps, momentum, wd);                \
     }                                                                                   \
-    extern "C" __global__ void dropout_mask_##SFX(                                     \
-        T* mask, unsigned long long seed, const long long* counter, long long n,       \
-        T rate) {                                                                      \
-        dropout_mask<T>(mask, seed, counter, n, rate);                                 \
-    }                                                                                   \
     extern "C" __global__ void sum_to_scalar_##SFX(const T* x, long long n, T* out) {    \
         sum_to_scalar<T>(x, n, out);                                                   \
     }                                                                                   \
@@ -407,3 +454,12 @@ __device__ void guard_finite(const T* loss, const long long* step, int* flag,
 
 DNN_ALL(float, f32)
 DNN_ALL(double, f64)
+DNN_ELEMENTWISE(dnn_bf16, float, bf16)
+
+// Precision casts for mixed precision: the weights' bfloat16 copy, and the output.
+extern "C" __global__ void cast_f32_bf16(const float* x, dnn_bf16* y, long long n) {
+    DNN_LOOP(i, n) { dnn_store(y[i], x[i]); }
+}
+extern "C" __global__ void cast_bf16_f32(const dnn_bf16* x, float* y, long long n) {
+    DNN_LOOP(i, n) { y[i] = dnn_load(x[i]); }
+}

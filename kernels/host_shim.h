@@ -4,6 +4,7 @@
 // host, where it can be checked against the NumPy references without a GPU.
 #include <math.h>
 #include <cmath>
+#include <cstring>
 using std::exp;
 using std::log;
 using std::log1p;
@@ -26,3 +27,14 @@ static const dnn_dim3 blockIdx = {0, 0, 0};
 static const dnn_dim3 threadIdx = {0, 0, 0};
 static const dnn_dim3 blockDim = {1, 1, 1};
 static const dnn_dim3 gridDim = {1, 1, 1};
+
+static inline float __uint_as_float(unsigned int u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline unsigned int __float_as_uint(float f) {
+    unsigned int u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}

@@ -135,6 +135,11 @@ def counter_uniform(n, seed, counter, dtype="float32"):
 
 
 def dropout_mask(n, rate, seed, counter, dtype="float32"):
-    """Inverted-dropout mask of n elements: 0 with probability rate, else 1/(1-rate)."""
-    keep = counter_uniform(n, seed, counter, dtype) >= numpy.asarray(rate, dtype=dtype)
-    return keep.astype(dtype) * numpy.asarray(1.0 / (1.0 - rate), dtype=dtype)
+    """Inverted-dropout mask of n elements: 0 with probability rate, else 1/(1-rate).
+
+    Computed in float64 for float64 masks and in float32 otherwise (bfloat16 masks
+    are stored from float32 values, as the kernel does)."""
+    compute = numpy.float64 if numpy.dtype(dtype) == numpy.float64 else numpy.float32
+    keep = counter_uniform(n, seed, counter, compute) >= compute(rate)
+    scale = compute(1) / (compute(1) - compute(rate))
+    return (keep.astype(compute) * scale).astype(dtype)

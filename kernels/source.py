@@ -10,7 +10,7 @@ import pathlib
 SOURCE_PATH = pathlib.Path(__file__).with_name("dnn_kernels.cu")
 HOST_SHIM_PATH = pathlib.Path(__file__).with_name("host_shim.h")
 
-DTYPE_SUFFIX = {"float32": "f32", "float64": "f64"}
+DTYPE_SUFFIX = {"float32": "f32", "float64": "f64", "bfloat16": "bf16"}
 BIAS_ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu")
 BACKWARD_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu")
 TYPED = (
@@ -20,7 +20,10 @@ TYPED = (
        "softmax_xent_dense", "sigmoid_bce", "mse", "adam", "sgd", "rmsprop", "dropout_mask",
        "sum_to_scalar", "accumulate", "guard_finite"]
 )
-UNTYPED = ("increment_step",)
+# bfloat16 (storage only) has the activation and dropout kernels.
+BF16 = ([f"bias_{a}_forward" for a in BIAS_ACTIVATIONS]
+        + [f"{a}_backward" for a in BACKWARD_ACTIVATIONS] + ["dropout_mask"])
+UNTYPED = ("increment_step", "cast_f32_bf16", "cast_bf16_f32")
 
 
 def read_source():
@@ -32,4 +35,5 @@ def kernel_name(base, dtype):
 
 
 def all_kernel_names():
-    return [kernel_name(b, d) for d in DTYPE_SUFFIX for b in TYPED] + list(UNTYPED)
+    return ([kernel_name(b, d) for d in ("float32", "float64") for b in TYPED]
+            + [kernel_name(b, "bfloat16") for b in BF16] + list(UNTYPED))

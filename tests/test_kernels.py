@@ -340,3 +340,67 @@ def test_sigmoid_bce_kernel_property(z, seed):
     numpy.testing.assert_allclose(parts.sum(dtype=numpy.float64), want_loss, rtol=1e-4,
                                   atol=1e-4)
     numpy.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+# ----------------------------------------------------------------- bfloat16 kernels
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = numpy.dtype(ml_dtypes.bfloat16)
+# One bfloat16 rounding: the relative spacing is 2^-8.
+BF16_TOL = dict(rtol=2 ** -7, atol=1e-6)  # atol: float32 gelu underflows near -8, as in f32
+
+
+def bf16(values):
+    return numpy.ascontiguousarray(numpy.asarray(values, dtype=numpy.float32).astype(BF16))
+
+
+@needs_cxx
+def test_cast_kernels_round_like_ml_dtypes():
+    rng = numpy.random.default_rng(11)
+    x = numpy.concatenate([
+        rng.normal(0, 1e3, 1000), [0.0, -0.0, 1.0, -1.0, 3.4e38, -3.4e38, 1e-40, -1e-40,
+                                   numpy.inf, -numpy.inf, numpy.nan],
+        # halfway cases: the 17th bit set exactly, ties to even
+        numpy.array([0x3F808000, 0x3F818000, 0x3F80FFFF], numpy.uint32).view(numpy.float32),
+    ]).astype(numpy.float32)
+    y = numpy.empty(x.size, BF16)
+    host.call("cast_f32_bf16", x, y, x.size)
+    want = x.astype(BF16)
+    same = (y.view(numpy.uint16) == want.view(numpy.uint16)) | (numpy.isnan(x))
+    assert same.all(), x[~same]
+    assert numpy.isnan(y.astype(numpy.float32)[numpy.isnan(x)]).all()
+    back = numpy.empty(x.size, numpy.float32)
+    host.call("cast_bf16_f32", y, back, x.size)
+    numpy.testing.assert_array_equal(back, y.astype(numpy.float32))
+
+
+@needs_cxx
+@pytest.mark.parametrize("act", ACTS)
+def test_bf16_bias_activation_kernel(act):
+    x = bf16(inputs("float32", (7, 9)))
+    bias = bf16(inputs("float32", (9,), seed=1) * 0.1)
+    y = numpy.empty_like(x)
+    host.call(f"bias_{act}_forward_bf16", x, bias, y, x.size, 9, 0.01)
+    wide = x.astype(numpy.float64) + bias.astype(numpy.float64)
+    want = reference.activation(act, wide.astype(numpy.float32).astype(numpy.float64))
+    numpy.testing.assert_allclose(y.astype(numpy.float64), want, **BF16_TOL)
+
+
+@needs_cxx
+@pytest.mark.parametrize("act", ACTS[1:])
+def test_bf16_activation_backward_kernel(act):
+    x = bf16(inputs("float32", (6, 8)))
+    y = bf16(reference.activation(act, x.astype(numpy.float64)))
+    dy = bf16(inputs("float32", (6, 8), seed=2) / 10)
+    dx = numpy.empty_like(x)
+    host.call(f"{act}_backward_bf16", dy, x, y, dx, x.size, 0.01)
+    want = reference.activation_backward(act, *(a.astype(numpy.float64) for a in (dy, x, y)))
+    numpy.testing.assert_allclose(dx.astype(numpy.float64), want, rtol=2 ** -6, atol=1e-6)
+
+
+@needs_cxx
+def test_bf16_dropout_kernel_matches_the_numpy_backend():
+    mask = numpy.empty(3000, BF16)
+    host.call("dropout_mask_bf16", mask, numpy.uint64(99), numpy.array([5], numpy.int64),
+              mask.size, 0.1)
+    want = NumpyBackend(accelerate=False).dropout_mask((3000,), 0.1, 99, 5, dtype=BF16)
+    numpy.testing.assert_array_equal(mask.view(numpy.uint16), want.view(numpy.uint16))

@@ -82,3 +82,17 @@ def test_unknown_dtype_lists_the_mixed_policy():
     with pytest.raises(ValueError, match=r"expected one of float32, float64, mixed_bfloat16; "
                                          r"got 'float16'"):
         dnn.Sequential([Dense(1)], input_dim=2, dtype="float16")
+
+
+def test_mixed_policy_captured_step_matches_eager(use):
+    x, y = make_spirals(300, 3, seed=5)
+    weights = []
+    for graph in (False, True):
+        model = spiral_model("mixed_bfloat16", seed=1)
+        model.fit(x, y, epochs=2, batch_size=64, verbose=0, cuda_graph=graph)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        if use.supports_graphs:
+            numpy.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        else:
+            numpy.testing.assert_array_equal(a, b)
