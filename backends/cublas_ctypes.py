@@ -44,10 +44,10 @@ def _loaded_library_path(fragment):
     return None
 
 
-def load_libcublas():
+def load_libcublas(cupy):
     """The libcublas CuPy uses (so handles and streams agree), else the system one."""
-    import cupy_backends.cuda.libs.cublas  # noqa: F401  (makes CuPy load libcublas)
-
+    # CuPy may load libcublas lazily: creating its handle makes sure it is mapped.
+    cupy.cuda.device.get_cublas_handle()
     path = _loaded_library_path("libcublas.so") or ctypes.util.find_library("cublas")
     if path is None:
         raise CublasError("libcublas not found: neither loaded by CuPy nor on the library path")
@@ -59,7 +59,7 @@ class CublasHandle:
 
     def __init__(self, cupy):
         self.cupy = cupy
-        self.lib = lib = load_libcublas()
+        self.lib = lib = load_libcublas(cupy)
         vp, i = ctypes.c_void_p, ctypes.c_int
         lib.cublasCreate_v2.argtypes = [ctypes.POINTER(vp)]
         lib.cublasSetStream_v2.argtypes = [vp, vp]

@@ -106,6 +106,7 @@ def test_info_lists_backends_and_blas():
 
 
 def test_plots_are_real_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
     curves, regions, gif = tmp_path / "c.png", tmp_path / "r.png", tmp_path / "r.gif"
     out = dnn_cmd("train", "moons", "--layers", "16,16", "--epochs", "10", "--val-split", "0.2",
                   "--plot", str(curves), "--boundary", str(regions), "--verbose", "0")
@@ -121,6 +122,7 @@ def test_plots_are_real_pngs(tmp_path):
 
 
 def test_plot_api(tmp_path):
+    pytest.importorskip("matplotlib")
     import dnn
     from dnn.layers import Dense
 
