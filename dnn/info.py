@@ -47,6 +47,8 @@ def info_text():
     env = ", ".join(f"{v}={os.environ[v]}" for v in _THREAD_VARS if v in os.environ)
     if env:
         lines.append(f"thread settings: {env}")
+    lines.append(f"CPU kernels: {_optional('numba', 'fused optimizer updates', 'numba')}")
+    lines.append(f"bfloat16: {_optional('ml_dtypes', 'mixed_bfloat16 policy', 'bf16')}")
     lines.append("backends:")
     for name, why in backends.backend_status().items():
         if why is None:
@@ -62,3 +64,16 @@ def info_text():
     default = os.environ.get("DNN_BACKEND", "auto")
     lines.append(f"default backend: {default} -> {backends.get_backend(default).name}")
     return "\n".join(lines)
+
+
+def _optional(module, what, extra):
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return f"{module} not installed ({what} off: pip install 'dnn[{extra}]')"
+    try:
+        version = importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return f"{module} {version} ({what})"
