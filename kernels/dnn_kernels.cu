@@ -171,6 +171,17 @@ __device__ void softmax_backward(const T* dy, const T* y, T* dx, long long rows,
 }
 
 // ------------------------------------------------------------------------ losses
+// The row max m and s = sum(exp(z - m)). The losses below work relative to m:
+// lse - z would subtract two large, rounded numbers (at logits of 1e4 float32 then
+// loses ~1e-3 of the loss).
+template <typename T>
+__device__ __forceinline__ void row_max_sum_exp(const T* zr, long long cols, T& m, T& s) {
+    m = zr[0];
+    for (long long c = 1; c < cols; ++c) m = zr[c] > m ? zr[c] : m;
+    s = T(0);
+    for (long long c = 0; c < cols; ++c) s += dnn_exp(zr[c] - m);
+}
+
 // Softmax cross-entropy from logits, integer labels: per-row loss (already divided by
 // the batch size, so their sum is the mean) and the gradient, in one pass per row.
 template <typename T>
@@ -178,12 +189,8 @@ __device__ void softmax_xent_sparse(const T* z, const long long* labels, T* grad
                                     T* row_loss, long long rows, long long cols, T inv_n) {
     DNN_LOOP(r, rows) {
         const T* zr = z + r * cols;
-        T m = zr[0];
-        for (long long c = 1; c < cols; ++c) m = zr[c] > m ? zr[c] : m;
-        T s = T(0);
-        for (long long c = 0; c < cols; ++c) s += dnn_exp(zr[c] - m);
-        // Everything relative to the row max m: lse - z would subtract two large,
-        // rounded numbers (at logits of 1e4 float32 then loses ~1e-3 of the loss).
+        T m, s;
+        row_max_sum_exp(zr, cols, m, s);
         T log_s = dnn_log(s), inv_s = T(1) / s;
         long long label = labels[r];
         row_loss[r] = (log_s - (zr[label] - m)) * inv_n;
@@ -201,10 +208,8 @@ __device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* row_loss,
     DNN_LOOP(r, rows) {
         const T* zr = z + r * cols;
         const T* tr = t + r * cols;
-        T m = zr[0];
-        for (long long c = 1; c < cols; ++c) m = zr[c] > m ? zr[c] : m;
-        T s = T(0);
-        for (long long c = 0; c < cols; ++c) s += dnn_exp(zr[c] - m);
+        T m, s;
+        row_max_sum_exp(zr, cols, m, s);
         T log_s = dnn_log(s), inv_s = T(1) / s;
         T loss = T(0), mass = T(0);
         for (long long c = 0; c < cols; ++c) {
