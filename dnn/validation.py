@@ -89,7 +89,10 @@ def check_targets(y, n, name="y"):
 
 
 def check_finite(arr, name):
-    if arr.dtype.kind == "f" and not numpy.isfinite(arr).all():
+    # min and max propagate NaN and expose +-inf without the array-sized temporary of
+    # isfinite(arr).all(); the slow search for the culprit runs only on failure.
+    if arr.dtype.kind == "f" and arr.size and not (
+            numpy.isfinite(arr.min()) and numpy.isfinite(arr.max())):
         bad = numpy.argwhere(~numpy.isfinite(arr))[0]
         value = arr[tuple(bad)]
         raise ValueError(f"{name}: expected finite values; got {value} at index "
