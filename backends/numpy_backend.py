@@ -61,16 +61,15 @@ class NumpyBackend(Backend):
         """Compile the numba kernels the model's optimizer uses, outside any timing."""
         if not self.accelerated or getattr(model, "optimizer", None) is None:
             return
-        for n in (cpu_kernels.MIN_SIZE,):
-            p = numpy.zeros(n, model.dtype)
-            state = {k: numpy.zeros(n, model.dtype) for k in model.optimizer.state}
-            step = numpy.zeros(1, numpy.int64)
-            saved = model.optimizer.state, model.optimizer.iterations
-            model.optimizer.state, model.optimizer.iterations = state, step
-            try:
-                model.optimizer._update(p, numpy.zeros(n, model.dtype))
-            finally:
-                model.optimizer.state, model.optimizer.iterations = saved
+        n = cpu_kernels.MIN_SIZE  # the smallest buffer that takes the numba path
+        state = {k: numpy.zeros(n, model.dtype) for k in model.optimizer.state}
+        saved = model.optimizer.state, model.optimizer.iterations
+        model.optimizer.state = state
+        model.optimizer.iterations = numpy.zeros(1, numpy.int64)
+        try:
+            model.optimizer._update(numpy.zeros(n, model.dtype), numpy.zeros(n, model.dtype))
+        finally:
+            model.optimizer.state, model.optimizer.iterations = saved
 
     def to_numpy(self, x):
         return numpy.asarray(x)
