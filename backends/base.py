@@ -23,7 +23,7 @@ import math
 
 import numpy
 
-from kernels import reference
+from ..kernels import reference
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax")
 # gelu's backward needs the pre-activation; every other backward works from the output.

@@ -11,12 +11,13 @@ import os
 
 import numpy
 
-from kernels.cuda import SUM_THREADS, CudaKernels
+from ..kernels.cuda import SUM_THREADS, CudaKernels
 
 from .base import ACTIVATIONS_NEEDING_INPUT, Backend, check_activation
 from .cublas_ctypes import CublasHandle
 
-INSTALL_HINT = "pip install '.[cuda12]' (CUDA 12) or pip install '.[cuda13]' (CUDA 13)"
+INSTALL_HINT = ("pip install cupy-cuda13x (CUDA 13) or cupy-cuda12x (CUDA 12); in the dnn "
+                "checkout, pip install '.[cuda13]' or pip install '.[cuda12]'")
 # A NULL pointer for an optional kernel argument. Not None: CuPy passes None to a
 # RawKernel as 0xffffffff, not NULL (cupy/cupy#9046); a 64-bit zero scalar is NULL.
 NULL = numpy.uint64(0)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 
-from kernels import cpu as cpu_kernels
+from ..kernels import cpu as cpu_kernels
 
 from .base import Backend
 
@@ -43,7 +43,7 @@ class NumpyBackend(Backend):
         self.accelerated = _numba_wanted() if accelerate is None else bool(accelerate)
         if self.accelerated and not cpu_kernels.available():
             raise RuntimeError("NumpyBackend: accelerate=True needs numba: "
-                               "pip install 'dnn[numba]'")
+                               "pip install numba (or pip install '.[numba]' in the dnn checkout)")
         self._local = threading.local()
         self._pool = None
         self._lock = threading.Lock()

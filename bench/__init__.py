@@ -1,1 +1,1 @@
-"""Throughput benchmarks: python -m bench (or dnn bench)."""
+"""Throughput benchmarks: dnn bench (or python -m dnn.bench)."""

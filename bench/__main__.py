@@ -1,4 +1,4 @@
-"""``python -m bench`` / ``dnn bench``: training throughput of dnn against PyTorch, with the
+"""``dnn bench`` / ``python -m dnn.bench``: training throughput of dnn against PyTorch, with the
 limit printed beside every figure.
 
 Each row trains one model (Adam, shuffled batches, through ``model.fit``) and reports
@@ -20,7 +20,7 @@ import sys
 
 import numpy
 
-import backends
+from dnn import backends
 
 from .accuracy import accuracy_at
 from .kernel_bench import kernel_rows
@@ -133,7 +133,7 @@ def precision_backend(name, precision):
     if precision == "tf32":
         if name != "cupy":
             raise SystemExit("bench: precision 'tf32' needs the cupy backend")
-        from backends.cupy_backend import CupyBackend
+        from dnn.backends.cupy_backend import CupyBackend
 
         return CupyBackend(backends.get_backend(name).device_id, tf32=True), "float32"
     return backends.get_backend(name), precision
@@ -169,7 +169,7 @@ def run(args):
         torch.set_num_threads(os.cpu_count() or 1)
         env["torch_threads"] = torch.get_num_threads()
     record = {"environment": env, "rows": [], "kernels": [], "limits": {}, "skipped": [],
-              "command": "python -m bench " + " ".join(sys.argv[1:] if args.argv is None
+              "command": "dnn bench " + " ".join(sys.argv[1:] if args.argv is None
                                                        else args.argv)}
     print(f"dnn bench - {env['cpu']} ({env['cpu_count']} CPUs), numpy {env['numpy']}, "
           f"BLAS {env['blas'].get('name')}, torch {env.get('torch', 'absent')}")

@@ -8,11 +8,20 @@
 # stays under the tool's 10 minutes a command (pytest 300 s, bench 240 s at most). It
 # needs python3 with numpy, cupy, pytest, hypothesis and torch; missing optional
 # packages (numba, matplotlib, scikit-learn, ml_dtypes) only skip their tests.
+#
+# The copied tree is installed as a wheel from what the machine already has (it reaches
+# no package index), and everything then runs from another directory, so that the
+# checkout's dnn/ cannot shadow the installed package and its kernels:
+#   pip install --no-deps --no-build-isolation . && cd /tmp && python3 -m pytest REPO/tests
 set -u
-out=${1:?usage: bash bench/gpu_check.sh OUTDIR [quick]}
+root=$(pwd)
+out=$(realpath -m "${1:?usage: bash bench/gpu_check.sh OUTDIR [quick]}")
 mode=${2:-full}
 mkdir -p "$out"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" CUPY_TF32=0 PYTHONUNBUFFERED=1
+export CUPY_TF32=0 PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation . > "$out/install.txt" 2>&1 ||
+    { echo "install failed:"; tail -20 "$out/install.txt"; exit 1; }
+cd "$(mktemp -d)"
 
 {
     date -u
@@ -31,11 +40,11 @@ PY
     python3 -m dnn info
 } > "$out/env.txt" 2>&1
 
-python3 -m kernels --check > "$out/kernels.txt" 2>&1
+python3 -m dnn.kernels --check > "$out/kernels.txt" 2>&1
 echo "kernels: $(tail -1 "$out/kernels.txt")"
 
 # -rs lists why each skipped test skipped; the gpu cases must not be among them.
-timeout 300 python3 -m pytest -m "gpu or not slow" -q -rs -p no:cacheprovider \
+timeout 300 python3 -m pytest "$root/tests" -m "gpu or not slow" -q -rs -p no:cacheprovider \
     > "$out/pytest.txt" 2>&1
 echo "pytest: $(tail -1 "$out/pytest.txt")"
 
@@ -44,6 +53,6 @@ if [ "$mode" = quick ]; then
 else
     args=(--models tiny,small,medium,wide --batches 64,256,1024,4096 --repeats 5)
 fi
-timeout 240 python3 -m bench --backends cupy "${args[@]}" --out "$out/bench.json" \
+timeout 240 python3 -m dnn.bench --backends cupy "${args[@]}" --out "$out/bench.json" \
     > "$out/bench.txt" 2>&1
 echo "bench: exit $? ($(grep -c '^medium\|^wide\|^small\|^tiny' "$out/bench.txt") rows)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy
 
-from backends import Backend
+from dnn.backends import Backend
 
 from .timing import measure
 

@@ -6,15 +6,24 @@
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
     model.fit(x, y, epochs=50, batch_size=32)
 """
-from . import callbacks, data, layers, losses, metrics, optimizers, plot
-from .backend_scope import get_backend, set_backend, use_backend
-from .model import NonFiniteLossError, Sequential
-from .saving import ModelFileError, load_model
+import importlib.util as _importlib_util
 
-__version__ = "0.1.0"
+if _importlib_util.find_spec(__name__ + ".backends") is None:
+    # Only an install maps the repository's backends/ and kernels/ into the package.
+    raise ImportError(f"{__path__[0]} is the dnn source folder, not an installed dnn: "
+                      f"run pip install . in the checkout, then run Python from another "
+                      f"directory (or use the dnn command)")
+
+from . import backends, callbacks, data, layers, losses, metrics, optimizers, plot  # noqa: E402
+from .backend_scope import get_backend, set_backend, use_backend  # noqa: E402
+from .model import NonFiniteLossError, Sequential  # noqa: E402
+from .model_file import ModelFileError  # noqa: E402
+from .saving import load_model  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = [
-    "ModelFileError", "NonFiniteLossError", "Sequential", "callbacks", "data", "get_backend",
+    "ModelFileError", "NonFiniteLossError", "Sequential", "backends", "callbacks", "data",
+    "get_backend",
     "layers", "load_model", "losses", "metrics", "optimizers", "plot", "set_backend", "use_backend",
     "__version__",
 ]

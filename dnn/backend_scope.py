@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 import os
 
-import backends
+from . import backends
 
 _scoped = contextvars.ContextVar("dnn_backend", default=None)
 _global = None

@@ -11,12 +11,12 @@ import sys
 
 import numpy
 
-import backends
+from . import backends
 
-from . import __version__
+from .version import __version__
 from .data import (Standardizer, load_csv, load_digits, load_idx, load_npz, make_circles,
                    make_moons, make_spirals, make_student, make_xor, train_test_split)
-from .saving import ModelFileError
+from .model_file import ModelFileError
 
 # name -> (loader(seed), description)
 DATASETS = {
@@ -126,7 +126,7 @@ def _build_parser():
             p.add_argument("--out", required=True, help="CSV file for the predictions")
 
     sub.add_parser("info", help="versions, backends, devices and BLAS")
-    bench = sub.add_parser("bench", help="throughput benchmarks (python -m bench)",
+    bench = sub.add_parser("bench", help="throughput benchmarks (python -m dnn.bench)",
                            add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -260,7 +260,7 @@ def cmd_info(_args):
 
 def cmd_bench(args):
     try:
-        from bench.__main__ import main as bench_main
+        from .bench.__main__ import main as bench_main
     except ImportError as exc:
         raise UsageError(f"bench: the benchmark package is not installed ({exc})") from exc
     return bench_main(args.args)

@@ -7,9 +7,9 @@ import platform
 
 import numpy
 
-import backends
+from . import backends
 
-from . import __version__
+from .version import __version__
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -71,7 +71,8 @@ def _optional(module, what, extra):
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        return f"{module} not installed ({what} off: pip install 'dnn[{extra}]')"
+        return (f"{module} not installed ({what} off: pip install {module}, or pip install "
+                f"'.[{extra}]' in the dnn checkout)")
     try:
         version = importlib.metadata.version(module)
     except importlib.metadata.PackageNotFoundError:

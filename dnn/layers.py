@@ -13,7 +13,7 @@ import math
 
 import numpy
 
-from backends import ACTIVATIONS_NEEDING_INPUT, check_activation
+from .backends import ACTIVATIONS_NEEDING_INPUT, check_activation
 
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "gelu"})
 # A small positive bias keeps narrow ReLU layers alive at the start: on seed 002's

@@ -17,7 +17,7 @@ import warnings
 import numpy
 
 from . import backend_scope, losses as losses_mod, metrics as metrics_mod
-from . import optimizers as optimizers_mod
+from . import model_file, optimizers as optimizers_mod
 from .callbacks import CallbackList, History, ProgressLogger, TerminateOnNaN
 from .layers import Activation, Dense, Dropout, Layer
 from .validation import (check_dtype, check_features, check_nonnegative_int,
@@ -660,9 +660,13 @@ class Sequential:
 
     def save(self, path):
         """Write weights, config and optimizer state to ``path`` (.npz), atomically."""
-        from .saving import save_model
-
-        save_model(self, path)
+        self._require_built("save")
+        compiled = None if self.loss is None else {
+            "loss": self.loss.get_config(), "optimizer": self.optimizer.get_config(),
+            "metrics": [m.name for m in self.metrics]}
+        model_file.write(path, self.get_config(), self.get_weights(), compiled,
+                         None if compiled is None else self.optimizer.get_state(),
+                         self.epochs_done, self.train_steps, self.metadata)
 
     def summary(self, print_fn=print):
         """Print layers, output shapes and parameter counts, and the backend, device

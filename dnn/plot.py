@@ -1,4 +1,4 @@
-"""Plots with matplotlib (``pip install 'dnn[plot]'``): training curves and the decision
+"""Plots with matplotlib (the ``plot`` extra): training curves and the decision
 regions of a 2-D classifier, also as frames taken during training (GIF)."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as exc:
-        raise ImportError("plotting needs matplotlib: pip install 'dnn[plot]'") from exc
+        raise ImportError("plotting needs matplotlib: pip install matplotlib (or "
+                          "pip install '.[plot]' in the dnn checkout)") from exc
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 

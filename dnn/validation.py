@@ -11,11 +11,12 @@ MIXED_POLICIES = ("mixed_bfloat16",)
 
 
 def bfloat16():
-    """NumPy's bfloat16 dtype, from ml_dtypes (``pip install 'dnn[bf16]'``)."""
+    """NumPy's bfloat16 dtype, from ml_dtypes (the ``bf16`` extra)."""
     try:
         import ml_dtypes
     except ImportError as exc:
-        raise ImportError("dtype 'mixed_bfloat16' needs ml_dtypes: pip install 'dnn[bf16]'") \
+        raise ImportError("dtype 'mixed_bfloat16' needs ml_dtypes: pip install ml_dtypes "
+                          "(or pip install '.[bf16]' in the dnn checkout)") \
             from exc
     return numpy.dtype(ml_dtypes.bfloat16)
 

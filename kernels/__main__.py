@@ -1,4 +1,4 @@
-"""``python -m kernels --check``: compile every CUDA kernel with NVRTC (sm_80, sm_90)
+"""``python -m dnn.kernels --check``: compile every CUDA kernel with NVRTC (sm_80, sm_90)
 and run each kernel's arithmetic on the host against its NumPy reference."""
 import argparse
 import sys
@@ -7,7 +7,7 @@ from .nvrtc_check import ARCHS, KernelCompileError, check
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kernels")
+    parser = argparse.ArgumentParser(prog="python -m dnn.kernels")
     parser.add_argument("--check", action="store_true", help="compile every kernel with NVRTC")
     parser.add_argument("--arch", action="append", help=f"architectures (default {ARCHS})")
     args = parser.parse_args(argv)

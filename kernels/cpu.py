@@ -1,4 +1,4 @@
-"""Fused CPU kernels compiled by numba (``pip install 'dnn[numba]'``), an optional fast
+"""Fused CPU kernels compiled by numba (the ``numba`` extra), an optional fast
 path for the NumPy backend: each optimizer update is one parallel pass over the flat
 buffers instead of about a dozen NumPy passes.
 

@@ -3,11 +3,26 @@ import os
 # Correctness tests compare against float64 references: TF32 matmul must be off.
 os.environ["CUPY_TF32"] = "0"
 
+import importlib.util
+import pathlib
+
 import numpy
 import pytest
+from support import ROOT, editable_install
 
-import backends
-import dnn
+_spec = importlib.util.find_spec("dnn")
+if _spec is None:
+    pytest.exit("dnn is not installed: run pip install '.[test]' in the checkout, then pytest",
+                returncode=4)
+
+if pathlib.Path(_spec.origin).resolve().parent == ROOT / "dnn" and not editable_install():
+    # The checkout's dnn/ shadows the install (python -m pytest puts the working directory
+    # on sys.path); it lacks dnn.backends and dnn.kernels, which only the install maps in.
+    pytest.exit("the tests would import the checkout's dnn/, not the installed package: run "
+                "pytest (not python -m pytest) after pip install '.[test]'", returncode=4)
+
+import dnn  # noqa: E402
+from dnn import backends  # noqa: E402
 
 try:
     from hypothesis import HealthCheck, settings

@@ -1,19 +1,12 @@
 """Backend selection, validation at the API boundary, callbacks and layering."""
-import ast
-import os
-import pathlib
-import subprocess
-import sys
-
 import numpy
 import pytest
+from support import python
 
-import backends
 import dnn
+from dnn import backends
 from dnn.data import make_moons
 from dnn.layers import Dense, Dropout
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def small_model(**kw):
@@ -33,10 +26,10 @@ def test_registry():
 
 def test_cupy_missing_says_what_to_install():
     code = ("import sys; sys.modules['cupy'] = None\n"
-            "import backends\n"
+            "from dnn import backends\n"
             "try:\n    backends.get_backend('cupy')\n"
             "except backends.BackendUnavailable as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    out = python("-c", code)
     assert "pip install '.[cuda12]'" in out.stdout and "'.[cuda13]'" in out.stdout, out.stderr
 
 
@@ -71,13 +64,10 @@ def test_use_backend_is_scoped_and_set_backend_global():
 def test_env_var_selects_backend_at_build_not_import():
     code = ("import dnn, os; os.environ['DNN_BACKEND'] = 'numpy'; "
             "print(dnn.get_backend().name)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, "DNN_BACKEND": "nonsense"})
+    out = python("-c", code, env={"DNN_BACKEND": "nonsense"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "numpy"
-    bad = subprocess.run([sys.executable, "-c", "import dnn; dnn.get_backend()"],
-                         capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "DNN_BACKEND": "nonsense"})
+    bad = python("-c", "import dnn; dnn.get_backend()", env={"DNN_BACKEND": "nonsense"})
     assert "got 'nonsense'" in bad.stderr
 
 
@@ -277,26 +267,6 @@ def test_summary_names_backend_device_and_dtype(use, capsys):
     out = capsys.readouterr().out
     assert "Dense(8, relu)" in out and "(None, 8)" in out and "Total params: 33" in out
     assert f"Backend: {use.name}" in out and "dtype: float64" in out
-
-
-# -------------------------------------------------------------------------- layering
-def _imports(path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module.split(".")[0]
-
-
-def test_dependencies_point_one_way():
-    for path in (ROOT / "dnn").rglob("*.py"):
-        assert "cupy" not in set(_imports(path)), f"{path} imports cupy"
-    for pkg in ("backends", "kernels"):
-        for path in (ROOT / pkg).rglob("*.py"):
-            assert "dnn" not in set(_imports(path)), f"{path} imports dnn"
-    for path in (ROOT / "kernels").rglob("*.py"):
-        assert "backends" not in set(_imports(path)), f"{path} imports backends"
 
 
 def test_ctrl_c_stops_after_the_step_and_returns_history(use):

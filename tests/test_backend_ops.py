@@ -5,9 +5,9 @@ import warnings
 
 import numpy
 import pytest
+from dnn.backends.base import Backend
 
-import backends
-from backends.base import Backend
+from dnn import backends
 
 ACTS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax"]
 
@@ -311,7 +311,7 @@ def test_backends_keep_the_base_signatures(cls_name):
     """A backend may override a method but not add public ones or change signatures
     (names, defaults and parameter kinds)."""
     if cls_name == "CupyBackend":
-        from backends.cupy_backend import CupyBackend as cls
+        from dnn.backends.cupy_backend import CupyBackend as cls
     else:
         cls = getattr(backends, cls_name)
     base = _public_methods(Backend)

@@ -1,14 +1,8 @@
 """The benchmark runs and records what it claims; no timing is asserted."""
 import json
-import os
-import subprocess
-import sys
-import pathlib
 
-
-from bench.models import MODELS
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from dnn.bench.models import MODELS
+from support import python
 
 
 def test_gemm_flop_count_matches_the_issue():
@@ -24,11 +18,9 @@ def test_gemm_flop_count_matches_the_issue():
 
 def test_bench_smoke_writes_json(tmp_path):
     out = tmp_path / "b.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "bench", "--models", "tiny,small",
+    proc = python("-m", "dnn.bench", "--models", "tiny,small",
                            "--batches", "32", "--precisions", "float32", "--repeats", "1",
-                           "--no-torch", "--out", str(out)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=600)
+                           "--no-torch", "--out", str(out), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
     assert {r["model"] for r in record["rows"]} == {"tiny", "small"}
@@ -43,6 +35,5 @@ def test_bench_smoke_writes_json(tmp_path):
 
 
 def test_bench_rejects_unknown_model():
-    proc = subprocess.run([sys.executable, "-m", "bench", "--models", "huge", "--no-torch"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = python("-m", "dnn.bench", "--models", "huge", "--no-torch", timeout=120)
     assert proc.returncode != 0 and "expected names from tiny" in proc.stderr

@@ -2,19 +2,14 @@
 import os
 import pathlib
 import struct
-import subprocess
-import sys
 
 import numpy
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from support import popen, python
 
 
 def dnn_cmd(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DNN_BACKEND": "numpy"}
-    return subprocess.run([sys.executable, "-m", "dnn", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=300)
+    return python("-m", "dnn", *args, cwd=cwd, env={"DNN_BACKEND": "numpy"})
 
 
 def png_size(path):
@@ -142,10 +137,8 @@ def test_progress_bar_on_a_terminal():
     import pty
 
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DNN_BACKEND": "numpy"}
-    proc = subprocess.Popen([sys.executable, "-m", "dnn", "train", "spirals", "--layers", "64,64",
-                             "--epochs", "3", "--batch-size", "8"],
-                            stdout=slave, stderr=slave, cwd=ROOT, env=env)
+    proc = popen("-m", "dnn", "train", "spirals", "--layers", "64,64", "--epochs", "3",
+                 "--batch-size", "8", stdout=slave, stderr=slave, env={"DNN_BACKEND": "numpy"})
     os.close(slave)
     chunks = []
     while True:

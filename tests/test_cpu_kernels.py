@@ -2,9 +2,8 @@
 the NumPy backend uses them."""
 import numpy
 import pytest
-
-from backends import NumpyBackend
-from kernels import cpu, reference
+from dnn.backends import NumpyBackend
+from dnn.kernels import cpu, reference
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason="numba is not installed")
 N = cpu.MIN_SIZE + 3

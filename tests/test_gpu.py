@@ -3,8 +3,8 @@
 import numpy
 import pytest
 
-import backends
 import dnn
+from dnn import backends
 from dnn.data import make_moons, make_spirals
 from dnn.layers import Dense, Dropout
 
@@ -89,7 +89,7 @@ def test_out_of_memory_names_the_size_and_suggests_a_smaller_batch():
 
 
 def test_tf32_is_an_opt_in():
-    from backends.cupy_backend import CupyBackend
+    from dnn.backends.cupy_backend import CupyBackend
 
     rng = numpy.random.default_rng(0)
     a, b = rng.normal(size=(512, 512)), rng.normal(size=(512, 512))

@@ -1,19 +1,14 @@
 """The CUDA kernels without a GPU: NVRTC compiles every one for sm_80 and sm_90, a
 planted error fails the check, and each kernel's arithmetic, compiled for the host
 from the same source, matches its NumPy reference on random and extreme inputs."""
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy
 import pytest
+from dnn.backends import NumpyBackend
+from dnn.kernels import host, reference
+from dnn.kernels.source import all_kernel_names, read_source
+from support import python
 
-from backends import NumpyBackend
-from kernels import host, reference
-from kernels.source import all_kernel_names, read_source
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 DTYPES = ["float32", "float64"]
 SFX = {"float32": "f32", "float64": "f64"}
 TOL = {"float32": dict(rtol=2e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-14)}
@@ -39,15 +34,14 @@ needs_cxx = pytest.mark.skipif(host.compiler() is None, reason="no C++ compiler"
 # ---------------------------------------------------------------------------- NVRTC
 @needs_nvrtc
 def test_check_command_compiles_every_kernel():
-    out = subprocess.run([sys.executable, "-m", "kernels", "--check"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=300)
+    out = python("-m", "dnn.kernels", "--check")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"compiled {len(all_kernel_names())} kernels for sm_80, sm_90"
 
 
 @needs_nvrtc
 def test_planted_error_fails_the_check_with_its_line():
-    from kernels.nvrtc_check import KernelCompileError, check
+    from dnn.kernels.nvrtc_check import KernelCompileError, check
 
     source = read_source()
     marker = "        T gi = g[i] + l2 * p[i];\n"
@@ -60,7 +54,7 @@ def test_planted_error_fails_the_check_with_its_line():
 
 @needs_nvrtc
 def test_a_kernel_missing_from_the_binary_fails_the_check():
-    from kernels.nvrtc_check import KernelCompileError, check
+    from dnn.kernels.nvrtc_check import KernelCompileError, check
 
     names = all_kernel_names() + ["bias_swish_forward_f32"]
     with pytest.raises(KernelCompileError, match="bias_swish_forward_f32"):
@@ -269,10 +263,9 @@ def test_base_backend_guard_matches_the_kernel_semantics():
 
 
 def test_kernels_import_needs_no_cupy():
-    code = ("import sys; sys.modules['cupy'] = None; import kernels, kernels.cuda, "
-            "kernels.source, kernels.reference, backends.cupy_backend; print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = ("import sys; sys.modules['cupy'] = None; import dnn.kernels, dnn.kernels.cuda, "
+            "dnn.kernels.source, dnn.kernels.reference, dnn.backends.cupy_backend; print('ok')")
+    out = python("-c", code)
     assert out.stdout.strip() == "ok", out.stderr
 
 
@@ -290,7 +283,8 @@ def test_sum_to_scalar_and_accumulate_kernels(dtype, n):
 
 
 # --------------------------------------------------------------- property tests
-from hypothesis import example, given, strategies as st  # noqa: E402
+from hypothesis import example, given  # noqa: E402
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
 _values = st.one_of(st.floats(-60, 60, width=32),

@@ -3,12 +3,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import zipfile
 
 import numpy
 import pytest
+from support import popen
 
 import dnn
 from dnn.data import make_moons
@@ -117,7 +117,6 @@ def test_a_crash_mid_save_leaves_the_previous_file_intact(tmp_path):
     before = path.read_bytes()
     script = textwrap.dedent(f"""
         import sys, numpy
-        sys.path.insert(0, {os.getcwd()!r})
         import dnn, dnn.saving
         from dnn.layers import Dense
         model = dnn.Sequential([Dense(2048), Dense(2048), Dense(1, "sigmoid")], input_dim=2048)
@@ -133,7 +132,7 @@ def test_a_crash_mid_save_leaves_the_previous_file_intact(tmp_path):
         numpy.savez = slow_savez
         model.save({str(path)!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc = popen("-c", script, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

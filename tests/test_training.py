@@ -3,8 +3,15 @@ import numpy
 import pytest
 
 import dnn
-from dnn.data import Standardizer, make_circles, make_moons, make_spirals, make_student, \
-    make_xor, train_test_split
+from dnn.data import (
+    Standardizer,
+    make_circles,
+    make_moons,
+    make_spirals,
+    make_student,
+    make_xor,
+    train_test_split,
+)
 from dnn.layers import Dense
 
 
