@@ -10,8 +10,9 @@ from .base import ACTIVATIONS, ACTIVATIONS_NEEDING_INPUT, Backend, check_activat
 from .numpy_backend import NumpyBackend
 
 __all__ = [
-    "ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "BackendUnavailable", "NumpyBackend", "available_backends",
-    "backend_status", "check_activation", "get_backend", "register_backend",
+    "ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "BackendUnavailable", "NumpyBackend",
+    "available_backends", "backend_status", "check_activation", "get_backend",
+    "register_backend",
 ]
 
 

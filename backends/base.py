@@ -1,9 +1,9 @@
 """The backend interface.
 
 ``Backend`` is complete: every method is written against ``self.xp`` (NumPy or a
-NumPy-compatible module such as CuPy), so the class is both the interface and the
-reference implementation. Subclasses override only what they can do faster
-(thinc's ``Ops`` is the model).
+NumPy-compatible module such as CuPy), and its math is ``kernels.reference``, so the
+class is both the interface and the reference implementation. Subclasses override only
+what they can do faster (thinc's ``Ops`` is the model).
 
 Conventions
 -----------
@@ -13,24 +13,20 @@ Conventions
 * Losses return ``(loss, grad)``: ``loss`` is a 0-d array on the backend's device
   (reading it to the host is the caller's choice, so no step forces a sync) and
   ``grad`` is d(mean loss)/d(input) with the input's shape.
-* Optimizer updates work in place on flat 1-D buffers and may overwrite ``grads``;
-  ``step`` is a 1-element int64 array on the device that the update advances, so a
-  step needs no host sync.
+* Optimizer updates work in place on flat 1-D buffers and may overwrite ``grads``.
+  ``step`` is a 1-element int64 device array holding the 1-based number of this
+  update (advanced by ``increment_step`` before it), so a step needs no host sync.
+* ``skip`` is an int32 (1,) device flag from ``guard_finite``: when set, updates and
+  ``increment_step`` change nothing.
 """
 from __future__ import annotations
-
-import math
 
 import numpy
 
 from ..kernels import reference
+from ..kernels.reference import ACTIVATIONS, ACTIVATIONS_NEEDING_INPUT
 
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax")
-# gelu's backward needs the pre-activation; every other backward works from the output.
-ACTIVATIONS_NEEDING_INPUT = frozenset({"gelu"})
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_C = 0.044715
+__all__ = ["ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "check_activation"]
 
 
 def check_activation(name):
@@ -52,6 +48,9 @@ class Backend:
     cheap_host_reads = True
     # Whether capture() records a device graph (CUDA graphs) rather than re-running.
     supports_graphs = False
+    # The smallest flat buffer whose optimizer update takes a compiled (fused) path:
+    # warm-ups run one update of this size to compile it outside any timing.
+    fused_update_min_size = 1
 
     def __init__(self):
         self.device = "cpu"
@@ -121,9 +120,6 @@ class Backend:
     def multiply(self, a, b, out=None):
         return self.xp.multiply(a, b, out=out)
 
-    def scale(self, x, alpha, out=None):
-        return self.xp.multiply(x, alpha, out=out)
-
     # ---------------------------------------------------------------- linear algebra
     def gemm(self, a, b, out=None, trans_a=False, trans_b=False):
         """``op(a) @ op(b)`` where ``op`` transposes when its flag is set.
@@ -139,86 +135,24 @@ class Backend:
         return self.xp.matmul(a, b, out=out)
 
     # ------------------------------------------------------------------ activations
-    def linear(self, x, out=None):
-        return x if out is None or out is x else self.copy(x, out)
-
-    def linear_backward(self, dy, out=None):
-        return dy if out is None or out is dy else self.copy(dy, out)
-
-    def relu(self, x, out=None):
-        return self.xp.maximum(x, 0, out=out)
-
-    def relu_backward(self, dy, y, out=None):
-        """dx = dy where y > 0 else 0. ``out`` may alias ``dy``."""
-        return self.xp.multiply(dy, y > 0, out=out)
-
-    def leaky_relu(self, x, alpha=0.01, out=None):
-        xp = self.xp
-        return self._assign(out, xp.where(x > 0, x, x * alpha).astype(x.dtype, copy=False))
-
-    def leaky_relu_backward(self, dy, y, alpha=0.01, out=None):
-        """For alpha > 0 the sign of y is the sign of the input, so y suffices."""
-        xp = self.xp
-        slope = xp.where(y > 0, xp.ones((), dy.dtype), xp.asarray(alpha, dtype=dy.dtype))
-        return xp.multiply(dy, slope, out=out)
-
-    def sigmoid(self, x, out=None):
-        """Stable logistic: never evaluates exp of a positive number."""
-        xp = self.xp
-        e = xp.exp(-xp.abs(x))
-        r = 1.0 / (1.0 + e)
-        return self._assign(out, xp.where(x >= 0, r, e * r).astype(x.dtype, copy=False))
-
-    def sigmoid_backward(self, dy, y, out=None):
-        return self.xp.multiply(dy, y * (1 - y), out=out)
-
-    def tanh(self, x, out=None):
-        return self.xp.tanh(x, out=out)
-
-    def tanh_backward(self, dy, y, out=None):
-        return self.xp.multiply(dy, 1 - y * y, out=out)
-
-    def gelu(self, x, out=None):
-        """GELU, tanh approximation (PyTorch's ``approximate='tanh'``)."""
-        xp = self.xp
-        inner = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
-        return self._assign(out, (0.5 * x * (1 + xp.tanh(inner))).astype(x.dtype, copy=False))
-
-    def gelu_backward(self, dy, x, out=None):
-        """Needs the pre-activation ``x``."""
-        xp = self.xp
-        inner = _SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)
-        t = xp.tanh(inner)
-        dinner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
-        grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner
-        return xp.multiply(dy, grad.astype(dy.dtype, copy=False), out=out)
-
-    def softmax(self, x, axis=-1, out=None):
-        xp = self.xp
-        e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-        return xp.divide(e, xp.sum(e, axis=axis, keepdims=True), out=out)
-
-    def softmax_backward(self, dy, y, axis=-1, out=None):
-        xp = self.xp
-        dot = xp.sum(dy * y, axis=axis, keepdims=True)
-        return xp.multiply(y, dy - dot, out=out)
-
     def activation(self, name, x, out=None):
-        """Apply activation ``name`` (see ``ACTIVATIONS``)."""
-        return getattr(self, check_activation(name))(x, out=out)
+        """Apply activation ``name`` (see ``ACTIVATIONS``); softmax over the last axis."""
+        name = check_activation(name)
+        if name == "linear" and (out is None or out is x):
+            return x
+        return self._assign(out, self._same_dtype(reference.activation(name, x, self.xp), x))
 
     def activation_backward(self, name, dy, x, y, out=None):
         """Backward of activation ``name`` given input ``x`` and output ``y``.
 
-        ``x`` is only read for activations in ``ACTIVATIONS_NEEDING_INPUT``.
-        ``out`` may alias ``dy``.
+        ``x`` is only read for activations in ``ACTIVATIONS_NEEDING_INPUT`` (it may be
+        None otherwise). ``out`` may alias ``dy``.
         """
         name = check_activation(name)
-        if name == "linear":
-            return self.linear_backward(dy, out=out)
-        if name in ACTIVATIONS_NEEDING_INPUT:
-            return getattr(self, name + "_backward")(dy, x, out=out)
-        return getattr(self, name + "_backward")(dy, y, out=out)
+        if name == "linear" and (out is None or out is dy):
+            return dy
+        grad = reference.activation_backward(name, dy, x, y, self.xp)
+        return self._assign(out, self._same_dtype(grad, dy))
 
     def bias_activation(self, x, bias, activation, out=None):
         """Fused ``activation(x + bias)``; ``bias`` has shape ``(features,)``.
@@ -232,22 +166,6 @@ class Backend:
     def sum(self, x, axis=None, out=None, keepdims=False):
         return self.xp.sum(x, axis=axis, out=out, keepdims=keepdims)
 
-    def mean(self, x, axis=None, out=None, keepdims=False):
-        return self.xp.mean(x, axis=axis, out=out, keepdims=keepdims)
-
-    def max(self, x, axis=None, out=None, keepdims=False):
-        return self.xp.max(x, axis=axis, out=out, keepdims=keepdims)
-
-    def argmax(self, x, axis=None, out=None):
-        return self.xp.argmax(x, axis=axis, out=out)
-
-    def logsumexp(self, x, axis=-1, keepdims=False):
-        xp = self.xp
-        m = xp.max(x, axis=axis, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)
-        r = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
-        return r if keepdims else xp.squeeze(r, axis=axis)
-
     def column_sum(self, x, out=None):
         """Sum over the batch axis: the bias gradient, shape ``(features,)``; summed in
         ``out``'s dtype (float32 for bfloat16 input under mixed precision)."""
@@ -260,41 +178,18 @@ class Backend:
         ``labels`` are integer class ids of shape ``(n,)`` or one-hot / probability
         rows of shape ``(n, classes)``.
         """
-        xp = self.xp
-        n = logits.shape[0]
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
-        lse = xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-        log_p = shifted - lse
-        grad = self._assign(grad_out, xp.exp(log_p))
-        if labels.ndim == 1:
-            rows = xp.arange(n)
-            loss = -xp.sum(log_p[rows, labels]) / n
-            grad[rows, labels] -= 1
-        else:
-            # d/dz of -sum(t * log_softmax(z)) is p * sum(t) - t; sum(t) is 1 for one-hot rows.
-            loss = -xp.sum(labels * log_p) / n
-            grad *= xp.sum(labels, axis=1, keepdims=True)
-            grad -= labels
-        grad /= n
-        return loss.astype(logits.dtype), grad
+        loss, grad = reference.softmax_cross_entropy(logits, labels, self.xp)
+        return loss, self._assign(grad_out, self._same_dtype(grad, logits))
 
     def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
         """Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1]."""
-        xp = self.xp
-        per = xp.maximum(logits, 0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
-        loss = xp.mean(per)
-        grad = self.sigmoid(logits, out=grad_out)
-        grad -= targets
-        grad /= logits.size
-        return loss.astype(logits.dtype), grad
+        loss, grad = reference.sigmoid_binary_cross_entropy(logits, targets, self.xp)
+        return loss, self._assign(grad_out, self._same_dtype(grad, logits))
 
     def mean_squared_error(self, pred, target, grad_out=None):
         """Mean over all elements of (pred - target)**2."""
-        xp = self.xp
-        diff = xp.subtract(pred, target, out=grad_out)
-        loss = xp.mean(diff * diff)
-        diff *= 2.0 / pred.size
-        return loss.astype(pred.dtype), diff
+        loss, grad = reference.mean_squared_error(pred, target, self.xp)
+        return loss, self._assign(grad_out, self._same_dtype(grad, pred))
 
     # --------------------------------------------------------------------- metrics
     def count_argmax_matches(self, scores, labels):
@@ -353,59 +248,40 @@ class Backend:
 
     def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
                    weight_decay=0.0, skip=None):
-        """SGD with optional (Nesterov) momentum and L2 weight decay, as in PyTorch.
-
-        ``velocity`` may be None when ``momentum == 0``. Every update does nothing when
-        ``skip`` (an int32 (1,) device flag from ``guard_finite``) is set.
-        """
+        """SGD with optional (Nesterov) momentum and L2 weight decay, as in PyTorch;
+        ``velocity`` may be None when ``momentum == 0``."""
         if self._skipped(skip):
             return params
-        g = grads + weight_decay * params if weight_decay else grads
+        p, vel = reference.sgd(params, grads, velocity, lr, momentum, nesterov, weight_decay)
+        self._write(params, p)
         if momentum:
-            velocity *= momentum
-            velocity += g
-            g = g + momentum * velocity if nesterov else velocity
-        params -= lr * g
+            self._write(velocity, vel)
         return params
 
     def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
                     epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
-        """Adam (Keras/TF formulation: epsilon is added to sqrt(v) before bias
-        correction of the step size). With ``decoupled_weight_decay`` it is AdamW:
-        ``params -= lr * weight_decay * params`` before the Adam step.
-        """
+        """Adam at the 1-based step held in ``step`` (see ``reference.adam``); with
+        ``decoupled_weight_decay`` it is AdamW."""
         if self._skipped(skip):
             return params
-        xp = self.xp
-        step += 1
-        t = step.astype(numpy.float64)
-        alpha = (lr * xp.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)).astype(params.dtype)
-        g = grads
-        if weight_decay and not decoupled_weight_decay:
-            g = grads + weight_decay * params
-        m += (1 - beta_1) * (g - m)
-        v += (1 - beta_2) * (g * g - v)
-        if weight_decay and decoupled_weight_decay:
-            params *= 1 - lr * weight_decay
-        params -= alpha * m / (xp.sqrt(v) + epsilon)
+        t = int(self.to_numpy(step)[0])
+        new = reference.adam(params, grads, m, v, t, lr, beta_1, beta_2, epsilon, weight_decay,
+                             decoupled_weight_decay, self.xp)
+        for target, value in zip((params, m, v), new):
+            self._write(target, value)
         return params
 
     def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
                        momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
-        """RMSprop (Keras formulation: eps added outside the square root)."""
+        """RMSprop (see ``reference.rmsprop``); ``velocity`` only with momentum."""
         if self._skipped(skip):
             return params
-        xp = self.xp
-        g = grads + weight_decay * params if weight_decay else grads
-        sq_avg *= rho
-        sq_avg += (1 - rho) * g * g
-        step = g / (xp.sqrt(sq_avg) + epsilon)
+        p, sq, vel = reference.rmsprop(params, grads, sq_avg, velocity, lr, rho, epsilon,
+                                       momentum, weight_decay, self.xp)
+        self._write(params, p)
+        self._write(sq_avg, sq)
         if momentum:
-            velocity *= momentum
-            velocity += lr * step
-            params -= velocity
-        else:
-            params -= lr * step
+            self._write(velocity, vel)
         return params
 
     # ------------------------------------------------------------------------ rng
@@ -422,16 +298,20 @@ class Backend:
         mask = reference.dropout_mask(n, rate, seed, count, dtype).reshape(shape)
         return self._assign(out, self.xp.asarray(mask))
 
-    def rng(self, seed):
-        """A seeded random generator producing arrays on this backend."""
-        return BackendRNG(self, seed)
-
     # -------------------------------------------------------------------- helpers
     def _assign(self, out, value):
         if out is None:
             return value
         self.xp.copyto(out, value)
         return out
+
+    def _write(self, target, value):
+        """Copy an updated state buffer back in place, in the buffer's own dtype."""
+        self.xp.copyto(target, value, casting="same_kind")
+
+    @staticmethod
+    def _same_dtype(value, like):
+        return value.astype(like.dtype, copy=False)
 
     def capture(self, fn):
         """Record ``fn`` (which must allocate nothing and never read the device) for
@@ -440,8 +320,9 @@ class Backend:
         backend; a GPU backend records a CUDA graph instead."""
         return _Rerun(fn)
 
-    def warmup(self, model):
-        """Compile or load whatever ``model`` needs before timing. Nothing on the CPU."""
+    def warmup(self):
+        """Compile or load the device code (kernels, library handles) before timing.
+        Nothing on the CPU."""
 
     def describe(self):
         """A dict describing the device, for summaries and benchmark records."""
@@ -456,27 +337,3 @@ class _Rerun:
 
     def replay(self):
         self.fn()
-
-
-class BackendRNG:
-    """Seeded RNG whose draws are made on the host then moved to the backend,
-    so a seed gives identical numbers on every backend."""
-
-    def __init__(self, backend, seed):
-        self.backend = backend
-        self._gen = numpy.random.default_rng(seed)
-
-    def uniform(self, shape, low=0.0, high=1.0, dtype="float32"):
-        return self.backend.asarray(self._gen.uniform(low, high, shape), dtype=dtype)
-
-    def normal(self, shape, mean=0.0, std=1.0, dtype="float32"):
-        return self.backend.asarray(self._gen.normal(mean, std, shape), dtype=dtype)
-
-    def permutation(self, n):
-        return self.backend.asarray(self._gen.permutation(n))
-
-    def get_state(self):
-        return self._gen.bit_generator.state
-
-    def set_state(self, state):
-        self._gen.bit_generator.state = state

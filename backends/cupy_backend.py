@@ -11,20 +11,14 @@ import os
 
 import numpy
 
-from ..kernels.cuda import SUM_THREADS, CudaKernels
-
+from ..kernels.catalogue import DTYPE_SUFFIX
+from ..kernels.cuda import CudaRuntime
+from ..kernels.launch import FusedKernels, KernelUnavailable
 from .base import ACTIVATIONS_NEEDING_INPUT, Backend, check_activation
 from .cublas_ctypes import CublasHandle
 
 INSTALL_HINT = ("pip install cupy-cuda13x (CUDA 13) or cupy-cuda12x (CUDA 12); in the dnn "
                 "checkout, pip install '.[cuda13]' or pip install '.[cuda12]'")
-# A NULL pointer for an optional kernel argument. Not None: CuPy passes None to a
-# RawKernel as 0xffffffff, not NULL (cupy/cupy#9046); a 64-bit zero scalar is NULL.
-NULL = numpy.uint64(0)
-
-
-def _ptr(array):
-    return NULL if array is None else array
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,7 +68,7 @@ class CupyBackend(Backend):
         self.device = f"cuda:{self.device_id}"
         self._device = cupy.cuda.Device(self.device_id)
         self.tf32 = os.environ.get("DNN_TF32", "0") == "1" if tf32 is None else bool(tf32)
-        self.kernels = CudaKernels(cupy)
+        self.kernels = FusedKernels(CudaRuntime(cupy))
         self._handle = None
         # Buffers the backend owns (ones vectors, zero biases, loss scratch), allocated
         # once per shape and kept alive, so a captured CUDA graph may point at them.
@@ -187,17 +181,12 @@ class CupyBackend(Backend):
         return out
 
     # --------------------------------------------------------------- activations
-    def _fusable(self, *arrays, bf16=False):
-        """Whether the arrays can go to a fused kernel: C-contiguous float32/float64, or
-        bfloat16 where the op has a bfloat16 kernel (``bf16=True``)."""
-        return all(a is not None and a.flags.c_contiguous and (
-            a.dtype in self._float_types or (bf16 and a.dtype.name == "bfloat16"))
-            for a in arrays)
-
-    @staticmethod
-    def _compute_scalar(dtype, value):
-        """A kernel's arithmetic-type scalar: double for float64, float otherwise."""
-        return numpy.float64(value) if dtype == numpy.float64 else numpy.float32(value)
+    def _fusable(self, *arrays):
+        """Whether the arrays can go to a fused kernel: C-contiguous, of a storage type
+        kernels are built for (each kernel lists its own; an unbuilt one raises
+        KernelUnavailable and the caller falls back)."""
+        return all(a.flags.c_contiguous and a.dtype.name in DTYPE_SUFFIX
+                   for a in arrays if a is not None)
 
     def _generic(self, op, *arrays):
         """Guard for falling back to CuPy's own operations, which may allocate: inside
@@ -212,115 +201,82 @@ class CupyBackend(Backend):
 
     def bias_activation(self, x, bias, activation, out=None):
         activation = check_activation(activation)
-        bf16 = activation != "softmax"
-        if x.ndim != 2 or not self._fusable(x, bias, bf16=bf16) or bias.dtype != x.dtype:
-            self._generic("bias_activation", x, bias)
-            return super().bias_activation(x, bias, activation, out=out)
-        if out is None:
-            out = self.empty(x.shape, x.dtype)
-        rows, cols = x.shape
-        if activation == "softmax":
-            self.kernels.launch("bias_softmax_forward", x.dtype, rows,
-                                (x, bias, out, numpy.int64(rows), numpy.int64(cols)))
-        else:
-            self.kernels.launch(f"bias_{activation}_forward", x.dtype, x.size,
-                                (x, bias, out, numpy.int64(x.size), numpy.int64(cols),
-                                 self._compute_scalar(x.dtype, 0.01)))
-        return out
+        if x.ndim == 2 and bias.dtype == x.dtype and self._fusable(x, bias, out):
+            try:
+                return self.kernels.bias_activation(
+                    x, bias, activation, self.empty(x.shape, x.dtype) if out is None else out)
+            except KernelUnavailable:
+                pass
+        self._generic("bias_activation", x, bias)
+        return super().bias_activation(x, bias, activation, out=out)
 
     def activation(self, name, x, out=None):
         name = check_activation(name)
-        if x.ndim != 2 or not self._fusable(x, bf16=name != "softmax"):
-            self._generic("activation", x)
-            return super().activation(name, x, out=out)
-        return self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out=out)
+        if x.ndim == 2 and self._fusable(x, out):
+            return self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out=out)
+        self._generic("activation", x)
+        return super().activation(name, x, out=out)
 
     def activation_backward(self, name, dy, x, y, out=None):
         name = check_activation(name)
-        if name == "linear":
-            return self.linear_backward(dy, out=out)
-        needs_x = name in ACTIVATIONS_NEEDING_INPUT
-        if not self._fusable(dy, x if needs_x else y, bf16=name != "softmax") or dy.ndim != 2:
-            self._generic("activation_backward", dy, x if needs_x else y)
-            return super().activation_backward(name, dy, x, y, out=out)
-        if out is None:
-            out = self.empty(dy.shape, dy.dtype)
-        if name == "softmax":
-            self.kernels.launch("softmax_backward", dy.dtype, dy.shape[0],
-                                (dy, y, out, numpy.int64(dy.shape[0]),
-                                 numpy.int64(dy.shape[1])))
-        else:
-            self.kernels.launch(f"{name}_backward", dy.dtype, dy.size,
-                                (dy, x if needs_x else NULL, NULL if needs_x else y, out,
-                                 numpy.int64(dy.size), self._compute_scalar(dy.dtype, 0.01)))
-        return out
-
-    def relu_backward(self, dy, y, out=None):
-        return self.activation_backward("relu", dy, None, y, out=out)
-
-    def sigmoid_backward(self, dy, y, out=None):
-        return self.activation_backward("sigmoid", dy, None, y, out=out)
-
-    def tanh_backward(self, dy, y, out=None):
-        return self.activation_backward("tanh", dy, None, y, out=out)
+        if name == "linear" and (out is None or out is dy):
+            return dy
+        saved = x if name in ACTIVATIONS_NEEDING_INPUT else y
+        if dy.ndim == 2 and saved is not None and self._fusable(dy, saved, out):
+            try:
+                return self.kernels.activation_backward(
+                    name, dy, x, y, self.empty(dy.shape, dy.dtype) if out is None else out)
+            except KernelUnavailable:
+                pass
+        self._generic("activation_backward", dy, saved)
+        return super().activation_backward(name, dy, x, y, out=out)
 
     # ------------------------------------------------------------------- losses
     def _sum(self, parts, tag):
-        """Sum ``parts`` into a persistent 0-d buffer with the single-block kernel (no
-        temporary storage, fixed order). The buffer is reused by the next call with
-        the same tag and shape: use the returned loss before the next step."""
-        out = self._buffer(tag, (), parts.dtype)
-        self.kernels.function("sum_to_scalar", parts.dtype)(
-            (1,), (SUM_THREADS,), (parts, numpy.int64(parts.size), out))
-        return out
+        """Sum ``parts`` into a persistent 0-d buffer (fixed order, no temporary
+        storage). The buffer is reused by the next call with the same tag and shape:
+        use the returned loss before the next step."""
+        return self.kernels.sum_to_scalar(parts, self._buffer(tag, (), parts.dtype))
 
     def accumulate(self, acc, value, weight):
-        self.kernels.launch_single("accumulate", acc.dtype,
-                                   (acc, value, acc.dtype.type(weight)))
+        self.kernels.accumulate(acc, value, weight)
         return acc
 
     def softmax_cross_entropy(self, logits, labels, grad_out=None):
-        if logits.ndim != 2 or not self._fusable(logits):
-            self._generic("softmax_cross_entropy", logits)
-            return super().softmax_cross_entropy(logits, labels, grad_out=grad_out)
-        rows, cols = logits.shape
-        grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
-        row_loss = self._buffer("xent_rows", (rows,), logits.dtype)
-        inv_n = logits.dtype.type(1.0 / rows)
-        if labels.ndim == 1:
-            labels = labels if labels.dtype == numpy.int64 else labels.astype(numpy.int64)
-            self.kernels.launch("softmax_xent_sparse", logits.dtype, rows,
-                                (logits, labels, grad, row_loss, numpy.int64(rows),
-                                 numpy.int64(cols), inv_n))
-        else:
-            labels = labels if labels.dtype == logits.dtype else labels.astype(logits.dtype)
-            self.kernels.launch("softmax_xent_dense", logits.dtype, rows,
-                                (logits, self.xp.ascontiguousarray(labels), grad, row_loss,
-                                 numpy.int64(rows), numpy.int64(cols), inv_n))
-        return self._sum(row_loss, "xent_loss"), grad
+        if logits.ndim == 2 and self._fusable(logits, grad_out):
+            wanted = numpy.int64 if labels.ndim == 1 else logits.dtype
+            labels = self.xp.ascontiguousarray(labels, dtype=wanted)
+            grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
+            row_loss = self._buffer("xent_rows", (logits.shape[0],), logits.dtype)
+            try:
+                self.kernels.softmax_cross_entropy(logits, labels, grad, row_loss)
+                return self._sum(row_loss, "xent_loss"), grad
+            except KernelUnavailable:
+                pass
+        self._generic("softmax_cross_entropy", logits)
+        return super().softmax_cross_entropy(logits, labels, grad_out=grad_out)
 
     def cast(self, x, out):
         """float32 <-> bfloat16 by kernel (round to nearest even); other pairs by CuPy."""
         pair = (x.dtype.name, out.dtype.name)
         if pair in (("float32", "bfloat16"), ("bfloat16", "float32")) and \
                 x.flags.c_contiguous and out.flags.c_contiguous and x.size == out.size:
-            name = "cast_f32_bf16" if pair[0] == "float32" else "cast_bf16_f32"
-            self.kernels.launch(name, None, x.size, (x, out, numpy.int64(x.size)))
-            return out
+            return self.kernels.cast(x, out)
         return super().cast(x, out)
 
-    def _elementwise_loss(self, kernel, pred, target, grad_out, generic):
+    def _elementwise_loss(self, loss, pred, target, grad_out, generic):
         """Per-element loss kernel (writing the gradient and each element's share of
-        the mean), then the single-block sum."""
-        if not self._fusable(pred, target) or target.dtype != pred.dtype:
-            self._generic(kernel, pred, target)
-            return generic(pred, target, grad_out=grad_out)
-        grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
-        parts = self._buffer(kernel + "_parts", pred.shape, pred.dtype)
-        self.kernels.launch(kernel, pred.dtype, pred.size,
-                            (pred, target, grad, parts, numpy.int64(pred.size),
-                             pred.dtype.type(1.0 / pred.size)))
-        return self._sum(parts, kernel + "_loss"), grad
+        the mean), then the fixed-order sum."""
+        if target.dtype == pred.dtype and self._fusable(pred, target, grad_out):
+            grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
+            parts = self._buffer(loss + "_parts", pred.shape, pred.dtype)
+            try:
+                self.kernels.elementwise_loss(loss, pred, target, grad, parts)
+                return self._sum(parts, loss + "_loss"), grad
+            except KernelUnavailable:
+                pass
+        self._generic(loss, pred, target)
+        return generic(pred, target, grad_out=grad_out)
 
     def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
         return self._elementwise_loss("sigmoid_bce", logits, targets, grad_out,
@@ -333,55 +289,41 @@ class CupyBackend(Backend):
     # --------------------------------------------------------------- optimizers
     def guard_finite(self, loss, step, flag, bad_step):
         loss = loss.reshape(1) if loss.dtype in self._float_types else loss.astype("float32")
-        self.kernels.launch_single("guard_finite", loss.dtype, (loss, step, flag, bad_step))
+        self.kernels.guard_finite(loss, step, flag, bad_step)
 
     def increment_step(self, step, skip=None):
-        self.kernels.launch_single("increment_step", None, (step, _ptr(skip)))
+        self.kernels.increment_step(step, skip)
         return step
 
     def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
                    weight_decay=0.0, skip=None):
-        dt = params.dtype.type
-        vel = velocity if velocity is not None else params[:0]
-        self.kernels.launch("sgd", params.dtype, params.size,
-                            (params, grads, vel, _ptr(skip), numpy.int64(params.size), dt(lr),
-                             dt(momentum), numpy.int32(bool(nesterov)), dt(weight_decay)))
+        self.kernels.sgd(params, grads, velocity, skip, lr, momentum, nesterov, weight_decay)
         return params
 
     def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
                     epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
-        dt = params.dtype.type
-        l2 = weight_decay if (weight_decay and not decoupled_weight_decay) else 0.0
-        decay = 1 - lr * weight_decay if (weight_decay and decoupled_weight_decay) else 1.0
-        self.increment_step(step, skip=skip)
-        self.kernels.launch("adam", params.dtype, params.size,
-                            (params, grads, m, v, step, _ptr(skip), numpy.int64(params.size),
-                             dt(lr), dt(beta_1), dt(beta_2), dt(epsilon), dt(l2), dt(decay)))
+        self.kernels.adam(params, grads, m, v, step, skip, lr, beta_1, beta_2, epsilon,
+                          weight_decay, decoupled_weight_decay)
         return params
 
     def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
                        momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
-        dt = params.dtype.type
-        vel = velocity if velocity is not None else params[:0]
-        self.kernels.launch("rmsprop", params.dtype, params.size,
-                            (params, grads, sq_avg, vel, _ptr(skip), numpy.int64(params.size),
-                             dt(lr), dt(rho), dt(epsilon), dt(momentum), dt(weight_decay)))
+        self.kernels.rmsprop(params, grads, sq_avg, velocity, skip, lr, rho, epsilon, momentum,
+                             weight_decay)
         return params
 
     # ------------------------------------------------------------------ dropout
     def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):
-        dtype = numpy.dtype(dtype)
-        if dtype not in self._float_types and dtype.name != "bfloat16":
-            self._generic("dropout_mask")
-            return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out)
         if not isinstance(counter, self.xp.ndarray):
             counter = self.xp.asarray([int(counter)], dtype=numpy.int64)
-        if out is None:
-            out = self.empty(shape, dtype)
-        self.kernels.launch("dropout_mask", dtype, out.size,
-                            (out, numpy.uint64(seed), counter, numpy.int64(out.size),
-                             self._compute_scalar(dtype, rate)))
-        return out
+        mask = self.empty(shape, dtype) if out is None else out
+        if self._fusable(mask):
+            try:
+                return self.kernels.dropout_mask(mask, seed, counter, rate)
+            except KernelUnavailable:
+                pass
+        self._generic("dropout_mask", mask)
+        return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out)
 
     # ------------------------------------------------------------------- graphs
     def capture(self, fn):
@@ -408,10 +350,10 @@ class CupyBackend(Backend):
             return _CudaGraph(cupy, graph, side)
 
     # -------------------------------------------------------------------- misc
-    def warmup(self, model):
+    def warmup(self):
         """Compile the kernel module and create the cuBLAS handle before timing."""
-        self.kernels.module()
-        self.xp.cuda.device.get_cublas_handle()
+        self.kernels.runtime.module()
+        self._blas()
         self.synchronize()
 
     def describe(self):

@@ -20,7 +20,7 @@ def _cases(backend, n_params, rows, cols, dtype):
 
     p, g, m, v = buf(n_params), buf(n_params), buf(n_params), be.zeros((n_params,), dtype)
     v = be.asarray(numpy.abs(rng.standard_normal(n_params)), dtype=dtype)
-    step = be.zeros((1,), "int64")
+    step = be.asarray(numpy.ones(1, numpy.int64))  # the 1-based step of the update
     z, b = buf(rows, cols), buf(cols)
     y = be.asarray(numpy.abs(rng.standard_normal((rows, cols))), dtype=dtype)
     dy = buf(rows, cols)
@@ -46,12 +46,12 @@ def _cases(backend, n_params, rows, cols, dtype):
         ("bias_activation(sigmoid)", 2 * rows * cols * item,
          lambda: be.bias_activation(z, b, "sigmoid", out=out),
          lambda: generic.bias_activation(be, z, b, "sigmoid", out=out)),
-        ("relu_backward", 3 * rows * cols * item,
-         lambda: be.relu_backward(dy, y, out=out),
-         lambda: generic.relu_backward(be, dy, y, out=out)),
-        ("tanh_backward", 3 * rows * cols * item,
-         lambda: be.tanh_backward(dy, y, out=out),
-         lambda: generic.tanh_backward(be, dy, y, out=out)),
+        ("activation_backward(relu)", 3 * rows * cols * item,
+         lambda: be.activation_backward("relu", dy, None, y, out=out),
+         lambda: generic.activation_backward(be, "relu", dy, None, y, out=out)),
+        ("activation_backward(tanh)", 3 * rows * cols * item,
+         lambda: be.activation_backward("tanh", dy, None, y, out=out),
+         lambda: generic.activation_backward(be, "tanh", dy, None, y, out=out)),
         ("column_sum", rows * cols * item,
          lambda: be.column_sum(dy, out=db),
          lambda: generic.column_sum(be, dy, out=db)),

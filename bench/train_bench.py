@@ -41,7 +41,9 @@ def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3, cuda_graph="au
         model = dnn.Sequential(layers, input_dim=spec.sizes[0], seed=0, dtype=dtype)
         model.compile(loss=spec.loss, optimizer="adam")
         model.build()
-        backend.warmup(model)
+        backend.warmup()
+        if model.optimizer is not None:
+            model.optimizer.warmup()
         x, y = synthetic_data(spec, batch * steps)
 
         def epoch():

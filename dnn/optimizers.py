@@ -38,27 +38,43 @@ class Optimizer:
             _check_positive(owner, "clipvalue", clipvalue)
         self.weight_decay = _check_positive(owner, "weight_decay", weight_decay, allow_zero=True)
         self.backend = None
+        self.dtype = None
         self.state = {}
-        self.iterations = None  # int64 (1,) on the device: steps taken
+        # int64 (1,) on the device: steps taken. apply_gradients alone advances it.
+        self.iterations = None
 
     def build(self, backend, size, dtype):
         """Allocate zeroed state for a flat buffer of ``size`` elements."""
         self.backend = backend
+        self.dtype = dtype
         self.state = {name: backend.zeros((size,), dtype) for name in self.state_names}
         self.iterations = backend.zeros((1,), "int64")
 
     def apply_gradients(self, params, grads, skip=None):
-        """Clip ``grads`` (in place) and update ``params`` in place; nothing changes
-        when the device flag ``skip`` is set (see ``Backend.guard_finite``)."""
+        """Clip ``grads`` (in place), count the step, and update ``params`` in place;
+        nothing changes, the count included, when the device flag ``skip`` is set (see
+        ``Backend.guard_finite``)."""
         be = self.backend
         if self.clipvalue is not None:
             be.clip_by_value(grads, self.clipvalue)
         if self.clipnorm is not None:
             be.clip_by_global_norm(grads, self.clipnorm)
-        self._update(params, grads, skip)
+        be.increment_step(self.iterations, skip=skip)
+        self._update(params, grads, self.state, self.iterations, skip)
 
-    def _update(self, params, grads, skip=None):
+    def _update(self, params, grads, state, step, skip):
+        """One update of ``params`` from ``grads`` with the state buffers ``state``, at
+        the 1-based step held in the device array ``step``: one backend call."""
         raise NotImplementedError
+
+    def warmup(self):
+        """Run one update on scratch buffers of the smallest size that takes the
+        backend's fused path, so that compiling it happens outside any timing."""
+        be, n = self.backend, self.backend.fused_update_min_size
+        scratch = {name: be.zeros((n,), self.dtype) for name in self.state_names}
+        step = be.asarray(numpy.ones(1, numpy.int64))
+        self._update(be.zeros((n,), self.dtype), be.zeros((n,), self.dtype), scratch, step,
+                     None)
 
     def get_config(self):
         return {"name": self.name, "learning_rate": self.learning_rate,
@@ -106,9 +122,8 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.state_names = ("velocity",) if self.momentum else ()
 
-    def _update(self, params, grads, skip=None):
-        self.backend.increment_step(self.iterations, skip=skip)
-        self.backend.sgd_update(params, grads, self.state.get("velocity"), self.learning_rate,
+    def _update(self, params, grads, state, step, skip):
+        self.backend.sgd_update(params, grads, state.get("velocity"), self.learning_rate,
                                 momentum=self.momentum, nesterov=self.nesterov,
                                 weight_decay=self.weight_decay, skip=skip)
 
@@ -132,10 +147,9 @@ class Adam(Optimizer):
         self.beta_2 = _check_fraction(owner, "beta_2", beta_2)
         self.epsilon = _check_positive(owner, "epsilon", epsilon)
 
-    def _update(self, params, grads, skip=None):
-        self.backend.adam_update(params, grads, self.state["m"], self.state["v"],
-                                 self.iterations, self.learning_rate, beta_1=self.beta_1,
-                                 beta_2=self.beta_2, epsilon=self.epsilon,
+    def _update(self, params, grads, state, step, skip):
+        self.backend.adam_update(params, grads, state["m"], state["v"], step, self.learning_rate,
+                                 beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
                                  weight_decay=self.weight_decay,
                                  decoupled_weight_decay=self.decoupled, skip=skip)
 
@@ -167,11 +181,10 @@ class RMSprop(Optimizer):
         self.epsilon = _check_positive("RMSprop", "epsilon", epsilon)
         self.state_names = ("sq_avg", "velocity") if self.momentum else ("sq_avg",)
 
-    def _update(self, params, grads, skip=None):
-        self.backend.increment_step(self.iterations, skip=skip)
-        self.backend.rmsprop_update(params, grads, self.state["sq_avg"], self.learning_rate,
+    def _update(self, params, grads, state, step, skip):
+        self.backend.rmsprop_update(params, grads, state["sq_avg"], self.learning_rate,
                                     rho=self.rho, epsilon=self.epsilon, momentum=self.momentum,
-                                    velocity=self.state.get("velocity"),
+                                    velocity=state.get("velocity"),
                                     weight_decay=self.weight_decay, skip=skip)
 
     def get_config(self):

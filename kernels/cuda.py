@@ -1,6 +1,7 @@
-"""Runtime side of the CUDA kernels: compile ``dnn_kernels.cu`` once per device as a
-CuPy ``RawModule`` (lazily, on the first launch; CuPy keeps the binary in its kernel
-cache on disk) and launch kernels by name and dtype.
+"""Running the kernels on a GPU: the compile unit (see ``catalogue.compile_unit``) is
+compiled once per device as a CuPy ``RawModule``, lazily on the first launch (CuPy keeps
+the binary in its on-disk kernel cache), and each launch's arguments are converted to
+the C types of the kernel's parsed signature.
 
 Importing this module needs neither CuPy nor a GPU.
 """
@@ -8,42 +9,54 @@ from __future__ import annotations
 
 import numpy
 
-from .source import kernel_name, read_source
+from . import catalogue
 
-THREADS = 256
-SUM_THREADS = 256  # must equal SUM_THREADS in dnn_kernels.cu: sum_to_scalar runs one block
-# Grid-stride loops cover the rest; more blocks than this only adds launch work.
-MAX_BLOCKS = 65535
-# --fmad=false keeps the arithmetic identical to the host build that the tests check.
-NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
+# A NULL pointer for an optional array argument. Not None: CuPy passes None to a
+# RawKernel as 0xffffffff, not NULL (cupy/cupy#9046); a 64-bit zero scalar is NULL.
+NULL = numpy.uint64(0)
 
 
-class CudaKernels:
-    """The compiled kernel module of one device."""
+def _array(value):
+    return NULL if value is None else value
+
+
+class CudaEntry:
+    """One compiled entry point with its argument converters."""
+
+    def __init__(self, function, converters):
+        self.function = function
+        self.converters = converters
+
+
+class CudaRuntime:
+    """The compiled kernel module of the current device."""
 
     def __init__(self, cupy):
         self.cupy = cupy
         self._module = None
-        self._functions = {}
 
     def module(self):
         if self._module is None:
-            self._module = self.cupy.RawModule(code=read_source(), options=NVRTC_OPTIONS)
+            self._module = self.cupy.RawModule(code=catalogue.compile_unit(),
+                                               options=catalogue.NVRTC_OPTIONS)
         return self._module
 
-    def function(self, base, dtype=None):
-        name = base if dtype is None else kernel_name(base, numpy.dtype(dtype).name)
-        fn = self._functions.get(name)
-        if fn is None:
-            fn = self._functions[name] = self.module().get_function(name)
-        return fn
+    def entry(self, kernel, dtype, activation):
+        converters = tuple(_array if kind == "array" else numpy.dtype(dt).type
+                           for kind, dt in kernel.signature(dtype))
+        return CudaEntry(self.module().get_function(kernel.entry_name(dtype, activation)),
+                         converters)
 
-    def launch(self, base, dtype, n, args):
-        """Launch ``base`` for ``dtype`` (None for untyped kernels) over ``n`` work
-        items (grid-stride)."""
-        blocks = max(1, min(MAX_BLOCKS, -(-int(n) // THREADS)))
-        self.function(base, dtype)((blocks,), (THREADS,), args)
+    @staticmethod
+    def launch_config(shape, work):
+        """``(grid, block)`` of a launch: see ``kernels.launch`` for the shapes."""
+        if shape == "grid":
+            blocks = -(-int(work) // catalogue.THREADS)
+            return (max(1, min(catalogue.MAX_BLOCKS, blocks)),), (catalogue.THREADS,)
+        if shape == "block":
+            return (1,), (catalogue.THREADS,)
+        return (1,), (1,)
 
-    def launch_single(self, base, dtype, args):
-        """Launch a bookkeeping kernel that one thread runs."""
-        self.function(base, dtype)((1,), (1,), args)
+    def launch(self, entry, shape, work, args):
+        grid, block = self.launch_config(shape, work)
+        entry.function(grid, block, tuple(c(a) for c, a in zip(entry.converters, args)))

@@ -1,13 +1,27 @@
 // Fused kernels for dnn's CuPy backend. One file, no headers.
 //
-// Every kernel is a grid-stride loop with no shared memory and no synchronisation,
-// so the same source also compiles as host C++ (kernels/host_shim.h maps the CUDA
-// keywords away, and one "thread" then runs every iteration). That is how the
-// arithmetic of each kernel is checked against its NumPy reference without a GPU.
+// Each kernel is a __device__ template whose signature is preceded by the line
+//     // dnn:kernel <the dtypes it is built for>
+// and that line with the signature under it is the kernel's only definition:
+// dnn/kernels/catalogue.py parses both, generates one extern "C" entry point per
+// instantiation, <kernel>[_<activation>]_<f32|f64|bf16> (a kernel with a template
+// parameter "int ACT" is built once per activation), and marshals every launch's
+// arguments from the parsed parameter types. Constants that Python knows too (the block
+// size, GELU's and leaky ReLU's coefficients, the activation codes) arrive in a
+// generated prelude of #defines (catalogue.prelude), so each is written once.
 //
-// Kernels come per dtype: <name>_f32 and <name>_f64, instantiated at the bottom; the
-// activation and dropout kernels also as <name>_bf16 for mixed precision, where
-// values are stored as bfloat16 and computed in float.
+// Kernels are grid-stride loops, so the same source also compiles as host C++:
+// kernels/host_shim.h maps the CUDA keywords away and one "thread" runs every
+// iteration. The one block-wide reduction (sum_to_scalar) uses shared memory and
+// __syncthreads, which the shim turns into a static array and no-ops. That is how
+// the arithmetic of each kernel is checked against kernels/reference.py without a GPU.
+//
+// bfloat16 is a storage type: values load as float, are computed in float, and store
+// rounded to nearest even. dnn_compute_t<S> names the arithmetic type of storage S.
+
+#if DNN_ACTIVATION_COUNT != 6
+#error "reference.ELEMENTWISE_ACTIVATIONS changed: teach dnn_activate and its gradient"
+#endif
 
 #define DNN_LOOP(i, n)                                                               \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);   \
@@ -28,8 +42,8 @@ __device__ __forceinline__ float dnn_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double dnn_abs(double x) { return fabs(x); }
 
 // ------------------------------------------------------------------ bfloat16
-// Storage only: loads widen to float, stores round to nearest even (NaN stays a quiet
-// NaN), the same conversion as ml_dtypes' bfloat16 on the host.
+// Loads widen to float, stores round to nearest even (NaN stays a quiet NaN): the same
+// conversion as ml_dtypes' bfloat16 on the host.
 struct dnn_bf16 {
     unsigned short bits;
 };
@@ -41,6 +55,9 @@ template <>
 struct dnn_compute<dnn_bf16> {
     typedef float type;
 };
+template <typename S>
+using dnn_compute_t = typename dnn_compute<S>::type;
+
 __device__ __forceinline__ float dnn_load(float v) { return v; }
 __device__ __forceinline__ double dnn_load(double v) { return v; }
 __device__ __forceinline__ float dnn_load(dnn_bf16 v) {
@@ -69,75 +86,66 @@ __device__ __forceinline__ T dnn_sigmoid(T x) {
 // GELU, tanh approximation (PyTorch's approximate='tanh').
 template <typename T>
 __device__ __forceinline__ T dnn_gelu(T x) {
-    const T k = T(0.7978845608028654);  // sqrt(2/pi)
-    return T(0.5) * x * (T(1) + dnn_tanh(k * (x + T(0.044715) * x * x * x)));
+    const T k = T(DNN_GELU_K);
+    return T(0.5) * x * (T(1) + dnn_tanh(k * (x + T(DNN_GELU_C) * x * x * x)));
 }
 
 template <typename T>
 __device__ __forceinline__ T dnn_gelu_grad(T x) {
-    const T k = T(0.7978845608028654);
-    T t = dnn_tanh(k * (x + T(0.044715) * x * x * x));
-    T dt = k * (T(1) + T(3) * T(0.044715) * x * x);
+    const T k = T(DNN_GELU_K);
+    T t = dnn_tanh(k * (x + T(DNN_GELU_C) * x * x * x));
+    T dt = k * (T(1) + T(3) * T(DNN_GELU_C) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt;
 }
 
-// Activation codes shared with kernels/cuda.py.
-#define ACT_LINEAR 0
-#define ACT_RELU 1
-#define ACT_LEAKY_RELU 2
-#define ACT_SIGMOID 3
-#define ACT_TANH 4
-#define ACT_GELU 5
-
 template <typename T, int ACT>
-__device__ __forceinline__ T dnn_activate(T x, T alpha) {
-    if (ACT == ACT_RELU) return x > T(0) ? x : T(0);
-    if (ACT == ACT_LEAKY_RELU) return x > T(0) ? x : alpha * x;
-    if (ACT == ACT_SIGMOID) return dnn_sigmoid(x);
-    if (ACT == ACT_TANH) return dnn_tanh(x);
-    if (ACT == ACT_GELU) return dnn_gelu(x);
+__device__ __forceinline__ T dnn_activate(T x) {
+    if (ACT == DNN_ACT_RELU) return x > T(0) ? x : T(0);
+    if (ACT == DNN_ACT_LEAKY_RELU) return x > T(0) ? x : T(DNN_LEAKY_RELU_ALPHA) * x;
+    if (ACT == DNN_ACT_SIGMOID) return dnn_sigmoid(x);
+    if (ACT == DNN_ACT_TANH) return dnn_tanh(x);
+    if (ACT == DNN_ACT_GELU) return dnn_gelu(x);
     return x;
 }
 
 // d(act)/dx from the output y (or the input x for gelu), times the upstream gradient.
 template <typename T, int ACT>
-__device__ __forceinline__ T dnn_activate_grad(T dy, T x, T y, T alpha) {
-    if (ACT == ACT_RELU) return y > T(0) ? dy : T(0);
-    if (ACT == ACT_LEAKY_RELU) return y > T(0) ? dy : alpha * dy;
-    if (ACT == ACT_SIGMOID) return dy * y * (T(1) - y);
-    if (ACT == ACT_TANH) return dy * (T(1) - y * y);
-    if (ACT == ACT_GELU) return dy * dnn_gelu_grad(x);
+__device__ __forceinline__ T dnn_activate_grad(T dy, T x, T y) {
+    if (ACT == DNN_ACT_RELU) return y > T(0) ? dy : T(0);
+    if (ACT == DNN_ACT_LEAKY_RELU) return y > T(0) ? dy : T(DNN_LEAKY_RELU_ALPHA) * dy;
+    if (ACT == DNN_ACT_SIGMOID) return dy * y * (T(1) - y);
+    if (ACT == DNN_ACT_TANH) return dy * (T(1) - y * y);
+    if (ACT == DNN_ACT_GELU) return dy * dnn_gelu_grad(x);
     return dy;
 }
 
 // ------------------------------------------------------------ bias + activation
 // y[r, c] = act(x[r, c] + bias[c]); x is (n / cols, cols) C-contiguous; y may be x.
-// S is the storage type, C = dnn_compute<S>::type the arithmetic type.
+// dnn:kernel float32 float64 bfloat16
 template <typename S, int ACT>
-__device__ void bias_act(const S* x, const S* bias, S* y, long long n, long long cols,
-                         typename dnn_compute<S>::type alpha) {
-    typedef typename dnn_compute<S>::type C;
+__device__ void bias_act(const S* x, const S* bias, S* y, long long n, long long cols) {
+    typedef dnn_compute_t<S> C;
     DNN_LOOP(i, n) {
-        dnn_store(y[i], dnn_activate<C, ACT>(dnn_load(x[i]) + dnn_load(bias[i % cols]), alpha));
+        dnn_store(y[i], dnn_activate<C, ACT>(dnn_load(x[i]) + dnn_load(bias[i % cols])));
     }
 }
 
-// dx = dy * act'(.); dx may be dy.
+// dx = dy * act'(.); x (the input) is read only by gelu and may be null otherwise,
+// y (the output) is read by the others; dx may be dy.
+// dnn:kernel float32 float64 bfloat16
 template <typename S, int ACT>
-__device__ void act_backward(const S* dy, const S* x, const S* y, S* dx, long long n,
-                             typename dnn_compute<S>::type alpha) {
-    typedef typename dnn_compute<S>::type C;
+__device__ void act_backward(const S* dy, const S* x, const S* y, S* dx, long long n) {
+    typedef dnn_compute_t<S> C;
     DNN_LOOP(i, n) {
         dnn_store(dx[i], dnn_activate_grad<C, ACT>(dnn_load(dy[i]), x ? dnn_load(x[i]) : C(0),
-                                                   y ? dnn_load(y[i]) : C(0), alpha));
+                                                   y ? dnn_load(y[i]) : C(0)));
     }
 }
 
-
 // Row-wise softmax of (x + bias), one thread per row; bias may be null; y may be x.
+// dnn:kernel float32 float64
 template <typename T>
-__device__ void bias_softmax(const T* x, const T* bias, T* y, long long rows,
-                             long long cols) {
+__device__ void bias_softmax(const T* x, const T* bias, T* y, long long rows, long long cols) {
     DNN_LOOP(r, rows) {
         const T* xr = x + r * cols;
         T* yr = y + r * cols;
@@ -158,6 +166,7 @@ __device__ void bias_softmax(const T* x, const T* bias, T* y, long long rows,
 }
 
 // dx = y * (dy - sum(dy * y)) per row; dx may be dy.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void softmax_backward(const T* dy, const T* y, T* dx, long long rows,
                                  long long cols) {
@@ -184,6 +193,7 @@ __device__ __forceinline__ void row_max_sum_exp(const T* zr, long long cols, T& 
 
 // Softmax cross-entropy from logits, integer labels: per-row loss (already divided by
 // the batch size, so their sum is the mean) and the gradient, in one pass per row.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void softmax_xent_sparse(const T* z, const long long* labels, T* grad,
                                     T* row_loss, long long rows, long long cols, T inv_n) {
@@ -202,6 +212,7 @@ __device__ void softmax_xent_sparse(const T* z, const long long* labels, T* grad
 }
 
 // The same with target rows t (one-hot or probabilities): d/dz = p * sum(t) - t.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* row_loss,
                                    long long rows, long long cols, T inv_n) {
@@ -223,7 +234,9 @@ __device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* row_loss,
     }
 }
 
-// Binary cross-entropy of sigmoid(z): max(z,0) - z t + log1p(exp(-|z|)).
+// Binary cross-entropy of sigmoid(z): max(z,0) - z t + log1p(exp(-|z|)); each element's
+// share of the mean, and the gradient.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void sigmoid_bce(const T* z, const T* t, T* grad, T* elem_loss, long long n,
                             T inv_n) {
@@ -235,6 +248,7 @@ __device__ void sigmoid_bce(const T* z, const T* t, T* grad, T* elem_loss, long 
     }
 }
 
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void mse(const T* p, const T* t, T* grad, T* elem_loss, long long n, T inv_n) {
     DNN_LOOP(i, n) {
@@ -248,6 +262,7 @@ __device__ void mse(const T* p, const T* t, T* grad, T* elem_loss, long long n, 
 // The step count lives on the device: step[0] is the 1-based step of this update
 // (advanced by increment_step before it), so a training step never waits for the
 // host. When skip[0] is non-zero (a non-finite loss was seen), nothing changes.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void adam(T* p, const T* g, T* m, T* v, const long long* step, const int* skip,
                      long long n, T lr, T beta_1, T beta_2, T eps, T l2, T decay) {
@@ -265,6 +280,8 @@ __device__ void adam(T* p, const T* g, T* m, T* v, const long long* step, const 
     }
 }
 
+// vel is read only with momentum != 0 and may be null otherwise.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void sgd(T* p, const T* g, T* vel, const int* skip, long long n, T lr,
                     T momentum, int nesterov, T wd) {
@@ -280,6 +297,8 @@ __device__ void sgd(T* p, const T* g, T* vel, const int* skip, long long n, T lr
     }
 }
 
+// vel is read only with momentum != 0 and may be null otherwise.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long long n,
                         T lr, T rho, T eps, T momentum, T wd) {
@@ -302,7 +321,7 @@ __device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long l
 // ----------------------------------------------------------------------- dropout
 // Counter-based RNG: the uniform of element i is a splitmix64 hash of
 // (seed, counter, i), so it needs no state beyond two integers on the device and is
-// identical on every backend (backends/base.py computes the same hash with NumPy).
+// identical on every backend (reference.counter_uniform computes the same hash).
 __device__ __forceinline__ unsigned long long dnn_mix64(unsigned long long z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
@@ -311,10 +330,11 @@ __device__ __forceinline__ unsigned long long dnn_mix64(unsigned long long z) {
 
 // mask[i] = 0 with probability rate, else 1/(1-rate). The counter (the optimizer's
 // step count) is read from device memory, so a replayed CUDA graph draws new masks.
+// dnn:kernel float32 float64 bfloat16
 template <typename S>
 __device__ void dropout_mask(S* mask, unsigned long long seed, const long long* counter,
-                             long long n, typename dnn_compute<S>::type rate) {
-    typedef typename dnn_compute<S>::type C;
+                             long long n, dnn_compute_t<S> rate) {
+    typedef dnn_compute_t<S> C;
     unsigned long long base =
         dnn_mix64(seed ^ ((unsigned long long)counter[0] * 0x9E3779B97F4A7C15ULL));
     C scale = C(1) / (C(1) - rate);
@@ -326,15 +346,15 @@ __device__ void dropout_mask(S* mask, unsigned long long seed, const long long* 
 }
 
 // ---------------------------------------------------------------- reductions
-// Sum of x[0:n] into out[0], by ONE block of SUM_THREADS threads: a grid-stride pass,
+// Sum of x[0:n] into out[0], by ONE block of DNN_THREADS threads: a grid-stride pass,
 // then a shared-memory tree. Deterministic (fixed order), no atomics, and no
 // temporary allocation, so it can live inside a captured CUDA graph (CuPy's CUB
 // reductions allocate temporary storage from the memory pool, which a graph cannot
-// own). Launch with exactly one block of SUM_THREADS threads.
-#define SUM_THREADS 256
+// own). Launch with exactly one block of DNN_THREADS threads.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void sum_to_scalar(const T* x, long long n, T* out) {
-    __shared__ T partial[SUM_THREADS];
+    __shared__ T partial[DNN_THREADS];
     T s = T(0);
     for (long long i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
     partial[threadIdx.x] = s;
@@ -347,17 +367,21 @@ __device__ void sum_to_scalar(const T* x, long long n, T* out) {
 }
 
 // acc[0] += value[0] * weight: the epoch's running loss, kept on the device.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void accumulate(T* acc, const T* value, T weight) {
     if (blockIdx.x == 0 && threadIdx.x == 0) acc[0] += value[0] * weight;
 }
 
 // ------------------------------------------------------------------- bookkeeping
-extern "C" __global__ void increment_step(long long* step, const int* skip) {
+// step[0] += 1 unless skip[0] is set; skip may be null.
+// dnn:kernel
+__device__ void increment_step(long long* step, const int* skip) {
     if (blockIdx.x == 0 && threadIdx.x == 0 && !(skip && skip[0])) step[0] += 1;
 }
 
 // Record the first step whose loss is not finite: flag[0] = 1, bad_step[0] = step.
+// dnn:kernel float32 float64
 template <typename T>
 __device__ void guard_finite(const T* loss, const long long* step, int* flag,
                              long long* bad_step) {
@@ -370,101 +394,13 @@ __device__ void guard_finite(const T* loss, const long long* step, int* flag,
     }
 }
 
-// ------------------------------------------------------------ instantiations
-#define DNN_BIAS_ACT(NAME, ACT, S, C, SFX)                                              \
-    extern "C" __global__ void bias_##NAME##_forward_##SFX(                           \
-        const S* x, const S* bias, S* y, long long n, long long cols, C alpha) {       \
-        bias_act<S, ACT>(x, bias, y, n, cols, alpha);                                 \
-    }
-#define DNN_ACT_BWD(NAME, ACT, S, C, SFX)                                               \
-    extern "C" __global__ void NAME##_backward_##SFX(                                 \
-        const S* dy, const S* x, const S* y, S* dx, long long n, C alpha) {            \
-        act_backward<S, ACT>(dy, x, y, dx, n, alpha);                                 \
-    }
-#define DNN_DROPOUT(S, C, SFX)                                                          \
-    extern "C" __global__ void dropout_mask_##SFX(                                     \
-        S* mask, unsigned long long seed, const long long* counter, long long n,       \
-        C rate) {                                                                      \
-        dropout_mask<S>(mask, seed, counter, n, rate);                                 \
-    }
-
-// The kernels every storage type has: activations and dropout.
-#define DNN_ELEMENTWISE(S, C, SFX)                                                      \
-    DNN_BIAS_ACT(linear, ACT_LINEAR, S, C, SFX)                                         \
-    DNN_BIAS_ACT(relu, ACT_RELU, S, C, SFX)                                             \
-    DNN_BIAS_ACT(leaky_relu, ACT_LEAKY_RELU, S, C, SFX)                                 \
-    DNN_BIAS_ACT(sigmoid, ACT_SIGMOID, S, C, SFX)                                       \
-    DNN_BIAS_ACT(tanh, ACT_TANH, S, C, SFX)                                             \
-    DNN_BIAS_ACT(gelu, ACT_GELU, S, C, SFX)                                             \
-    DNN_ACT_BWD(relu, ACT_RELU, S, C, SFX)                                              \
-    DNN_ACT_BWD(leaky_relu, ACT_LEAKY_RELU, S, C, SFX)                                  \
-    DNN_ACT_BWD(sigmoid, ACT_SIGMOID, S, C, SFX)                                        \
-    DNN_ACT_BWD(tanh, ACT_TANH, S, C, SFX)                                              \
-    DNN_ACT_BWD(gelu, ACT_GELU, S, C, SFX)                                              \
-    DNN_DROPOUT(S, C, SFX)
-
-#define DNN_ALL(T, SFX)                                                                 \
-    DNN_ELEMENTWISE(T, T, SFX)                                                          \
-    extern "C" __global__ void bias_softmax_forward_##SFX(                             \
-        const T* x, const T* bias, T* y, long long rows, long long cols) {             \
-        bias_softmax<T>(x, bias, y, rows, cols);                                       \
-    }                                                                                   \
-    extern "C" __global__ void softmax_backward_##SFX(                                 \
-        const T* dy, const T* y, T* dx, long long rows, long long cols) {              \
-        softmax_backward<T>(dy, y, dx, rows, cols);                                    \
-    }                                                                                   \
-    extern "C" __global__ void softmax_xent_sparse_##SFX(                              \
-        const T* z, const long long* labels, T* grad, T* row_loss, long long rows,     \
-        long long cols, T inv_n) {                                                     \
-        softmax_xent_sparse<T>(z, labels, grad, row_loss, rows, cols, inv_n);          \
-    }                                                                                   \
-    extern "C" __global__ void softmax_xent_dense_##SFX(                               \
-        const T* z, const T* t, T* grad, T* row_loss, long long rows, long long cols,  \
-        T inv_n) {                                                                     \
-        softmax_xent_dense<T>(z, t, grad, row_loss, rows, cols, inv_n);                \
-    }                                                                                   \
-    extern "C" __global__ void sigmoid_bce_##SFX(                                      \
-        const T* z, const T* t, T* grad, T* elem_loss, long long n, T inv_n) {         \
-        sigmoid_bce<T>(z, t, grad, elem_loss, n, inv_n);                               \
-    }                                                                                   \
-    extern "C" __global__ void mse_##SFX(                                              \
-        const T* p, const T* t, T* grad, T* elem_loss, long long n, T inv_n) {         \
-        mse<T>(p, t, grad, elem_loss, n, inv_n);                                       \
-    }                                                                                   \
-    extern "C" __global__ void adam_##SFX(                                             \
-        T* p, const T* g, T* m, T* v, const long long* step, const int* skip,          \
-        long long n, T lr, T beta_1, T beta_2, T eps, T l2, T decay) {                 \
-        adam<T>(p, g, m, v, step, skip, n, lr, beta_1, beta_2, eps, l2, decay);        \
-    }                                                                                   \
-    extern "C" __global__ void sgd_##SFX(                                              \
-        T* p, const T* g, T* vel, const int* skip, long long n, T lr, T momentum,      \
-        int nesterov, T wd) {                                                          \
-        sgd<T>(p, g, vel, skip, n, lr, momentum, nesterov, wd);                        \
-    }                                                                                   \
-    extern "C" __global__ void rmsprop_##SFX(                                          \
-        T* p, const T* g, T* sq, T* vel, const int* skip, long long n, T lr, T rho,    \
-        T eps, T momentum, T wd) {                                                     \
-        rmsprop<T>(p, g, sq, vel, skip, n, lr, rho, eps, momentum, wd);                \
-    }                                                                                   \
-    extern "C" __global__ void sum_to_scalar_##SFX(const T* x, long long n, T* out) {    \
-        sum_to_scalar<T>(x, n, out);                                                   \
-    }                                                                                   \
-    extern "C" __global__ void accumulate_##SFX(T* acc, const T* value, T weight) {      \
-        accumulate<T>(acc, value, weight);                                             \
-    }                                                                                   \
-    extern "C" __global__ void guard_finite_##SFX(                                     \
-        const T* loss, const long long* step, int* flag, long long* bad_step) {        \
-        guard_finite<T>(loss, step, flag, bad_step);                                   \
-    }
-
-DNN_ALL(float, f32)
-DNN_ALL(double, f64)
-DNN_ELEMENTWISE(dnn_bf16, float, bf16)
-
 // Precision casts for mixed precision: the weights' bfloat16 copy, and the output.
-extern "C" __global__ void cast_f32_bf16(const float* x, dnn_bf16* y, long long n) {
+// dnn:kernel
+__device__ void cast_f32_bf16(const float* x, dnn_bf16* y, long long n) {
     DNN_LOOP(i, n) { dnn_store(y[i], x[i]); }
 }
-extern "C" __global__ void cast_bf16_f32(const dnn_bf16* x, float* y, long long n) {
+
+// dnn:kernel
+__device__ void cast_bf16_f32(const dnn_bf16* x, float* y, long long n) {
     DNN_LOOP(i, n) { y[i] = dnn_load(x[i]); }
 }

@@ -1,8 +1,10 @@
-"""Build dnn_kernels.cu as a host shared library with the system C++ compiler and call
-its kernels through ctypes, as a one-thread launch (see host_shim.h).
+"""Running the kernels on the CPU: the compile unit built as a host shared library by the
+system C++ compiler (with ``host_shim.h``, a launch is one thread whose grid-stride loops
+visit every element in order), called through ctypes.
 
-This runs the kernels' exact arithmetic on the CPU so tests can compare it with the
-NumPy references on random and extreme inputs, without a GPU.
+This runs each kernel's exact arithmetic without a GPU, through the same launchers
+(``kernels.launch.FusedKernels``) the CuPy backend uses, so tests compare it with the
+NumPy references on random and extreme inputs.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import tempfile
 
 import numpy
 
-from .source import HOST_SHIM_PATH, SOURCE_PATH, read_source
+from . import catalogue
+
+_SCALARS = {"int64": ctypes.c_longlong, "uint64": ctypes.c_ulonglong, "int32": ctypes.c_int,
+            "float32": ctypes.c_float, "float64": ctypes.c_double}
 
 
 def compiler():
@@ -28,61 +33,72 @@ def compiler():
 
 
 @functools.lru_cache(maxsize=None)
-def _build(source_digest, source):
+def _build(unit):
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++, c++ or clang++) to build the host kernels")
+    digest = hashlib.sha256(unit.encode()).hexdigest()[:16]
     out_dir = os.path.join(tempfile.gettempdir(), f"dnn-host-kernels-{os.getuid()}")
     os.makedirs(out_dir, exist_ok=True)
-    lib = os.path.join(out_dir, f"dnn_kernels_{source_digest}.so")
+    lib = os.path.join(out_dir, f"dnn_kernels_{digest}.so")
     if not os.path.exists(lib):
-        src = os.path.join(out_dir, f"dnn_kernels_{source_digest}.cc")
+        src = os.path.join(out_dir, f"dnn_kernels_{digest}.{os.getpid()}.cc")
         with open(src, "w") as f:
-            f.write(source)
+            f.write(unit)
         tmp = lib + f".{os.getpid()}.tmp"
         # -ffp-contract=off: no fused multiply-adds, matching --fmad=false on the GPU.
         cmd = [cxx, "-std=c++14", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
-               "-include", str(HOST_SHIM_PATH), src, "-o", tmp]
+               "-include", str(catalogue.HOST_SHIM_PATH), src, "-o", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
+        os.unlink(src)
         if proc.returncode != 0:
-            raise RuntimeError(f"host build of {SOURCE_PATH.name} failed:\n{proc.stderr}")
+            raise RuntimeError(f"host build of {catalogue.SOURCE_PATH.name} failed:\n"
+                               f"{proc.stderr}")
         os.replace(tmp, lib)
     return ctypes.CDLL(lib)
 
 
-def library(source=None):
-    source = read_source() if source is None else source
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    return _build(digest, source)
-
-
-def _arg(value, ctype=None):
-    if isinstance(value, numpy.ndarray):
-        if not value.flags.c_contiguous:
-            raise ValueError("host kernels need C-contiguous arrays")
+def _array_converter(dtype_name):
+    def convert(value):
+        if value is None:
+            return ctypes.c_void_p(0)
+        if not isinstance(value, numpy.ndarray) or not value.flags.c_contiguous:
+            raise TypeError(f"host kernels take C-contiguous NumPy arrays; got "
+                            f"{type(value).__name__}")
+        if value.dtype.name != dtype_name:
+            raise TypeError(f"expected a {dtype_name} array; got {value.dtype.name}")
         return ctypes.c_void_p(value.ctypes.data)
-    if value is None:
-        return ctypes.c_void_p(0)
-    return ctype(value)
+
+    return convert
 
 
-def call(name, *args, dtype="float32", lib=None):
-    """Call kernel ``name`` with arrays (passed by pointer), Python ints (long long)
-    and floats (as ``dtype``'s C type)."""
-    lib = library() if lib is None else lib
-    fn = getattr(lib, name)
-    scalar = ctypes.c_float if numpy.dtype(dtype) == numpy.float32 else ctypes.c_double
-    converted = []
-    for a in args:
-        if isinstance(a, bool):
-            converted.append(ctypes.c_int(int(a)))
-        elif isinstance(a, numpy.unsignedinteger):
-            converted.append(ctypes.c_ulonglong(int(a)))
-        elif isinstance(a, (int, numpy.integer)):
-            converted.append(ctypes.c_longlong(int(a)))
-        elif isinstance(a, (float, numpy.floating)):
-            converted.append(scalar(float(a)))
-        else:
-            converted.append(_arg(a))
-    fn.restype = None
-    fn(*converted)
+def _scalar_converter(dtype_name):
+    ctype = _SCALARS[dtype_name]
+    if dtype_name.startswith(("int", "uint")):
+        return lambda value: ctype(int(value))
+    return lambda value: ctype(float(value))
+
+
+class HostEntry:
+    def __init__(self, function, converters):
+        self.function = function
+        self.converters = converters
+
+
+class HostRuntime:
+    """The kernels of ``source`` (default: the installed ``dnn_kernels.cu``) on the host."""
+
+    def __init__(self, source=None):
+        self.library = _build(catalogue.compile_unit(source))
+
+    def entry(self, kernel, dtype, activation):
+        function = getattr(self.library, kernel.entry_name(dtype, activation))
+        function.restype = None
+        converters = tuple(_array_converter(dt) if kind == "array" else _scalar_converter(dt)
+                           for kind, dt in kernel.signature(dtype))
+        return HostEntry(function, converters)
+
+    def launch(self, entry, shape, work, args):
+        if len(args) != len(entry.converters):
+            raise TypeError(f"expected {len(entry.converters)} arguments; got {len(args)}")
+        entry.function(*(c(a) for c, a in zip(entry.converters, args)))

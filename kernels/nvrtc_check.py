@@ -2,7 +2,7 @@
 (``cupy.cuda.nvrtc`` needs only libnvrtc, which the nvidia-cuda-nvrtc wheel ships)."""
 from __future__ import annotations
 
-from .source import all_kernel_names, read_source
+from . import catalogue
 
 ARCHS = ("sm_80", "sm_90")
 
@@ -15,19 +15,21 @@ def _nvrtc():
     try:
         from cupy.cuda import nvrtc
     except Exception as exc:
-        raise RuntimeError(f"the NVRTC check needs CuPy and NVRTC: pip install '.[test]' "
-                           f"(cupy-cuda13x and nvidia-cuda-nvrtc); import failed: {exc}") from exc
+        raise RuntimeError(f"the NVRTC check needs CuPy and NVRTC: pip install cupy-cuda13x "
+                           f"nvidia-cuda-nvrtc (or pip install '.[test]' in the dnn checkout); "
+                           f"import failed: {exc}") from exc
     return nvrtc
 
 
-def compile_source(source, arch, name="dnn_kernels.cu"):
-    """Compile ``source`` for ``arch`` (e.g. "sm_90"); returns the cubin bytes."""
+def compile_unit(unit, arch, name=catalogue.SOURCE_PATH.name):
+    """Compile a compile unit (``catalogue.compile_unit``) for ``arch`` (e.g. "sm_90");
+    returns the cubin bytes."""
     nvrtc = _nvrtc()
-    prog = nvrtc.createProgram(source, name, [], [])
+    prog = nvrtc.createProgram(unit, name, [], [])
     try:
         try:
-            nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", "--std=c++14",
-                                        "--fmad=false"])
+            nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}",
+                                        *catalogue.NVRTC_OPTIONS])
         except nvrtc.NVRTCError as exc:
             log = nvrtc.getProgramLog(prog)
             raise KernelCompileError(f"NVRTC failed for {arch}:\n{log}") from exc
@@ -37,13 +39,13 @@ def compile_source(source, arch, name="dnn_kernels.cu"):
 
 
 def check(source=None, archs=ARCHS, names=None):
-    """Compile for every arch and confirm every catalogued kernel is in each binary.
+    """Compile for every arch and confirm every catalogued entry point is in each binary.
 
-    Returns the number of kernels compiled per architecture."""
-    source = read_source() if source is None else source
-    names = all_kernel_names() if names is None else names
+    Returns the number of entry points compiled per architecture."""
+    unit = catalogue.compile_unit(source)
+    names = catalogue.entry_names(source) if names is None else names
     for arch in archs:
-        cubin = compile_source(source, arch)
+        cubin = compile_unit(unit, arch)
         missing = [n for n in names if (b".text." + n.encode()) not in cubin]
         if missing:
             raise KernelCompileError(f"{arch}: kernels missing from the binary: {missing}")

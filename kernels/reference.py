@@ -1,7 +1,13 @@
-"""NumPy references for every fused kernel, in float64-friendly, allocation-happy
-form: the definitions that the CPU (numba) and CUDA kernels are tested against.
+"""The one reference for the math of every op: activations and their gradients, the
+losses, the optimizer updates and the dropout mask.
 
-Each returns new arrays and never updates its inputs.
+Each function is written against ``xp`` (NumPy by default, or a NumPy-compatible module
+such as CuPy), returns new arrays in the input's dtype and never updates its inputs.
+``Backend``'s generic methods are these functions; the fused CUDA kernels, the numba
+kernels and the NumPy backend's in-place passes are tested against them.
+
+The constants here are the only definitions: the CUDA source receives them through
+``catalogue.prelude()``.
 """
 from __future__ import annotations
 
@@ -9,78 +15,103 @@ import math
 
 import numpy
 
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+# Activations with an elementwise kernel, in the order of their codes in the CUDA source.
+ELEMENTWISE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu")
+ACTIVATIONS = ELEMENTWISE_ACTIVATIONS + ("softmax",)
+# gelu's backward needs the pre-activation; every other backward works from the output.
+ACTIVATIONS_NEEDING_INPUT = frozenset({"gelu"})
+
+GELU_K = math.sqrt(2.0 / math.pi)  # GELU's tanh approximation, as PyTorch's 'tanh'
 GELU_C = 0.044715
+LEAKY_RELU_ALPHA = 0.01
 
 
-def activation(name, x, alpha=0.01):
+def activation(name, x, xp=numpy):
+    """``name(x)``; softmax over the last axis."""
     if name == "linear":
         return x.copy()
     if name == "relu":
-        return numpy.maximum(x, 0)
+        return xp.maximum(x, 0)
     if name == "leaky_relu":
-        return numpy.where(x > 0, x, alpha * x)
+        return xp.where(x > 0, x, LEAKY_RELU_ALPHA * x)
     if name == "sigmoid":
-        e = numpy.exp(-numpy.abs(x))
-        return numpy.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return _sigmoid(x, xp.exp(-xp.abs(x)), xp)
     if name == "tanh":
-        return numpy.tanh(x)
+        return xp.tanh(x)
     if name == "gelu":
-        return 0.5 * x * (1 + numpy.tanh(SQRT_2_OVER_PI * (x + GELU_C * x ** 3)))
+        return 0.5 * x * (1 + xp.tanh(GELU_K * (x + GELU_C * x * x * x)))
     if name == "softmax":
-        e = numpy.exp(x - x.max(axis=-1, keepdims=True))
+        e = xp.exp(x - x.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
-    raise ValueError(f"activation: unknown {name!r}")
+    raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}; got {name!r}")
 
 
-def activation_backward(name, dy, x, y, alpha=0.01):
-    """dL/dx given dL/dy, the input x and the output y."""
+def activation_backward(name, dy, x, y, xp=numpy):
+    """dL/dx given dL/dy, the input ``x`` (read by gelu only) and the output ``y``."""
     if name == "linear":
         return dy.copy()
     if name == "relu":
         return dy * (y > 0)
     if name == "leaky_relu":
-        return dy * numpy.where(y > 0, 1.0, alpha)
+        return xp.where(y > 0, dy, LEAKY_RELU_ALPHA * dy)
     if name == "sigmoid":
         return dy * y * (1 - y)
     if name == "tanh":
         return dy * (1 - y * y)
     if name == "gelu":
-        t = numpy.tanh(SQRT_2_OVER_PI * (x + GELU_C * x ** 3))
-        dt = SQRT_2_OVER_PI * (1 + 3 * GELU_C * x * x)
+        t = xp.tanh(GELU_K * (x + GELU_C * x * x * x))
+        dt = GELU_K * (1 + 3 * GELU_C * x * x)
         return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dt)
     if name == "softmax":
         return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
-    raise ValueError(f"activation: unknown {name!r}")
+    raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}; got {name!r}")
 
 
-def bias_activation(name, x, bias):
-    return activation(name, x + bias)
+def _sigmoid(x, e, xp):
+    """sigmoid(x) from e = exp(-|x|): exp of a non-positive number only, so nothing
+    overflows and tiny probabilities keep their relative precision."""
+    return xp.where(x >= 0, 1, e) / (1 + e)
 
 
-def column_sum(x):
-    return x.sum(axis=0)
+def bias_activation(name, x, bias, xp=numpy):
+    return activation(name, x + bias, xp)
 
 
-def softmax_cross_entropy(logits, labels):
-    """(mean loss, grad) for integer labels (n,) or probability rows (n, k)."""
+def log_softmax(logits, xp=numpy):
     z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - numpy.log(numpy.exp(z).sum(axis=1, keepdims=True))
+    return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, labels, xp=numpy):
+    """``(mean loss, d loss / d logits)`` for integer labels ``(n,)`` or target rows
+    ``(n, classes)`` (one-hot or probabilities: the gradient is ``p * sum(t) - t``)."""
     n = logits.shape[0]
-    target = numpy.eye(logits.shape[1])[labels] if labels.ndim == 1 else labels
+    log_p = log_softmax(logits, xp)
+    target = xp.eye(logits.shape[1], dtype=logits.dtype)[labels] if labels.ndim == 1 \
+        else labels.astype(logits.dtype, copy=False)
     loss = -(target * log_p).sum() / n
-    grad = (numpy.exp(log_p) * target.sum(axis=1, keepdims=True) - target) / n
-    return loss, grad
+    grad = (xp.exp(log_p) * target.sum(axis=1, keepdims=True) - target) / n
+    return loss.astype(logits.dtype), grad
 
 
-def sigmoid_binary_cross_entropy(logits, targets):
-    loss = (numpy.maximum(logits, 0) - logits * targets
-            + numpy.log1p(numpy.exp(-numpy.abs(logits)))).mean()
-    return loss, (activation("sigmoid", logits) - targets) / logits.size
+def sigmoid_binary_cross_entropy(logits, targets, xp=numpy):
+    """``(mean loss, gradient)`` of binary cross-entropy of ``sigmoid(logits)``."""
+    e = xp.exp(-xp.abs(logits))
+    per = xp.maximum(logits, 0) - logits * targets + xp.log1p(e)
+    grad = (_sigmoid(logits, e, xp) - targets) / logits.size
+    return per.mean().astype(logits.dtype), grad.astype(logits.dtype, copy=False)
 
 
-def sgd(p, g, velocity, lr, momentum, nesterov, weight_decay):
-    """Returns (new p, new velocity)."""
+def mean_squared_error(pred, target, xp=numpy):
+    """``(mean of (pred - target)**2 over all elements, gradient)``."""
+    diff = pred - target
+    return (diff * diff).mean().astype(pred.dtype), (2.0 / pred.size) * diff
+
+
+def sgd(p, g, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """SGD with (Nesterov) momentum and L2 weight decay added to the gradient, as in
+    PyTorch. Returns ``(new p, new velocity)``; ``velocity`` may be None without
+    momentum."""
     g = g + weight_decay * p
     if momentum:
         velocity = momentum * velocity + g
@@ -88,8 +119,12 @@ def sgd(p, g, velocity, lr, momentum, nesterov, weight_decay):
     return p - lr * g, velocity
 
 
-def adam(p, g, m, v, t, lr, beta_1, beta_2, epsilon, weight_decay=0.0, decoupled=False):
-    """Step ``t`` (1-based) of Adam/AdamW. Returns (new p, new m, new v)."""
+def adam(p, g, m, v, t, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0,
+         decoupled=False, xp=numpy):
+    """Step ``t`` (1-based) of Adam, Keras' formulation (epsilon added to sqrt(v), bias
+    correction folded into the step size); with ``decoupled`` it is AdamW (``p *= 1 -
+    lr * weight_decay`` first), otherwise weight decay is L2 added to the gradient.
+    Returns ``(new p, new m, new v)``."""
     if weight_decay and not decoupled:
         g = g + weight_decay * p
     m = m + (1 - beta_1) * (g - m)
@@ -97,14 +132,16 @@ def adam(p, g, m, v, t, lr, beta_1, beta_2, epsilon, weight_decay=0.0, decoupled
     if weight_decay and decoupled:
         p = p * (1 - lr * weight_decay)
     alpha = lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
-    return p - alpha * m / (numpy.sqrt(v) + epsilon), m, v
+    return p - alpha * m / (xp.sqrt(v) + epsilon), m, v
 
 
-def rmsprop(p, g, sq, velocity, lr, rho, epsilon, momentum, weight_decay):
-    """Returns (new p, new sq, new velocity)."""
+def rmsprop(p, g, sq, velocity, lr, rho=0.9, epsilon=1e-7, momentum=0.0, weight_decay=0.0,
+            xp=numpy):
+    """RMSprop, Keras' formulation (epsilon outside the square root). Returns
+    ``(new p, new sq, new velocity)``."""
     g = g + weight_decay * p
     sq = rho * sq + (1 - rho) * g * g
-    step = g / (numpy.sqrt(sq) + epsilon)
+    step = g / (xp.sqrt(sq) + epsilon)
     if momentum:
         velocity = momentum * velocity + lr * step
         return p - velocity, sq, velocity
@@ -135,7 +172,8 @@ def counter_uniform(n, seed, counter, dtype="float32"):
 
 
 def dropout_mask(n, rate, seed, counter, dtype="float32"):
-    """Inverted-dropout mask of n elements: 0 with probability rate, else 1/(1-rate).
+    """Inverted-dropout mask of n elements (host NumPy): 0 with probability rate, else
+    1/(1-rate).
 
     Computed in float64 for float64 masks and in float32 otherwise (bfloat16 masks
     are stored from float32 values, as the kernel does)."""

@@ -23,6 +23,7 @@ def test_numba_adam(dtype, wd, decoupled):
     ref = (p.astype(numpy.float64), numpy.zeros(N), numpy.zeros(N))
     m, v, step = numpy.zeros(N, dtype), numpy.zeros(N, dtype), numpy.zeros(1, numpy.int64)
     for t in (1, 2):
+        be.increment_step(step)
         be.adam_update(p, g.copy(), m, v, step, 1e-3, weight_decay=wd,
                        decoupled_weight_decay=decoupled)
         ref = reference.adam(ref[0], g.astype(numpy.float64), ref[1], ref[2], t, 1e-3, 0.9,
