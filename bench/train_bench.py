@@ -41,9 +41,7 @@ def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3, cuda_graph="au
         model = dnn.Sequential(layers, input_dim=spec.sizes[0], seed=0, dtype=dtype)
         model.compile(loss=spec.loss, optimizer="adam")
         model.build()
-        backend.warmup()
-        if model.optimizer is not None:
-            model.optimizer.warmup()
+        model.warmup()
         x, y = synthetic_data(spec, batch * steps)
 
         def epoch():

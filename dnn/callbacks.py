@@ -69,11 +69,13 @@ class CallbackList:
 
 
 class History(Callback):
-    """``history.history``: per-epoch lists keyed by log name; ``history.epoch``."""
+    """``history.history``: per-epoch lists keyed by log name; ``history.epoch``;
+    ``history.interrupted``: whether Ctrl-C ended the fit."""
 
     def __init__(self):
         self.history = {}
         self.epoch = []
+        self.interrupted = False
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)

@@ -1,9 +1,10 @@
 """Layers: Dense, Dropout and Activation.
 
 A layer declares its parameter shapes; the model owns one flat parameter buffer and
-one flat gradient buffer and hands each layer views into them (``bind``). Layers keep
-per-batch-size workspaces so that a training step allocates nothing after its first
-call with a given batch size. All array work goes through ``self.backend``.
+one flat gradient buffer and hands each layer views into them (``bind``). A layer's
+workspaces come from the model's buffer cache, per batch size, so that a training step
+allocates nothing after its first call with a given batch size. All array work goes
+through ``self.backend``.
 
 Shapes: inputs and outputs are ``(batch, features)``.
 """
@@ -21,7 +22,6 @@ RELU_FAMILY = frozenset({"relu", "leaky_relu", "gelu"})
 # (test accuracy 0.51); with 0.1 none died (median 0.99).
 RELU_BIAS_INIT = 0.1
 INITIALIZERS = ("auto", "he_uniform", "he_normal", "glorot_uniform", "glorot_normal", "zeros")
-_MAX_WORKSPACES = 4  # batch sizes kept per layer: train, last partial, eval, predict
 
 
 class Layer:
@@ -31,12 +31,16 @@ class Layer:
     def __init__(self, name=None):
         self.name = name
         self.backend = None
+        self.dtype = None  # the compute dtype, set by bind
         self.input_dim = None
         self.output_dim = None
         self.param_shapes = []  # [(name, shape)] in get_weights order
         self.params = []  # views into the model's flat parameter buffer
         self.grads = []  # views into the model's flat gradient buffer
-        self._workspaces = {}
+        self._buffers = None  # the model's BufferCache
+        # Set by the model when the loss consumes logits (softmax/sigmoid fused into the
+        # loss): the output layer then stops before its activation.
+        self.emit_logits = False
 
     def build(self, input_dim):
         """Fix the input width; returns the output width."""
@@ -47,20 +51,21 @@ class Layer:
         """Host NumPy arrays for the parameters, drawn from ``rng``."""
         return []
 
-    def bind(self, backend, params, grads, dtype):
+    def bind(self, backend, params, grads, dtype, buffers):
+        """Attach the layer to the model: its parameter and gradient views, the compute
+        dtype, and the model's per-batch-size buffer cache."""
         self.backend = backend
         self.dtype = dtype
         self.params = list(params)
         self.grads = list(grads)
-        self._workspaces = {}
+        self._buffers = buffers
 
-    def _workspace(self, n, make):
-        ws = self._workspaces.get(n)
-        if ws is None:
-            if len(self._workspaces) >= _MAX_WORKSPACES:
-                self._workspaces.clear()
-            ws = self._workspaces[n] = make(n)
-        return ws
+    def _workspace(self, n):
+        """This layer's workspaces for a batch of ``n`` rows (``_make_workspace``)."""
+        return self._buffers.get(n, self, self._make_workspace)
+
+    def _make_workspace(self, n):
+        return None
 
     def forward(self, x, training=False, step=0):
         raise NotImplementedError
@@ -95,9 +100,7 @@ class Dense(Layer):
         self.units = int(units)
         self.activation = check_activation(activation)
         self.kernel_initializer = kernel_initializer
-        # Set by the model when the loss consumes logits (softmax/sigmoid fused into the
-        # loss): training then stops before the activation.
-        self.emit_logits = False
+        self._x = self._z = self._y = None  # the last forward's input, pre-activation, output
 
     def build(self, input_dim):
         self.input_dim = int(input_dim)
@@ -144,7 +147,7 @@ class Dense(Layer):
 
     def forward(self, x, training=False, step=0):
         be = self.backend
-        z, y, _ = self._workspace(x.shape[0], self._make_workspace)
+        z, y, _ = self._workspace(x.shape[0])
         kernel, bias = self.params
         be.gemm(x, kernel, out=z)
         act = "linear" if self.emit_logits else self.activation
@@ -164,7 +167,7 @@ class Dense(Layer):
         be.column_sum(dz, out=self.grads[1])
         if not need_dx:
             return None
-        _, _, dx = self._workspace(dz.shape[0], self._make_workspace)
+        _, _, dx = self._workspace(dz.shape[0])
         return be.gemm(dz, self.params[0], trans_b=True, out=dx)
 
     def get_config(self):
@@ -189,7 +192,8 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate: expected a number in [0, 1); got {rate!r}")
         self.rate = float(rate)
         self.seed = 0  # set by the model from its seed and this layer's position
-        self._active = False
+        self._active = False  # whether the last forward dropped anything
+        self._mask = None
 
     def _make_workspace(self, n):
         return self.backend.empty((n, self.output_dim), self.dtype), \
@@ -200,7 +204,7 @@ class Dropout(Layer):
         if not self._active:
             return x
         be = self.backend
-        mask, y = self._workspace(x.shape[0], self._make_workspace)
+        mask, y = self._workspace(x.shape[0])
         be.dropout_mask(x.shape, self.rate, self.seed, step, dtype=mask.dtype, out=mask)
         self._mask = mask
         return be.multiply(x, mask, out=y)
@@ -225,12 +229,13 @@ class Activation(Layer):
     def __init__(self, activation, name=None):
         super().__init__(name)
         self.activation = check_activation(activation)
+        self._x = self._y = None  # the last forward's input and output
 
     def _make_workspace(self, n):
         return self.backend.empty((n, self.output_dim), self.dtype)
 
     def forward(self, x, training=False, step=0):
-        y = self._workspace(x.shape[0], self._make_workspace)
+        y = self._workspace(x.shape[0])
         self._x = x
         self._y = self.backend.activation(self.activation, x, out=y)
         return self._y

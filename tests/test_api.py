@@ -288,3 +288,32 @@ def test_ctrl_c_stops_after_the_step_and_returns_history(use):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     again = model.fit(x, y, epochs=1, verbose=0)  # still usable
     assert not again.interrupted and len(again.history["loss"]) == 1
+
+
+def test_every_attribute_is_declared_in_init(use):
+    """Training, saving and predicting add no attribute that __init__ did not declare,
+    on the model, its layers, its optimizer or its training machinery."""
+    def fresh():
+        model = dnn.Sequential([Dense(8, "relu"), Dropout(0.1), dnn.layers.Activation("tanh"),
+                                Dense(1, "sigmoid")], input_dim=2, seed=0)
+        model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+        return model
+
+    declared = fresh()
+    names = {"model": set(vars(declared)), "optimizer": set(vars(declared.optimizer)),
+             "layers": [set(vars(layer)) for layer in declared.layers]}
+    declared.build()
+    trainer = declared._trainer
+    parts = [set(vars(part)) for part in (trainer, trainer.nan_guard, trainer.captured)]
+    model = fresh()
+    x, y = make_moons(100, seed=0)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.2,
+              cuda_graph=True)
+    model.evaluate(x, y)
+    model.predict(x)
+    model.loss_and_gradients(x, y, training=True)
+    assert set(vars(model)) == names["model"]
+    assert set(vars(model.optimizer)) == names["optimizer"]
+    assert [set(vars(layer)) for layer in model.layers] == names["layers"]
+    trainer = model._trainer
+    assert [set(vars(part)) for part in (trainer, trainer.nan_guard, trainer.captured)] == parts

@@ -107,5 +107,5 @@ def test_warmup_compiles_the_kernels():
     model = _spiral_model()
     with dnn.use_backend("cupy"):
         model.build()
-    be.warmup()
+    model.warmup()
     assert be.kernels.runtime._module is not None
