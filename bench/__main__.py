@@ -41,7 +41,8 @@ def _parse_args(argv):
     p = argparse.ArgumentParser(prog="dnn bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="tiny and medium models at batch 64 and 256: under a minute on a CPU")
+                   help="tiny at batch 32, medium at batch 64 and 256, float32: under a minute "
+                   "on a CPU")
     p.add_argument("--models", help=f"comma list from {', '.join(MODELS)}")
     p.add_argument("--batches", help="comma list of batch sizes (default 32..4096)")
     p.add_argument("--backends", help="comma list (default: every available backend)")

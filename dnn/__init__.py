@@ -10,9 +10,10 @@ import importlib.util as _importlib_util
 
 if _importlib_util.find_spec(__name__ + ".backends") is None:
     # Only an install maps the repository's backends/ and kernels/ into the package.
-    raise ImportError(f"{__path__[0]} is the dnn source folder, not an installed dnn: "
-                      f"run pip install . in the checkout, then run Python from another "
-                      f"directory (or use the dnn command)")
+    raise ImportError(f"imported {__path__[0]}, the source folder of a dnn checkout, which "
+                      f"shadows any installed dnn: run Python from another directory, or use "
+                      f"the dnn command (and pip install . in the checkout if dnn is not "
+                      f"installed yet)")
 
 from . import backends, callbacks, data, layers, losses, metrics, optimizers, plot  # noqa: E402
 from .backend_scope import get_backend, set_backend, use_backend  # noqa: E402

@@ -12,9 +12,17 @@
 //
 // Kernels are grid-stride loops, so the same source also compiles as host C++:
 // kernels/host_shim.h maps the CUDA keywords away and one "thread" runs every
-// iteration. The one block-wide reduction (sum_to_scalar) uses shared memory and
-// __syncthreads, which the shim turns into a static array and no-ops. That is how
-// the arithmetic of each kernel is checked against kernels/reference.py without a GPU.
+// iteration. The reductions across a block use shared memory and __syncthreads,
+// which the shim turns into a static array and no-ops (a group there is one thread).
+// That is how the arithmetic of each kernel is checked against kernels/reference.py
+// without a GPU.
+//
+// Every grid scales with its work (the launchers in kernels/launch.py size it). A
+// reduction over n values runs in two launches and needs no temporary allocation, so
+// it can live inside a captured CUDA graph: each block writes one partial sum into a
+// preallocated buffer of DNN_REDUCE_BLOCKS slots (zeroing the slots a smaller grid
+// leaves), then reduce_partials adds the slots in a fixed order. Row-wise kernels give
+// each row a group of threads, sized to the row by the launcher.
 //
 // bfloat16 is a storage type: values load as float, are computed in float, and store
 // rounded to nearest even. dnn_compute_t<S> names the arithmetic type of storage S.
@@ -119,6 +127,61 @@ __device__ __forceinline__ T dnn_activate_grad(T dy, T x, T y) {
     return dy;
 }
 
+// ------------------------------------------------------------ block reductions
+// Sum or max over the g consecutive threads of a group (g a power of two dividing
+// blockDim.x); every thread of the block must call it, the same number of times, and
+// every thread of a group gets its group's result. Fixed order: deterministic.
+template <typename T, bool MAX>
+__device__ __forceinline__ T dnn_group_reduce(T v, int g) {
+    __shared__ T buf[DNN_THREADS];
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    const int lane = threadIdx.x % g;
+    for (int s = g / 2; s > 0; s >>= 1) {
+        if (lane < s) {
+            T other = buf[threadIdx.x + s], mine = buf[threadIdx.x];
+            buf[threadIdx.x] = MAX ? (other > mine ? other : mine) : mine + other;
+        }
+        __syncthreads();
+    }
+    T result = buf[threadIdx.x - lane];
+    __syncthreads();  // buf is reused by the next call
+    return result;
+}
+
+template <typename T>
+__device__ __forceinline__ T dnn_group_sum(T v, int g) { return dnn_group_reduce<T, false>(v, g); }
+
+template <typename T>
+__device__ __forceinline__ T dnn_group_max(T v, int g) { return dnn_group_reduce<T, true>(v, g); }
+
+// This block's partial sum into partials[blockIdx.x]; the slots past the grid are
+// zeroed so that reduce_partials may add all DNN_REDUCE_BLOCKS of them. Call with the
+// block's total (every thread holds it, from dnn_group_sum over the block).
+template <typename T>
+__device__ __forceinline__ void dnn_store_partial(T* partials, T total) {
+    if (threadIdx.x == 0) {
+        partials[blockIdx.x] = total;
+        for (long long s = blockIdx.x + gridDim.x; s < DNN_REDUCE_BLOCKS; s += gridDim.x) {
+            partials[s] = T(0);
+        }
+    }
+}
+
+// Threads per row in a row-wise kernel: the launcher's choice, at most the block.
+__device__ __forceinline__ int dnn_row_group(long long group) {
+    return (int)(group < (long long)blockDim.x ? group : (long long)blockDim.x);
+}
+
+// Row loop of the row-wise kernels: a block holds blockDim.x / g rows at a time and
+// strides over the rows; the trip count is the same for every thread of the block (a
+// thread past the last row is inactive but still takes part in the reductions).
+#define DNN_ROW_LOOP(r, active, rows, g)                                                  \
+    for (long long base_ = (long long)blockIdx.x * (blockDim.x / (g)); base_ < (rows);       \
+         base_ += (long long)gridDim.x * (blockDim.x / (g)))                              \
+        for (long long r = base_ + threadIdx.x / (g), once_ = 1; once_; once_ = 0)        \
+            for (bool active = r < (rows), again_ = true; again_; again_ = false)
+
 // ------------------------------------------------------------ bias + activation
 // y[r, c] = act(x[r, c] + bias[c]); x is (n / cols, cols) C-contiguous; y may be x.
 // dnn:kernel float32 float64 bfloat16
@@ -142,26 +205,30 @@ __device__ void act_backward(const S* dy, const S* x, const S* y, S* dx, long lo
     }
 }
 
-// Row-wise softmax of (x + bias), one thread per row; bias may be null; y may be x.
+// Row-wise softmax of (x + bias), a group of threads per row; bias may be null; y may
+// be x.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void bias_softmax(const T* x, const T* bias, T* y, long long rows, long long cols) {
-    DNN_LOOP(r, rows) {
+__device__ void bias_softmax(const T* x, const T* bias, T* y, long long rows, long long cols,
+                             long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    DNN_ROW_LOOP(r, active, rows, g) {
         const T* xr = x + r * cols;
         T* yr = y + r * cols;
-        T m = xr[0] + (bias ? bias[0] : T(0));
-        for (long long c = 1; c < cols; ++c) {
+        T m = active ? xr[0] + (bias ? bias[0] : T(0)) : T(0);
+        for (long long c = lane; active && c < cols; c += g) {
             T v = xr[c] + (bias ? bias[c] : T(0));
             m = v > m ? v : m;
         }
+        m = dnn_group_max(m, g);
         T s = T(0);
-        for (long long c = 0; c < cols; ++c) {
+        for (long long c = lane; active && c < cols; c += g) {
             T e = dnn_exp(xr[c] + (bias ? bias[c] : T(0)) - m);
             yr[c] = e;
             s += e;
         }
-        T inv = T(1) / s;
-        for (long long c = 0; c < cols; ++c) yr[c] *= inv;
+        T inv = T(1) / dnn_group_sum(s, g);
+        for (long long c = lane; active && c < cols; c += g) yr[c] *= inv;
     }
 }
 
@@ -169,93 +236,116 @@ __device__ void bias_softmax(const T* x, const T* bias, T* y, long long rows, lo
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void softmax_backward(const T* dy, const T* y, T* dx, long long rows,
-                                 long long cols) {
-    DNN_LOOP(r, rows) {
+                                 long long cols, long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    DNN_ROW_LOOP(r, active, rows, g) {
         const T* dyr = dy + r * cols;
         const T* yr = y + r * cols;
         T dot = T(0);
-        for (long long c = 0; c < cols; ++c) dot += dyr[c] * yr[c];
-        for (long long c = 0; c < cols; ++c) dx[r * cols + c] = yr[c] * (dyr[c] - dot);
+        for (long long c = lane; active && c < cols; c += g) dot += dyr[c] * yr[c];
+        dot = dnn_group_sum(dot, g);
+        for (long long c = lane; active && c < cols; c += g) {
+            dx[r * cols + c] = yr[c] * (dyr[c] - dot);
+        }
     }
 }
 
 // ------------------------------------------------------------------------ losses
-// The row max m and s = sum(exp(z - m)). The losses below work relative to m:
-// lse - z would subtract two large, rounded numbers (at logits of 1e4 float32 then
-// loses ~1e-3 of the loss).
+// Each loss kernel writes the gradient and one partial sum of the mean loss per block
+// (see dnn_store_partial); reduce_partials then gives the loss.
+//
+// The row max m and s = sum(exp(z - m)) over the group's row: the losses work relative
+// to m, since lse - z would subtract two large, rounded numbers (at logits of 1e4
+// float32 then loses ~1e-3 of the loss).
 template <typename T>
-__device__ __forceinline__ void row_max_sum_exp(const T* zr, long long cols, T& m, T& s) {
-    m = zr[0];
-    for (long long c = 1; c < cols; ++c) m = zr[c] > m ? zr[c] : m;
+__device__ __forceinline__ void row_max_sum_exp(const T* zr, long long cols, bool active,
+                                                int lane, int g, T& m, T& s) {
+    m = active ? zr[0] : T(0);
+    for (long long c = lane; active && c < cols; c += g) m = zr[c] > m ? zr[c] : m;
+    m = dnn_group_max(m, g);
     s = T(0);
-    for (long long c = 0; c < cols; ++c) s += dnn_exp(zr[c] - m);
+    for (long long c = lane; active && c < cols; c += g) s += dnn_exp(zr[c] - m);
+    s = dnn_group_sum(s, g);
 }
 
-// Softmax cross-entropy from logits, integer labels: per-row loss (already divided by
-// the batch size, so their sum is the mean) and the gradient, in one pass per row.
+// Softmax cross-entropy from logits, integer labels: the gradient, and the rows' shares
+// of the mean loss summed per block.
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void softmax_xent_sparse(const T* z, const long long* labels, T* grad,
-                                    T* row_loss, long long rows, long long cols, T inv_n) {
-    DNN_LOOP(r, rows) {
+                                    T* partials, long long rows, long long cols, T inv_n,
+                                    long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    T total = T(0);
+    DNN_ROW_LOOP(r, active, rows, g) {
         const T* zr = z + r * cols;
         T m, s;
-        row_max_sum_exp(zr, cols, m, s);
+        row_max_sum_exp(zr, cols, active, lane, g, m, s);
+        if (!active) continue;
         T log_s = dnn_log(s), inv_s = T(1) / s;
         long long label = labels[r];
-        row_loss[r] = (log_s - (zr[label] - m)) * inv_n;
-        for (long long c = 0; c < cols; ++c) {
+        if (lane == 0) total += (log_s - (zr[label] - m)) * inv_n;
+        for (long long c = lane; c < cols; c += g) {
             T p = dnn_exp(zr[c] - m) * inv_s;
             grad[r * cols + c] = (p - (c == label ? T(1) : T(0))) * inv_n;
         }
     }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
 // The same with target rows t (one-hot or probabilities): d/dz = p * sum(t) - t.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* row_loss,
-                                   long long rows, long long cols, T inv_n) {
-    DNN_LOOP(r, rows) {
+__device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* partials,
+                                   long long rows, long long cols, T inv_n, long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    T total = T(0);
+    DNN_ROW_LOOP(r, active, rows, g) {
         const T* zr = z + r * cols;
         const T* tr = t + r * cols;
         T m, s;
-        row_max_sum_exp(zr, cols, m, s);
-        T log_s = dnn_log(s), inv_s = T(1) / s;
-        T loss = T(0), mass = T(0);
-        for (long long c = 0; c < cols; ++c) {
+        row_max_sum_exp(zr, cols, active, lane, g, m, s);
+        T log_s = active ? dnn_log(s) : T(0), loss = T(0), mass = T(0);
+        for (long long c = lane; active && c < cols; c += g) {
             loss += tr[c] * (log_s - (zr[c] - m));
             mass += tr[c];
         }
-        row_loss[r] = loss * inv_n;
-        for (long long c = 0; c < cols; ++c) {
+        loss = dnn_group_sum(loss, g);
+        mass = dnn_group_sum(mass, g);
+        if (!active) continue;
+        if (lane == 0) total += loss * inv_n;
+        T inv_s = T(1) / s;
+        for (long long c = lane; c < cols; c += g) {
             grad[r * cols + c] = (dnn_exp(zr[c] - m) * inv_s * mass - tr[c]) * inv_n;
         }
     }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
-// Binary cross-entropy of sigmoid(z): max(z,0) - z t + log1p(exp(-|z|)); each element's
-// share of the mean, and the gradient.
+// Binary cross-entropy of sigmoid(z): max(z,0) - z t + log1p(exp(-|z|)).
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void sigmoid_bce(const T* z, const T* t, T* grad, T* elem_loss, long long n,
+__device__ void sigmoid_bce(const T* z, const T* t, T* grad, T* partials, long long n,
                             T inv_n) {
+    T total = T(0);
     DNN_LOOP(i, n) {
         T zi = z[i], ti = t[i];
-        elem_loss[i] = ((zi > T(0) ? zi : T(0)) - zi * ti + dnn_log1p(dnn_exp(-dnn_abs(zi))))
-                       * inv_n;
+        total += ((zi > T(0) ? zi : T(0)) - zi * ti + dnn_log1p(dnn_exp(-dnn_abs(zi)))) * inv_n;
         grad[i] = (dnn_sigmoid(zi) - ti) * inv_n;
     }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void mse(const T* p, const T* t, T* grad, T* elem_loss, long long n, T inv_n) {
+__device__ void mse(const T* p, const T* t, T* grad, T* partials, long long n, T inv_n) {
+    T total = T(0);
     DNN_LOOP(i, n) {
         T d = p[i] - t[i];
-        elem_loss[i] = d * d * inv_n;
+        total += d * d * inv_n;
         grad[i] = T(2) * d * inv_n;
     }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
 // -------------------------------------------------------------------- optimizers
@@ -346,24 +436,23 @@ __device__ void dropout_mask(S* mask, unsigned long long seed, const long long* 
 }
 
 // ---------------------------------------------------------------- reductions
-// Sum of x[0:n] into out[0], by ONE block of DNN_THREADS threads: a grid-stride pass,
-// then a shared-memory tree. Deterministic (fixed order), no atomics, and no
-// temporary allocation, so it can live inside a captured CUDA graph (CuPy's CUB
-// reductions allocate temporary storage from the memory pool, which a graph cannot
-// own). Launch with exactly one block of DNN_THREADS threads.
+// Partial sums of x[0:n], one per block (the first of a sum's two launches).
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void sum_to_scalar(const T* x, long long n, T* out) {
-    __shared__ T partial[DNN_THREADS];
-    T s = T(0);
-    for (long long i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
-    partial[threadIdx.x] = s;
-    __syncthreads();
-    for (unsigned int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-        if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) out[0] = partial[0];
+__device__ void block_sums(const T* x, long long n, T* partials) {
+    T total = T(0);
+    DNN_LOOP(i, n) total += x[i];
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// out[0] = the sum of all DNN_REDUCE_BLOCKS partials, by one block, in a fixed order.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void reduce_partials(const T* partials, T* out) {
+    T total = T(0);
+    for (long long i = threadIdx.x; i < DNN_REDUCE_BLOCKS; i += blockDim.x) total += partials[i];
+    total = dnn_group_sum(total, (int)blockDim.x);
+    if (threadIdx.x == 0) out[0] = total;
 }
 
 // acc[0] += value[0] * weight: the epoch's running loss, kept on the device.
