@@ -11,7 +11,7 @@ import os
 
 import numpy
 
-from ..kernels.catalogue import DTYPE_SUFFIX
+from ..kernels.catalogue import DTYPE_SUFFIX, REDUCE_BLOCKS
 from ..kernels.cuda import CudaRuntime
 from ..kernels.launch import FusedKernels, KernelUnavailable
 from .base import ACTIVATIONS_NEEDING_INPUT, Backend, check_activation
@@ -232,11 +232,12 @@ class CupyBackend(Backend):
         return super().activation_backward(name, dy, x, y, out=out)
 
     # ------------------------------------------------------------------- losses
-    def _sum(self, parts, tag):
-        """Sum ``parts`` into a persistent 0-d buffer (fixed order, no temporary
-        storage). The buffer is reused by the next call with the same tag and shape:
-        use the returned loss before the next step."""
-        return self.kernels.sum_to_scalar(parts, self._buffer(tag, (), parts.dtype))
+    def _loss_buffers(self, tag, dtype):
+        """The reduction's partial sums and a 0-d loss for ``tag``, kept alive (a captured
+        graph points at them). The loss is overwritten by the next call with this tag:
+        use it before the next step."""
+        partials = self._buffer("partials", (REDUCE_BLOCKS,), dtype)
+        return partials, self._buffer(tag, (), dtype)
 
     def accumulate(self, acc, value, weight):
         self.kernels.accumulate(acc, value, weight)
@@ -247,10 +248,11 @@ class CupyBackend(Backend):
             wanted = numpy.int64 if labels.ndim == 1 else logits.dtype
             labels = self.xp.ascontiguousarray(labels, dtype=wanted)
             grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
-            row_loss = self._buffer("xent_rows", (logits.shape[0],), logits.dtype)
+            partials, loss = self._loss_buffers("xent_loss", logits.dtype)
             try:
-                self.kernels.softmax_cross_entropy(logits, labels, grad, row_loss)
-                return self._sum(row_loss, "xent_loss"), grad
+                self.kernels.softmax_cross_entropy(logits, labels, grad, partials,
+                                                   loss.reshape(1))
+                return loss, grad
             except KernelUnavailable:
                 pass
         self._generic("softmax_cross_entropy", logits)
@@ -265,14 +267,14 @@ class CupyBackend(Backend):
         return super().cast(x, out)
 
     def _elementwise_loss(self, loss, pred, target, grad_out, generic):
-        """Per-element loss kernel (writing the gradient and each element's share of
-        the mean), then the fixed-order sum."""
+        """The loss kernel writes the gradient and a partial sum of the mean per block;
+        a second launch adds those in a fixed order."""
         if target.dtype == pred.dtype and self._fusable(pred, target, grad_out):
             grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
-            parts = self._buffer(loss + "_parts", pred.shape, pred.dtype)
+            partials, out = self._loss_buffers(loss + "_loss", pred.dtype)
             try:
-                self.kernels.elementwise_loss(loss, pred, target, grad, parts)
-                return self._sum(parts, loss + "_loss"), grad
+                self.kernels.elementwise_loss(loss, pred, target, grad, partials, out.reshape(1))
+                return out, grad
             except KernelUnavailable:
                 pass
         self._generic(loss, pred, target)

@@ -25,6 +25,9 @@ HOST_SHIM_PATH = pathlib.Path(__file__).with_name("host_shim.h")
 
 THREADS = 256  # threads per block of every launch, and the shared-memory reduction width
 MAX_BLOCKS = 65535  # grid-stride loops cover the rest; more blocks only add launch work
+# Partial sums a reduction's first launch may write (one per block): its grid's cap.
+# 1024 blocks of 256 threads fill an H100 (132 SMs x 2048 threads) about twice over.
+REDUCE_BLOCKS = 1024
 # --fmad=false keeps the arithmetic identical to the host build that the tests check
 # (-ffp-contract=off there).
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
@@ -159,6 +162,7 @@ def prelude():
     """``#define``s of the constants the source shares with Python, each defined once
     here or in ``reference``."""
     lines = [f"#define DNN_THREADS {THREADS}",
+             f"#define DNN_REDUCE_BLOCKS {REDUCE_BLOCKS}",
              f"#define DNN_GELU_K {reference.GELU_K!r}",
              f"#define DNN_GELU_C {reference.GELU_C!r}",
              f"#define DNN_LEAKY_RELU_ALPHA {reference.LEAKY_RELU_ALPHA!r}",

@@ -47,16 +47,7 @@ class CudaRuntime:
         return CudaEntry(self.module().get_function(kernel.entry_name(dtype, activation)),
                          converters)
 
-    @staticmethod
-    def launch_config(shape, work):
-        """``(grid, block)`` of a launch: see ``kernels.launch`` for the shapes."""
-        if shape == "grid":
-            blocks = -(-int(work) // catalogue.THREADS)
-            return (max(1, min(catalogue.MAX_BLOCKS, blocks)),), (catalogue.THREADS,)
-        if shape == "block":
-            return (1,), (catalogue.THREADS,)
-        return (1,), (1,)
-
-    def launch(self, entry, shape, work, args):
-        grid, block = self.launch_config(shape, work)
-        entry.function(grid, block, tuple(c(a) for c, a in zip(entry.converters, args)))
+    def launch(self, entry, config, args):
+        blocks, threads = config
+        entry.function((blocks,), (threads,),
+                       tuple(c(a) for c, a in zip(entry.converters, args)))

@@ -173,14 +173,10 @@ __device__ __forceinline__ int dnn_row_group(long long group) {
     return (int)(group < (long long)blockDim.x ? group : (long long)blockDim.x);
 }
 
-// Row loop of the row-wise kernels: a block holds blockDim.x / g rows at a time and
-// strides over the rows; the trip count is the same for every thread of the block (a
-// thread past the last row is inactive but still takes part in the reductions).
-#define DNN_ROW_LOOP(r, active, rows, g)                                                  \
-    for (long long base_ = (long long)blockIdx.x * (blockDim.x / (g)); base_ < (rows);       \
-         base_ += (long long)gridDim.x * (blockDim.x / (g)))                              \
-        for (long long r = base_ + threadIdx.x / (g), once_ = 1; once_; once_ = 0)        \
-            for (bool active = r < (rows), again_ = true; again_; again_ = false)
+// The row-wise kernels give each row a group of g threads: a block holds
+// blockDim.x / g rows at a time and strides over the rows with a trip count that is
+// the same for every thread of the block (a thread past the last row is inactive but
+// still takes part in the group reductions).
 
 // ------------------------------------------------------------ bias + activation
 // y[r, c] = act(x[r, c] + bias[c]); x is (n / cols, cols) C-contiguous; y may be x.
@@ -212,7 +208,10 @@ template <typename T>
 __device__ void bias_softmax(const T* x, const T* bias, T* y, long long rows, long long cols,
                              long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
-    DNN_ROW_LOOP(r, active, rows, g) {
+    const long long per_block = blockDim.x / g;
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
         const T* xr = x + r * cols;
         T* yr = y + r * cols;
         T m = active ? xr[0] + (bias ? bias[0] : T(0)) : T(0);
@@ -238,7 +237,10 @@ template <typename T>
 __device__ void softmax_backward(const T* dy, const T* y, T* dx, long long rows,
                                  long long cols, long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
-    DNN_ROW_LOOP(r, active, rows, g) {
+    const long long per_block = blockDim.x / g;
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
         const T* dyr = dy + r * cols;
         const T* yr = y + r * cols;
         T dot = T(0);
@@ -276,8 +278,11 @@ __device__ void softmax_xent_sparse(const T* z, const long long* labels, T* grad
                                     T* partials, long long rows, long long cols, T inv_n,
                                     long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
     T total = T(0);
-    DNN_ROW_LOOP(r, active, rows, g) {
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
         const T* zr = z + r * cols;
         T m, s;
         row_max_sum_exp(zr, cols, active, lane, g, m, s);
@@ -299,8 +304,11 @@ template <typename T>
 __device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* partials,
                                    long long rows, long long cols, T inv_n, long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
     T total = T(0);
-    DNN_ROW_LOOP(r, active, rows, g) {
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
         const T* zr = z + r * cols;
         const T* tr = t + r * cols;
         T m, s;

@@ -1,6 +1,7 @@
 """Running the kernels on the CPU: the compile unit built as a host shared library by the
-system C++ compiler (with ``host_shim.h``, a launch is one thread whose grid-stride loops
-visit every element in order), called through ctypes.
+system C++ compiler, called through ctypes. With ``host_shim.h`` a block is one thread,
+and a launch runs the grid's blocks one after another, so the grid-stride loops and the
+per-block partial sums of a reduction behave as they do on a GPU with the same grid.
 
 This runs each kernel's exact arithmetic without a GPU, through the same launchers
 (``kernels.launch.FusedKernels``) the CuPy backend uses, so tests compare it with the
@@ -90,6 +91,9 @@ class HostRuntime:
 
     def __init__(self, source=None):
         self.library = _build(catalogue.compile_unit(source))
+        self._set_grid = self.library.dnn_host_grid
+        self._set_grid.argtypes = [ctypes.c_uint, ctypes.c_uint]
+        self._set_grid.restype = None
 
     def entry(self, kernel, dtype, activation):
         function = getattr(self.library, kernel.entry_name(dtype, activation))
@@ -98,7 +102,12 @@ class HostRuntime:
                            for kind, dt in kernel.signature(dtype))
         return HostEntry(function, converters)
 
-    def launch(self, entry, shape, work, args):
+    def launch(self, entry, config, args):
+        """Run each block of the ``(blocks, threads)`` grid in turn, as one thread."""
         if len(args) != len(entry.converters):
             raise TypeError(f"expected {len(entry.converters)} arguments; got {len(args)}")
-        entry.function(*(c(a) for c, a in zip(entry.converters, args)))
+        converted = [c(a) for c, a in zip(entry.converters, args)]
+        blocks = config[0]
+        for block in range(blocks):
+            self._set_grid(block, blocks)
+            entry.function(*converted)

@@ -1,7 +1,10 @@
 // Compiles dnn_kernels.cu as host C++ (see kernels/host.py): the CUDA keywords go away
-// and a launch becomes one "thread" (blockDim = gridDim = 1) whose grid-stride loops
-// visit every element, in order. The arithmetic is then exactly the kernel's, on the
-// host, where it can be checked against the NumPy references without a GPU.
+// and a block becomes one "thread" (blockDim = 1). A launch of a grid of N blocks runs
+// the blocks one after another (kernels/host.py sets blockIdx and gridDim through
+// dnn_host_grid), so each block's grid-stride loop visits its share of the elements and
+// the multi-block reductions write and add their partial sums as on a GPU. The
+// arithmetic is then exactly the kernel's, on the host, where it can be checked against
+// the NumPy references without a GPU.
 #include <math.h>
 #include <cmath>
 #include <cstring>
@@ -23,10 +26,16 @@ using std::fabs;
 struct dnn_dim3 {
     unsigned int x, y, z;
 };
-static const dnn_dim3 blockIdx = {0, 0, 0};
+static dnn_dim3 blockIdx = {0, 0, 0};
 static const dnn_dim3 threadIdx = {0, 0, 0};
 static const dnn_dim3 blockDim = {1, 1, 1};
-static const dnn_dim3 gridDim = {1, 1, 1};
+static dnn_dim3 gridDim = {1, 1, 1};
+
+// The block that the next call runs, of a grid of grid_size blocks.
+extern "C" void dnn_host_grid(unsigned int block_index, unsigned int grid_size) {
+    blockIdx.x = block_index;
+    gridDim.x = grid_size;
+}
 
 static inline float __uint_as_float(unsigned int u) {
     float f;

@@ -12,13 +12,38 @@ in place. Nothing here allocates.
 """
 from __future__ import annotations
 
-from .catalogue import kernels as catalogue
+from .catalogue import MAX_BLOCKS, REDUCE_BLOCKS, THREADS, kernels as catalogue
 from .reference import ACTIVATIONS_NEEDING_INPUT
 
-# Launch shapes: "grid" spreads ``work`` items over enough blocks of a grid-stride
-# loop; "block" is one block (a block-wide reduction); "thread" one thread (scalar
-# bookkeeping on device memory).
-GRID, BLOCK, THREAD = "grid", "block", "thread"
+# Launch shapes. Every grid scales with its work:
+# GRID      ``work`` elements, one per thread of a grid-stride loop: ceil(work / THREADS)
+#           blocks, at most MAX_BLOCKS;
+# REDUCE    the same, at most REDUCE_BLOCKS: each block writes one partial sum;
+# ROWS      ``work`` rows, a group of ``group`` threads per row, THREADS // group rows
+#           per block, at most MAX_BLOCKS (ROWS_REDUCE: at most REDUCE_BLOCKS);
+# BLOCK     one block (the second launch of a reduction);
+# THREAD    one thread (scalar bookkeeping in device memory).
+GRID, REDUCE, ROWS, ROWS_REDUCE, BLOCK, THREAD = ("grid", "reduce", "rows", "rows_reduce",
+                                                  "block", "thread")
+
+
+def launch_config(shape, work, group=1):
+    """``(blocks, threads)`` of a launch."""
+    if shape == THREAD:
+        return 1, 1
+    if shape == BLOCK:
+        return 1, THREADS
+    per_block = THREADS // group if shape in (ROWS, ROWS_REDUCE) else THREADS
+    cap = REDUCE_BLOCKS if shape in (REDUCE, ROWS_REDUCE) else MAX_BLOCKS
+    return max(1, min(cap, -(-int(work) // per_block))), THREADS
+
+
+def row_group(cols):
+    """Threads per row of a row-wise kernel: the power of two at or above ``cols``, at
+    most a block. Rows narrower than a warp share one; a row wider than a block is
+    strided by the block's threads, one row per block (so a few rows of many columns
+    leave much of a large GPU idle)."""
+    return min(THREADS, 1 << max(0, int(cols) - 1).bit_length())
 
 
 class KernelUnavailable(LookupError):
@@ -33,7 +58,7 @@ class FusedKernels:
         self.runtime = runtime
         self._entries = {}
 
-    def _launch(self, kernel, dtype, shape, work, args, activation=None):
+    def _launch(self, kernel, dtype, shape, work, args, activation=None, group=1):
         key = (kernel, dtype, activation)
         entry = self._entries.get(key)
         if entry is None:
@@ -42,14 +67,16 @@ class FusedKernels:
                 raise KernelUnavailable(f"kernel {kernel} is built for "
                                         f"{', '.join(spec.dtypes)}; not for {dtype}")
             entry = self._entries[key] = self.runtime.entry(spec, dtype, activation)
-        self.runtime.launch(entry, shape, work, args)
+        self.runtime.launch(entry, launch_config(shape, work, group), args)
 
     # ---------------------------------------------------------------- activations
     def bias_activation(self, x, bias, activation, out):
         """``out = activation(x + bias)`` for 2-D ``x``; ``bias`` (cols,); out may be x."""
         rows, cols = x.shape
         if activation == "softmax":
-            self._launch("bias_softmax", x.dtype.name, GRID, rows, (x, bias, out, rows, cols))
+            group = row_group(cols)
+            self._launch("bias_softmax", x.dtype.name, ROWS, rows,
+                         (x, bias, out, rows, cols, group), group=group)
         else:
             self._launch("bias_act", x.dtype.name, GRID, x.size,
                          (x, bias, out, x.size, cols), activation)
@@ -60,8 +87,9 @@ class FusedKernels:
         (every other activation); out may be dy."""
         if activation == "softmax":
             rows, cols = dy.shape
-            self._launch("softmax_backward", dy.dtype.name, GRID, rows,
-                         (dy, y, out, rows, cols))
+            group = row_group(cols)
+            self._launch("softmax_backward", dy.dtype.name, ROWS, rows,
+                         (dy, y, out, rows, cols, group), group=group)
         else:
             needs_x = activation in ACTIVATIONS_NEEDING_INPUT
             self._launch("act_backward", dy.dtype.name, GRID, dy.size,
@@ -70,23 +98,34 @@ class FusedKernels:
         return out
 
     # --------------------------------------------------------------------- losses
-    def softmax_cross_entropy(self, logits, labels, grad, row_loss):
-        """Per-row shares of the mean loss into ``row_loss`` (rows,) and the gradient;
-        ``labels`` int64 (rows,) or target rows of the logits' dtype."""
+    def softmax_cross_entropy(self, logits, labels, grad, partials, out):
+        """The mean loss into ``out`` (1 element) and its gradient into ``grad``;
+        ``labels`` int64 (rows,) or target rows of the logits' dtype; ``partials`` holds
+        REDUCE_BLOCKS values (see ``sum``)."""
         rows, cols = logits.shape
+        group = row_group(cols)
         kernel = "softmax_xent_sparse" if labels.ndim == 1 else "softmax_xent_dense"
-        self._launch(kernel, logits.dtype.name, GRID, rows,
-                     (logits, labels, grad, row_loss, rows, cols, 1.0 / rows))
+        self._launch(kernel, logits.dtype.name, ROWS_REDUCE, rows,
+                     (logits, labels, grad, partials, rows, cols, 1.0 / rows, group),
+                     group=group)
+        return self._reduce_partials(partials, out)
 
-    def elementwise_loss(self, loss, pred, target, grad, parts):
-        """``loss`` "sigmoid_bce" (pred holds logits) or "mse": each element's share of
-        the mean into ``parts``, and the gradient."""
-        self._launch(loss, pred.dtype.name, GRID, pred.size,
-                     (pred, target, grad, parts, pred.size, 1.0 / pred.size))
+    def elementwise_loss(self, loss, pred, target, grad, partials, out):
+        """``loss`` "sigmoid_bce" (pred holds logits) or "mse": the mean over all elements
+        into ``out`` (1 element), and the gradient."""
+        self._launch(loss, pred.dtype.name, REDUCE, pred.size,
+                     (pred, target, grad, partials, pred.size, 1.0 / pred.size))
+        return self._reduce_partials(partials, out)
 
-    def sum_to_scalar(self, x, out):
-        """``out[0] = x.sum()`` in a fixed order, with no temporary storage."""
-        self._launch("sum_to_scalar", x.dtype.name, BLOCK, x.size, (x, x.size, out))
+    def sum(self, x, partials, out):
+        """``out[0] = x.sum()``: a partial sum per block into ``partials`` (REDUCE_BLOCKS
+        elements), then one block adds them, in a fixed order, with no temporary
+        storage (so a captured graph may hold it)."""
+        self._launch("block_sums", x.dtype.name, REDUCE, x.size, (x, x.size, partials))
+        return self._reduce_partials(partials, out)
+
+    def _reduce_partials(self, partials, out):
+        self._launch("reduce_partials", out.dtype.name, BLOCK, REDUCE_BLOCKS, (partials, out))
         return out
 
     def accumulate(self, acc, value, weight):

@@ -168,30 +168,37 @@ def test_activation_backward_kernel(k, dtype, act):
     close(got, reference.activation_backward(act, wide(dy), wide(x), wide(y)), dtype)
 
 
+def partials(dtype):
+    # poisoned: a reduction must write or zero every slot it adds
+    return numpy.full(catalogue.REDUCE_BLOCKS, numpy.nan, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dense", [False, True])
-def test_softmax_cross_entropy_kernel(k, dtype, dense):
-    z = inputs(dtype, (9, 5))
-    labels = numpy.random.default_rng(5).integers(0, 5, 9)
-    target = numpy.eye(5, dtype=dtype)[labels] if dense else labels
-    grad, row_loss = numpy.empty_like(z), numpy.empty(9, dtype)
-    k.softmax_cross_entropy(z, target, grad, row_loss)
+@pytest.mark.parametrize("rows,cols", [(9, 5), (700, 3), (3, 300)])
+def test_softmax_cross_entropy_kernel(k, dtype, dense, rows, cols):
+    z = inputs(dtype, (rows, cols))
+    labels = numpy.random.default_rng(5).integers(0, cols, rows)
+    target = numpy.eye(cols, dtype=dtype)[labels] if dense else labels
+    grad, loss = numpy.empty_like(z), numpy.empty(1, dtype)
+    k.softmax_cross_entropy(z, target, grad, partials(dtype), loss)
     want_loss, want_grad = reference.softmax_cross_entropy(wide(z), target)
-    close(row_loss.sum(dtype=numpy.float64), want_loss, dtype)
+    close(loss[0], want_loss, dtype)
     close(grad, want_grad, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", ["sigmoid_bce", "mse"])
-def test_elementwise_loss_kernels(k, dtype, loss):
-    z = inputs(dtype, (8, 3)) / (1 if loss == "sigmoid_bce" else 100)
-    t = numpy.random.default_rng(6).integers(0, 2, (8, 3)).astype(dtype)
-    grad, parts = numpy.empty_like(z), numpy.empty_like(z)
-    k.elementwise_loss(loss, z, t, grad, parts)
+@pytest.mark.parametrize("shape", [(8, 3), (4000, 70)])
+def test_elementwise_loss_kernels(k, dtype, loss, shape):
+    z = inputs(dtype, shape) / (1 if loss == "sigmoid_bce" else 100)
+    t = numpy.random.default_rng(6).integers(0, 2, shape).astype(dtype)
+    grad, out = numpy.empty_like(z), numpy.empty(1, dtype)
+    k.elementwise_loss(loss, z, t, grad, partials(dtype), out)
     ref = reference.sigmoid_binary_cross_entropy if loss == "sigmoid_bce" \
         else reference.mean_squared_error
     want_loss, want_grad = ref(wide(z), wide(t))
-    close(parts.sum(dtype=numpy.float64), want_loss, dtype)
+    close(out[0], want_loss, dtype)
     close(grad, want_grad, dtype)
 
 
@@ -289,11 +296,15 @@ def test_kernels_import_needs_no_cupy():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 7, 256, 1000])
-def test_sum_to_scalar_and_accumulate_kernels(k, dtype, n):
+@pytest.mark.parametrize("n", [1, 7, 256, 1000, 300_000])
+def test_multi_block_sum_and_accumulate_kernels(k, dtype, n):
+    """300,000 values take all 1024 partial slots (the host runs the grid's blocks in
+    turn); fewer values leave slots that the first launch must zero."""
     x = inputs(dtype, (n,)) / 100
-    out = k.sum_to_scalar(x, numpy.zeros(1, dtype))
-    close(out[0], wide(x).sum(), dtype)
+    out = k.sum(x, partials(dtype), numpy.empty(1, dtype))
+    scale = numpy.abs(wide(x)).sum()  # cancellation: compare with the summands' size
+    numpy.testing.assert_allclose(out[0], wide(x).sum(),
+                                  atol=scale * (1e-6 if dtype == "float32" else 1e-14))
     acc = numpy.array([1.5], dtype)
     k.accumulate(acc, out, 4.0)
     close(acc[0], 1.5 + 4.0 * float(out[0]), dtype)
@@ -325,12 +336,11 @@ def test_softmax_xent_kernel_property(k, z, seed):
     z = numpy.ascontiguousarray(z)
     rows, cols = z.shape
     labels = numpy.random.default_rng(seed).integers(0, cols, rows).astype(numpy.int64)
-    grad, row_loss = numpy.empty_like(z), numpy.empty(rows, numpy.float32)
-    k.softmax_cross_entropy(z, labels, grad, row_loss)
+    grad, loss = numpy.empty_like(z), numpy.empty(1, numpy.float32)
+    k.softmax_cross_entropy(z, labels, grad, partials("float32"), loss)
     want_loss, want_grad = reference.softmax_cross_entropy(wide(z), labels)
-    assert numpy.isfinite(row_loss).all() and numpy.isfinite(grad).all()
-    numpy.testing.assert_allclose(row_loss.sum(dtype=numpy.float64), want_loss, rtol=1e-4,
-                                  atol=1e-4)
+    assert numpy.isfinite(loss).all() and numpy.isfinite(grad).all()
+    numpy.testing.assert_allclose(loss[0], want_loss, rtol=1e-4, atol=1e-4)
     numpy.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
 
 
@@ -339,11 +349,10 @@ def test_softmax_xent_kernel_property(k, z, seed):
 def test_sigmoid_bce_kernel_property(k, z, seed):
     z = numpy.ascontiguousarray(z)
     t = numpy.random.default_rng(seed).integers(0, 2, z.shape).astype(numpy.float32)
-    grad, parts = numpy.empty_like(z), numpy.empty_like(z)
-    k.elementwise_loss("sigmoid_bce", z, t, grad, parts)
+    grad, loss = numpy.empty_like(z), numpy.empty(1, numpy.float32)
+    k.elementwise_loss("sigmoid_bce", z, t, grad, partials("float32"), loss)
     want_loss, want_grad = reference.sigmoid_binary_cross_entropy(wide(z), wide(t))
-    numpy.testing.assert_allclose(parts.sum(dtype=numpy.float64), want_loss, rtol=1e-4,
-                                  atol=1e-4)
+    numpy.testing.assert_allclose(loss[0], want_loss, rtol=1e-4, atol=1e-4)
     numpy.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
 
 
@@ -442,5 +451,73 @@ def test_cuda_launches_pass_each_scalar_as_its_c_type_and_null_for_no_array():
                                            numpy.int32, numpy.float32]
     k.increment_step(numpy.zeros(1, numpy.int64))
     assert launches[-1][:3] == ("dnn_increment_step", (1,), (1,))
-    k.sum_to_scalar(p, p[:1])
-    assert launches[-1][1:3] == ((1,), (catalogue.THREADS,))
+    k.sum(p, numpy.zeros(catalogue.REDUCE_BLOCKS, numpy.float32), p[:1])
+    assert [launch[:3] for launch in launches[-2:]] == [
+        ("dnn_block_sums_f32", (4,), (catalogue.THREADS,)),
+        ("dnn_reduce_partials_f32", (1,), (catalogue.THREADS,))]
+
+
+# ------------------------------------------------------------- launch configurations
+H100_SMS = 132
+FEW_BLOCKS_PER_SM = 4
+
+
+class _Shape:
+    """Stands in for a device array: the launchers read only shape, size, ndim, dtype."""
+
+    def __init__(self, shape, dtype="float32"):
+        self.shape, self.dtype = tuple(shape), numpy.dtype(dtype)
+        self.size, self.ndim = int(numpy.prod(shape)), len(shape)
+
+
+class _Recorder:
+    def __init__(self):
+        self.launches = []
+        self.kernels = set()
+
+    def entry(self, kernel, dtype, activation):
+        self.kernels.add(kernel.name)
+        return kernel.entry_name(dtype, activation)
+
+    def launch(self, entry, config, args):
+        self.launches.append((entry, config, args))
+
+
+@pytest.mark.parametrize("rows,cols", [(256, 10), (4096, 10), (4096, 1024), (4096, 4096),
+                                       (65536, 784), (64, 256)])
+def test_every_grid_scales_with_its_work(rows, cols):
+    """An O(n) kernel gets at least min(ceil(n / threads), a few blocks per SM of an H100)
+    blocks; the fixed-size second pass of a reduction and the one-thread bookkeeping
+    kernels touch O(1) elements."""
+    rec = _Recorder()
+    k = FusedKernels(rec)
+    a, b = _Shape((rows, cols)), _Shape((cols,))
+    labels, flat = _Shape((rows,), "int64"), _Shape((rows * cols,))
+    one, step, flag = _Shape((1,)), _Shape((1,), "int64"), _Shape((1,), "int32")
+    part = _Shape((catalogue.REDUCE_BLOCKS,))
+    for act in ACTS + ["softmax"]:
+        k.bias_activation(a, b, act, a)
+        k.activation_backward(act, a, a, a, a)
+    k.softmax_cross_entropy(a, labels, a, part, one)
+    k.softmax_cross_entropy(a, a, a, part, one)
+    for loss in ("sigmoid_bce", "mse"):
+        k.elementwise_loss(loss, a, a, a, part, one)
+    k.sum(flat, part, one)
+    k.adam(flat, flat, flat, flat, step, flag, 1e-3, 0.9, 0.999, 1e-7, 0.0, False)
+    k.sgd(flat, flat, flat, flag, 0.1, 0.9, False, 0.0)
+    k.rmsprop(flat, flat, flat, flat, flag, 1e-3, 0.9, 1e-7, 0.0, 0.0)
+    k.dropout_mask(a, 1, step, 0.5)
+    half = _Shape((rows, cols), "bfloat16") if ml_dtypes else _Shape((rows, cols), "float16")
+    k.cast(a, half)
+    k.cast(half, a)
+    k.accumulate(one, one, 2.0)
+    k.guard_finite(one, step, flag, step)
+    k.increment_step(step, flag)
+    assert rec.kernels == set(catalogue.kernels()), "a kernel this test does not launch"
+    for entry, (blocks, threads), args in rec.launches:
+        n = max(arg.size for arg in args if isinstance(arg, _Shape))
+        if blocks == 1 and threads == 1 or entry.startswith("dnn_reduce_partials"):
+            assert n <= catalogue.REDUCE_BLOCKS, f"{entry} does O({n}) work in one block"
+            continue
+        want = min(-(-n // threads), FEW_BLOCKS_PER_SM * H100_SMS)
+        assert blocks >= want, f"{entry}: {blocks} blocks for {n} elements; want >= {want}"
