@@ -105,6 +105,24 @@ class Backend:
         """Whether ``x`` is an array this backend computes on directly."""
         return isinstance(x, self.xp.ndarray)
 
+    def from_dlpack(self, x, name):
+        """An array of another library that exports DLPack (a torch.Tensor, a JAX
+        array), as this backend's array without a copy where it lives on this device;
+        host (CPU) data comes back as a NumPy array. Anything else is a TypeError
+        naming both devices."""
+        kind, index = x.__dlpack_device__()
+        if int(kind) != DLPACK_CPU:
+            raise TypeError(f"{name}: expected host data for backend {self.name!r} "
+                            f"({self.device}); got a {type_name(x)} on "
+                            f"{dlpack_device_name(kind, index)}. Move it to the host "
+                            f"first, or build the model on the cupy backend")
+        return numpy.from_dlpack(x)
+
+    def free_memory(self):
+        """Bytes the device can still allocate, or None where data lives in host
+        memory."""
+        return None
+
     def check_array(self, x, name):
         """Raise TypeError when ``x`` is a device array this backend must not take
         silently (another library's, or another device's); host data passes."""
@@ -165,6 +183,19 @@ class Backend:
     # ------------------------------------------------------------------ reductions
     def sum(self, x, axis=None, out=None, keepdims=False):
         return self.xp.sum(x, axis=axis, out=out, keepdims=keepdims)
+
+    def value_summary(self, x):
+        """0-d device arrays ``(min, max, count of values that are not whole numbers)``
+        of ``x``, for checking targets; read them with ``read_scalars``."""
+        xp = self.xp
+        whole = x if x.dtype.kind in "biu" else xp.round(x)
+        return x.min(), x.max(), xp.count_nonzero(x != whole)
+
+    def read_scalars(self, values):
+        """0-d arrays of this backend as host floats, in one transfer."""
+        xp = self.xp
+        return [float(v) for v in self.to_numpy(
+            xp.stack([xp.asarray(v).astype(numpy.float64) for v in values]))]
 
     def column_sum(self, x, out=None):
         """Sum over the batch axis: the bias gradient, shape ``(features,)``; summed in
@@ -327,6 +358,19 @@ class Backend:
     def describe(self):
         """A dict describing the device, for summaries and benchmark records."""
         return {"backend": self.name, "device": self.device}
+
+
+DLPACK_CPU, DLPACK_CUDA = 1, 2  # DLPack's kDLCPU and kDLCUDA device types
+_DLPACK_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal",
+                   10: "rocm", 13: "cuda_managed", 14: "oneapi"}
+
+
+def dlpack_device_name(kind, index):
+    return f"{_DLPACK_DEVICES.get(int(kind), f'DLPack device type {int(kind)}')}:{int(index)}"
+
+
+def type_name(x):
+    return f"{type(x).__module__.split('.')[0]}.{type(x).__name__}"
 
 
 class _Rerun:

@@ -14,7 +14,8 @@ import numpy
 from ..kernels.catalogue import DTYPE_SUFFIX, REDUCE_BLOCKS
 from ..kernels.cuda import CudaRuntime
 from ..kernels.launch import FusedKernels, KernelUnavailable
-from .base import ACTIVATIONS_NEEDING_INPUT, Backend, check_activation
+from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, Backend,
+                   dlpack_device_name, type_name, check_activation)
 from .cublas_ctypes import CublasHandle
 
 INSTALL_HINT = ("pip install cupy-cuda13x (CUDA 13) or cupy-cuda12x (CUDA 12); in the dnn "
@@ -114,6 +115,20 @@ class CupyBackend(Backend):
             shape = getattr(x, "shape", numpy.shape(x))
             raise self._out_of_memory(exc, shape, dtype or getattr(x, "dtype", "float32")) \
                 from exc
+
+    def from_dlpack(self, x, name):
+        kind, index = x.__dlpack_device__()
+        if int(kind) == DLPACK_CUDA and int(index) == self.device_id:
+            with self._device:
+                return self.xp.from_dlpack(x)
+        if int(kind) == DLPACK_CPU:
+            return numpy.from_dlpack(x)  # host data: uploaded with the rest
+        raise TypeError(f"{name}: expected data on {self.device} or on the host; got a "
+                        f"{type_name(x)} on {dlpack_device_name(kind, index)}")
+
+    def free_memory(self):
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
     def check_array(self, x, name):
         if isinstance(x, self.xp.ndarray) and x.device.id != self.device_id:

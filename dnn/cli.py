@@ -281,8 +281,8 @@ def main(argv=None):
             args = parser.parse_args(["train", *argv])
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, ImportError, ModelFileError,
-            backends.BackendUnavailable) as exc:
+    except (UsageError, ValueError, TypeError, FileNotFoundError, ImportError, MemoryError,
+            ModelFileError, backends.BackendUnavailable) as exc:
         if os.environ.get("DNN_DEBUG"):
             raise
         print(f"dnn {args.command}: error: {exc}", file=sys.stderr)

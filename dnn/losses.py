@@ -35,9 +35,37 @@ class Loss:
             f"{self.fused_activation!r} (or a linear output with from_logits=True); "
             f"got activation {output_activation!r}")
 
-    def prepare_targets(self, y, output_dim):
-        """Validate host targets and return them in the layout ``__call__`` expects."""
+    # What target values may be: (low, high) bounds, inclusive, and whether they must be
+    # whole numbers. None: any finite value.
+    target_bounds = None
+    integer_targets = False
+
+    def target_layout(self, y, output_dim):
+        """Check the targets' shape (on any array type: nothing is read) and return them
+        in the layout ``__call__`` expects."""
         raise NotImplementedError
+
+    def target_dtype(self, dtype):
+        """The dtype targets are stored in, for a model of weight dtype ``dtype``."""
+        return dtype
+
+    def check_target_values(self, low, high, fractional, output_dim):
+        """Raise for targets outside what this loss accepts, from their smallest and
+        largest value and whether any is not a whole number (``fractional``: one such
+        value, or None)."""
+        if self.integer_targets and fractional is not None:
+            raise ValueError(f"y: loss {self.name!r} expects integer labels; got "
+                             f"non-integer values such as {fractional}")
+        bounds = self.bounds(output_dim)
+        if bounds is not None and (low < bounds[0] or high > bounds[1]):
+            raise ValueError(self.out_of_bounds(low if low < bounds[0] else high, low, high,
+                                                output_dim))
+
+    def bounds(self, output_dim):
+        return self.target_bounds
+
+    def out_of_bounds(self, value, low, high, output_dim):
+        return f"y: loss {self.name!r} expects targets in [0, 1]; got {value:g}"
 
     def __call__(self, backend, output, target, grad_out=None):
         """``(loss, grad)``: 0-d device loss and d(loss)/d(output)."""
@@ -48,7 +76,6 @@ class Loss:
 
 
 def _as_float_targets(y, output_dim, loss_name):
-    y = numpy.asarray(y)
     if y.ndim == 1 and output_dim == 1:
         y = y.reshape(-1, 1)
     if y.ndim != 2 or y.shape[1] != output_dim:
@@ -61,7 +88,7 @@ def _as_float_targets(y, output_dim, loss_name):
 class MeanSquaredError(Loss):
     name = "mse"
 
-    def prepare_targets(self, y, output_dim):
+    def target_layout(self, y, output_dim):
         return _as_float_targets(y, output_dim, self.name)
 
     def __call__(self, backend, output, target, grad_out=None):
@@ -71,15 +98,10 @@ class MeanSquaredError(Loss):
 class BinaryCrossentropy(Loss):
     name = "binary_crossentropy"
     fused_activation = "sigmoid"
+    target_bounds = (0, 1)
 
-    def prepare_targets(self, y, output_dim):
-        y = _as_float_targets(y, output_dim, self.name)
-        bad = (y < 0) | (y > 1)
-        if bad.any():
-            value = y[bad].flat[0].item()
-            raise ValueError(f"y: loss {self.name!r} expects targets in [0, 1]; "
-                             f"got {value}")
-        return y
+    def target_layout(self, y, output_dim):
+        return _as_float_targets(y, output_dim, self.name)
 
     def __call__(self, backend, output, target, grad_out=None):
         return backend.sigmoid_binary_cross_entropy(output, target, grad_out=grad_out)
@@ -89,18 +111,18 @@ class CategoricalCrossentropy(Loss):
     """Targets are one-hot (or probability) rows of shape (n, classes)."""
     name = "categorical_crossentropy"
     fused_activation = "softmax"
+    target_bounds = (0, 1)
 
-    def prepare_targets(self, y, output_dim):
-        y = numpy.asarray(y)
+    def target_layout(self, y, output_dim):
         if y.ndim != 2 or y.shape[1] != output_dim:
             hint = " (integer labels need 'sparse_categorical_crossentropy')" if y.ndim == 1 else ""
             raise ValueError(f"y: loss {self.name!r} expects one-hot targets of shape "
-                             f"(n, {output_dim}); got shape {y.shape}{hint}")
-        if ((y < 0) | (y > 1)).any():
-            raise ValueError(f"y: loss {self.name!r} expects one-hot or probability rows "
-                             f"with values in [0, 1]; got values in "
-                             f"[{y.min().item()}, {y.max().item()}]")
+                             f"(n, {output_dim}); got shape {tuple(y.shape)}{hint}")
         return y
+
+    def out_of_bounds(self, value, low, high, output_dim):
+        return (f"y: loss {self.name!r} expects one-hot or probability rows with values in "
+                f"[0, 1]; got values in [{low:g}, {high:g}]")
 
     def __call__(self, backend, output, target, grad_out=None):
         return backend.softmax_cross_entropy(output, target, grad_out=grad_out)
@@ -109,27 +131,25 @@ class CategoricalCrossentropy(Loss):
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Targets are integer class ids of shape (n,) in [0, classes)."""
     name = "sparse_categorical_crossentropy"
+    integer_targets = True
 
-    def prepare_targets(self, y, output_dim):
-        y = numpy.asarray(y)
+    def target_layout(self, y, output_dim):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
             raise ValueError(f"y: loss {self.name!r} expects integer labels of shape (n,); "
-                             f"got shape {y.shape}")
-        if y.dtype.kind == "f":
-            if not numpy.array_equal(y, numpy.round(y)):
-                raise ValueError(f"y: loss {self.name!r} expects integer labels; got "
-                                 f"non-integer values such as {y[y != numpy.round(y)][0].item()}")
-        elif y.dtype.kind not in "iub":
-            raise ValueError(f"y: loss {self.name!r} expects integer labels; "
-                             f"got dtype {y.dtype}")
-        labels = y.astype(numpy.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= output_dim):
-            bad = labels[(labels < 0) | (labels >= output_dim)][0]
-            raise ValueError(f"y: labels must be in [0, {output_dim}) for an output layer of "
-                             f"{output_dim} units; got label {bad}")
-        return labels
+                             f"got shape {tuple(y.shape)}")
+        return y
+
+    def target_dtype(self, dtype):
+        return numpy.dtype(numpy.int64)
+
+    def bounds(self, output_dim):
+        return 0, output_dim - 1
+
+    def out_of_bounds(self, value, low, high, output_dim):
+        return (f"y: labels must be in [0, {output_dim}) for an output layer of "
+                f"{output_dim} units; got label {value:g}")
 
 
 LOSSES = {

@@ -254,8 +254,8 @@ class Sequential:
         """Mean loss and metrics over (x, y): ``{"loss": ..., "accuracy": ...}``."""
         self._require_compiled("evaluate")
         batch_size = check_positive_int(batch_size, "batch_size")
-        x, y = data_adapter.features_and_targets(self, x, y)
-        logs = self._trainer.evaluate(*data_adapter.to_device(self, x, y), batch_size)
+        x, y = data_adapter.features_and_targets(self, x, y, what="evaluate")
+        logs = self._trainer.evaluate(x, y, batch_size)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
@@ -264,7 +264,7 @@ class Sequential:
         """Outputs as a NumPy array of shape (n, output_dim), with the output
         activation applied (probabilities for sigmoid/softmax outputs)."""
         batch_size = check_positive_int(batch_size, "batch_size")
-        x_dev = data_adapter.to_device(self, data_adapter.features(self, x))
+        x_dev = data_adapter.features(self, x)
         result = numpy.empty((x_dev.shape[0], self.output_dim), dtype=self.dtype)
         for start in range(0, x_dev.shape[0], batch_size):
             out = self.output(x_dev[start:start + batch_size])
@@ -315,8 +315,8 @@ class Sequential:
         ``training=True`` applies dropout with the mask of the current step.
         """
         self._require_compiled("loss_and_gradients")
-        x, y = data_adapter.features_and_targets(self, x, y)
-        _, loss = self.loss_and_backward(*data_adapter.to_device(self, x, y), training,
+        x, y = data_adapter.features_and_targets(self, x, y, what="loss_and_gradients")
+        _, loss = self.loss_and_backward(x, y, training,
                                          self.optimizer.iterations)
         return self.backend.to_float(loss), [self.backend.to_numpy(g).copy()
                                              for layer in self.layers for g in layer.grads]

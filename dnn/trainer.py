@@ -37,7 +37,7 @@ class Trainer:
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, verbose=1, callbacks=None, initial_epoch=0, terminate_on_nan=True,
             cuda_graph="auto"):
-        """See ``Sequential.fit``; ``x`` and ``y`` are host arrays the model validated."""
+        """See ``Sequential.fit``; ``x`` and ``y`` are checked device arrays."""
         model, be = self.model, self.backend
         epochs = check_nonnegative_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -56,8 +56,6 @@ class Trainer:
                                                   validation_data)
         n = x.shape[0]
         steps = -(-n // batch_size)
-        x_dev, y_dev = data_adapter.to_device(model, x, y)
-        val_dev = None if val is None else data_adapter.to_device(model, *val)
 
         cbs = list(callbacks or [])
         if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in cbs):
@@ -79,10 +77,10 @@ class Trainer:
             with StopOnInterrupt(model):
                 for epoch in range(initial_epoch, epochs):
                     cb.on_epoch_begin(epoch)
-                    logs, complete = self._run_epoch(x_dev, y_dev, batch_size, epoch, shuffle,
+                    logs, complete = self._run_epoch(x, y, batch_size, epoch, shuffle,
                                                      nan_guard, cb, use_graph)
-                    if val_dev is not None:
-                        val_logs = self.evaluate(*val_dev, max(batch_size, 256))
+                    if val is not None:
+                        val_logs = self.evaluate(*val, max(batch_size, 256))
                         logs.update({"val_" + k: v for k, v in val_logs.items()})
                     if complete:  # a partial epoch is not resumable as done
                         model.epochs_done = epoch + 1
