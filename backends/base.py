@@ -21,6 +21,8 @@ Conventions
 """
 from __future__ import annotations
 
+import time
+
 import numpy
 
 from ..kernels import reference
@@ -350,6 +352,16 @@ class Backend:
         calls ``fn``, so code written for captured steps runs, and is tested, on every
         backend; a GPU backend records a CUDA graph instead."""
         return _Rerun(fn)
+
+    def time_device(self, fn, repeats):
+        """Seconds per call of ``fn()`` on the device's clock, over ``repeats`` calls in a
+        row (the host clock here, with nothing queued; CUDA events on a GPU)."""
+        self.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        self.synchronize()
+        return (time.perf_counter() - start) / repeats
 
     def warmup(self):
         """Compile or load the device code (kernels, library handles) before timing.

@@ -367,6 +367,18 @@ class CupyBackend(Backend):
             return _CudaGraph(cupy, graph, side)
 
     # -------------------------------------------------------------------- misc
+    def time_device(self, fn, repeats):
+        cupy = self.xp
+        with self._device:
+            start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+            self.synchronize()
+            start.record()
+            for _ in range(repeats):
+                fn()
+            stop.record()
+            stop.synchronize()
+            return cupy.cuda.get_elapsed_time(start, stop) / 1e3 / repeats
+
     def warmup(self):
         """Compile the kernel module and create the cuBLAS handle before timing."""
         self.kernels.runtime.module()
