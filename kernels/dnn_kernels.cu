@@ -360,6 +360,52 @@ __device__ void mse(const T* p, const T* t, T* grad, T* partials, long long n, T
 // The step count lives on the device: step[0] is the 1-based step of this update
 // (advanced by increment_step before it), so a training step never waits for the
 // host. When skip[0] is non-zero (a non-finite loss was seen), nothing changes.
+//
+// The updates stream over flat buffers: when every buffer is 16-byte aligned (the
+// model's flat buffers are) each thread moves 16 bytes per load and store (a float4 or
+// a double2), W = 16 / sizeof(T) elements; a tail, or unaligned buffers, go one element
+// at a time. Each element's arithmetic is one function, used by both paths.
+template <typename T>
+struct dnn_pack;  // 16 bytes of T, loaded and stored by one instruction
+template <>
+struct dnn_pack<float> {
+    typedef float4 type;
+};
+template <>
+struct dnn_pack<double> {
+    typedef double2 type;
+};
+template <typename T>
+union dnn_packed {
+    typename dnn_pack<T>::type vec;
+    T s[16 / sizeof(T)];
+};
+
+__device__ __forceinline__ bool dnn_aligned16(const void* a, const void* b, const void* c,
+                                              const void* d) {
+    return (((unsigned long long)a | (unsigned long long)b | (unsigned long long)c |
+             (unsigned long long)d) & 15ULL) == 0;
+}
+
+// Visits the elements of [0, n): ``vector(j)`` for the j-th pack of W elements when
+// ``aligned``, then ``scalar(i)`` for what is left (everything when not aligned).
+#define DNN_STREAM(T, n, aligned, vector, scalar)                                        \
+    {                                                                                     \
+        const long long W_ = 16 / sizeof(T);                                              \
+        const long long packs_ = (aligned) ? (n) / W_ : 0;                                \
+        DNN_LOOP(j_, packs_) { vector(j_); }                                              \
+        DNN_LOOP(i_, (n) - packs_ * W_) { scalar(packs_ * W_ + i_); }                     \
+    }
+
+template <typename T>
+__device__ __forceinline__ void adam_element(T& p, T g, T& m, T& v, T alpha, T beta_1,
+                                             T beta_2, T eps, T l2, T decay) {
+    T gi = g + l2 * p;
+    m = m + (T(1) - beta_1) * (gi - m);
+    v = v + (T(1) - beta_2) * (gi * gi - v);
+    p = p * decay - alpha * m / (dnn_sqrt(v) + eps);
+}
+
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void adam(T* p, const T* g, T* m, T* v, const long long* step, const int* skip,
@@ -368,14 +414,36 @@ __device__ void adam(T* p, const T* g, T* m, T* v, const long long* step, const 
     double t = (double)step[0];
     T alpha = (T)((double)lr * sqrt(1.0 - pow((double)beta_2, t))
                   / (1.0 - pow((double)beta_1, t)));
-    DNN_LOOP(i, n) {
-        T gi = g[i] + l2 * p[i];
-        T mi = m[i] + (T(1) - beta_1) * (gi - m[i]);
-        T vi = v[i] + (T(1) - beta_2) * (gi * gi - v[i]);
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - alpha * mi / (dnn_sqrt(vi) + eps);
+    typedef typename dnn_pack<T>::type V;
+    auto vector = [&](long long j) {
+        dnn_packed<T> pp, gp, mp, vp;
+        pp.vec = ((const V*)p)[j];
+        gp.vec = ((const V*)g)[j];
+        mp.vec = ((const V*)m)[j];
+        vp.vec = ((const V*)v)[j];
+        for (int k = 0; k < (int)(16 / sizeof(T)); ++k) {
+            adam_element(pp.s[k], gp.s[k], mp.s[k], vp.s[k], alpha, beta_1, beta_2, eps, l2,
+                         decay);
+        }
+        ((V*)p)[j] = pp.vec;
+        ((V*)m)[j] = mp.vec;
+        ((V*)v)[j] = vp.vec;
+    };
+    auto scalar = [&](long long i) {
+        adam_element(p[i], g[i], m[i], v[i], alpha, beta_1, beta_2, eps, l2, decay);
+    };
+    DNN_STREAM(T, n, dnn_aligned16(p, g, m, v), vector, scalar)
+}
+
+template <typename T>
+__device__ __forceinline__ void sgd_element(T& p, T g, T& vel, T lr, T momentum, int nesterov,
+                                            T wd) {
+    T gi = g + wd * p;
+    if (momentum != T(0)) {
+        vel = momentum * vel + gi;
+        gi = nesterov ? gi + momentum * vel : vel;
     }
+    p -= lr * gi;
 }
 
 // vel is read only with momentum != 0 and may be null otherwise.
@@ -384,14 +452,37 @@ template <typename T>
 __device__ void sgd(T* p, const T* g, T* vel, const int* skip, long long n, T lr,
                     T momentum, int nesterov, T wd) {
     if (skip && skip[0]) return;
-    DNN_LOOP(i, n) {
-        T gi = g[i] + wd * p[i];
-        if (momentum != T(0)) {
-            T vi = momentum * vel[i] + gi;
-            vel[i] = vi;
-            gi = nesterov ? gi + momentum * vi : vi;
+    typedef typename dnn_pack<T>::type V;
+    const bool moving = momentum != T(0);
+    auto vector = [&](long long j) {
+        dnn_packed<T> pp, gp, vp;
+        pp.vec = ((const V*)p)[j];
+        gp.vec = ((const V*)g)[j];
+        if (moving) vp.vec = ((const V*)vel)[j];
+        for (int k = 0; k < (int)(16 / sizeof(T)); ++k) {
+            sgd_element(pp.s[k], gp.s[k], vp.s[k], lr, momentum, nesterov, wd);
         }
-        p[i] -= lr * gi;
+        ((V*)p)[j] = pp.vec;
+        if (moving) ((V*)vel)[j] = vp.vec;
+    };
+    auto scalar = [&](long long i) {
+        T unused = T(0);
+        sgd_element(p[i], g[i], moving ? vel[i] : unused, lr, momentum, nesterov, wd);
+    };
+    DNN_STREAM(T, n, dnn_aligned16(p, g, vel, p), vector, scalar)
+}
+
+template <typename T>
+__device__ __forceinline__ void rmsprop_element(T& p, T g, T& sq, T& vel, T lr, T rho, T eps,
+                                                T momentum, T wd) {
+    T gi = g + wd * p;
+    sq = rho * sq + (T(1) - rho) * gi * gi;
+    T s = gi / (dnn_sqrt(sq) + eps);
+    if (momentum != T(0)) {
+        vel = momentum * vel + lr * s;
+        p -= vel;
+    } else {
+        p -= lr * s;
     }
 }
 
@@ -401,19 +492,27 @@ template <typename T>
 __device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long long n,
                         T lr, T rho, T eps, T momentum, T wd) {
     if (skip && skip[0]) return;
-    DNN_LOOP(i, n) {
-        T gi = g[i] + wd * p[i];
-        T si = rho * sq[i] + (T(1) - rho) * gi * gi;
-        sq[i] = si;
-        T s = gi / (dnn_sqrt(si) + eps);
-        if (momentum != T(0)) {
-            T vi = momentum * vel[i] + lr * s;
-            vel[i] = vi;
-            p[i] -= vi;
-        } else {
-            p[i] -= lr * s;
+    typedef typename dnn_pack<T>::type V;
+    const bool moving = momentum != T(0);
+    auto vector = [&](long long j) {
+        dnn_packed<T> pp, gp, sp, vp;
+        pp.vec = ((const V*)p)[j];
+        gp.vec = ((const V*)g)[j];
+        sp.vec = ((const V*)sq)[j];
+        if (moving) vp.vec = ((const V*)vel)[j];
+        for (int k = 0; k < (int)(16 / sizeof(T)); ++k) {
+            rmsprop_element(pp.s[k], gp.s[k], sp.s[k], vp.s[k], lr, rho, eps, momentum, wd);
         }
-    }
+        ((V*)p)[j] = pp.vec;
+        ((V*)sq)[j] = sp.vec;
+        if (moving) ((V*)vel)[j] = vp.vec;
+    };
+    auto scalar = [&](long long i) {
+        T unused = T(0);
+        rmsprop_element(p[i], g[i], sq[i], moving ? vel[i] : unused, lr, rho, eps, momentum,
+                        wd);
+    };
+    DNN_STREAM(T, n, dnn_aligned16(p, g, sq, vel), vector, scalar)
 }
 
 // ----------------------------------------------------------------------- dropout

@@ -47,3 +47,11 @@ static inline unsigned int __float_as_uint(float f) {
     std::memcpy(&u, &f, sizeof u);
     return u;
 }
+
+// CUDA's 16-byte vector types, for the packed loads of the optimizer updates.
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(16) double2 {
+    double x, y;
+};

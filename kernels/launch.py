@@ -19,12 +19,14 @@ from .reference import ACTIVATIONS_NEEDING_INPUT
 # GRID      ``work`` elements, one per thread of a grid-stride loop: ceil(work / THREADS)
 #           blocks, at most MAX_BLOCKS;
 # REDUCE    the same, at most REDUCE_BLOCKS: each block writes one partial sum;
+# STREAM    the same cap, for the optimizer updates: each thread streams a few 16-byte
+#           packs and computes the step's scalars once, and 1024 blocks fill a GPU;
 # ROWS      ``work`` rows, a group of ``group`` threads per row, THREADS // group rows
 #           per block, at most MAX_BLOCKS (ROWS_REDUCE: at most REDUCE_BLOCKS);
 # BLOCK     one block (the second launch of a reduction);
 # THREAD    one thread (scalar bookkeeping in device memory).
-GRID, REDUCE, ROWS, ROWS_REDUCE, BLOCK, THREAD = ("grid", "reduce", "rows", "rows_reduce",
-                                                  "block", "thread")
+GRID, REDUCE, STREAM, ROWS, ROWS_REDUCE, BLOCK, THREAD = (
+    "grid", "reduce", "stream", "rows", "rows_reduce", "block", "thread")
 
 
 def launch_config(shape, work, group=1):
@@ -34,7 +36,7 @@ def launch_config(shape, work, group=1):
     if shape == BLOCK:
         return 1, THREADS
     per_block = THREADS // group if shape in (ROWS, ROWS_REDUCE) else THREADS
-    cap = REDUCE_BLOCKS if shape in (REDUCE, ROWS_REDUCE) else MAX_BLOCKS
+    cap = REDUCE_BLOCKS if shape in (REDUCE, STREAM, ROWS_REDUCE) else MAX_BLOCKS
     return max(1, min(cap, -(-int(work) // per_block))), THREADS
 
 
@@ -145,16 +147,16 @@ class FusedKernels:
         """One Adam/AdamW update at the 1-based step held in ``step``."""
         l2 = weight_decay if not decoupled else 0.0
         decay = 1.0 - lr * weight_decay if decoupled else 1.0
-        self._launch("adam", p.dtype.name, GRID, p.size,
+        self._launch("adam", p.dtype.name, STREAM, p.size,
                      (p, g, m, v, step, skip, p.size, lr, beta_1, beta_2, epsilon, l2, decay))
 
     def sgd(self, p, g, velocity, skip, lr, momentum, nesterov, weight_decay):
-        self._launch("sgd", p.dtype.name, GRID, p.size,
+        self._launch("sgd", p.dtype.name, STREAM, p.size,
                      (p, g, velocity, skip, p.size, lr, momentum, int(bool(nesterov)),
                       weight_decay))
 
     def rmsprop(self, p, g, sq_avg, velocity, skip, lr, rho, epsilon, momentum, weight_decay):
-        self._launch("rmsprop", p.dtype.name, GRID, p.size,
+        self._launch("rmsprop", p.dtype.name, STREAM, p.size,
                      (p, g, sq_avg, velocity, skip, p.size, lr, rho, epsilon, momentum,
                       weight_decay))
 

@@ -99,7 +99,7 @@ def test_planted_error_fails_the_check_with_its_line():
     from dnn.kernels.nvrtc_check import KernelCompileError, check
 
     source = catalogue.read_source()
-    marker = "        T gi = g[i] + l2 * p[i];\n"
+    marker = "    T gi = g + l2 * p;\n"
     assert marker in source
     planted = source.replace(marker, marker + "        undeclared_thing += 1;\n", 1)
     line = planted[:planted.index("undeclared_thing")].count("\n") + 1
@@ -232,6 +232,41 @@ def test_adam_kernel_reads_its_step_from_memory(k, dtype, wd, decoupled):
     k.adam(p, g, m, v, step, skip, 1e-3, 0.9, 0.999, 1e-7, wd, decoupled)
     assert step[0] == 3
     numpy.testing.assert_array_equal(p, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0, 1])
+def test_optimizer_kernels_stream_aligned_and_unaligned_buffers(k, dtype, offset):
+    """16-byte packs where every buffer is aligned (offset 0), one element at a time
+    otherwise; the same arithmetic either way."""
+    n = 1003
+    bufs = [numpy.zeros(n + 8, dtype)[offset:offset + n] for _ in range(4)]
+    p, g, m, v = bufs
+    p[:], g[:] = _flat(dtype, n, seed=3)
+    step = numpy.ones(1, numpy.int64)
+    want = reference.adam(wide(p), wide(g), 0.0, 0.0, 1, 1e-3, 0.9, 0.999, 1e-7)
+    k.adam(p, g, m, v, step, None, 1e-3, 0.9, 0.999, 1e-7, 0.0, False)
+    tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
+    for got, expected in zip((p, m, v), want):
+        numpy.testing.assert_allclose(got, expected, **tol)
+
+
+@needs_nvrtc
+def test_optimizer_updates_load_and_store_16_bytes_at_a_time():
+    from cupy.cuda import nvrtc
+
+    prog = nvrtc.createProgram(catalogue.compile_unit(), "dnn_kernels.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, ["--gpu-architecture=compute_90", *catalogue.NVRTC_OPTIONS])
+        ptx = nvrtc.getPTX(prog).decode()
+    finally:
+        nvrtc.destroyProgram(prog)
+    for kernel, suffix in [(k, s) for k in ("adam", "sgd", "rmsprop")
+                           for s in ("f32", "f64")]:
+        body = ptx.split(f".entry dnn_{kernel}_{suffix}(")[1].split(".entry")[0]
+        vector = "v4.f32" if suffix == "f32" else "v2.f64"
+        assert f"ld.global.{vector}" in body and f"st.global.{vector}" in body, kernel
+        assert ".local" not in body, f"{kernel}_{suffix} spills to local memory"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
