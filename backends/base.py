@@ -103,6 +103,18 @@ class Backend:
         """Gather ``x[indices]`` along axis 0 into ``out``."""
         return self.xp.take(x, indices, axis=0, out=out)
 
+    def gather_rows(self, x, order, cursor, out):
+        """``out = x[order[cursor[0] : cursor[0] + len(out)]]``: a batch gathered at a
+        position held in device memory (int64 (1,) ``cursor``), so that a captured step
+        needs nothing from the host."""
+        start = int(self.to_numpy(cursor)[0])
+        return self.xp.take(x, order[start:start + out.shape[0]], axis=0, out=out)
+
+    def advance(self, counter, amount):
+        """``counter[0] += amount`` on the device (int64 (1,))."""
+        counter += amount
+        return counter
+
     def is_native(self, x):
         """Whether ``x`` is an array this backend computes on directly."""
         return isinstance(x, self.xp.ndarray)
@@ -225,20 +237,22 @@ class Backend:
         return loss, self._assign(grad_out, self._same_dtype(grad, pred))
 
     # --------------------------------------------------------------------- metrics
-    def count_argmax_matches(self, scores, labels):
-        """Rows whose argmax equals ``labels`` (int ids, or the argmax of one-hot rows)."""
-        xp = self.xp
-        pred = xp.argmax(scores, axis=1)
-        if labels.ndim == 2:
-            labels = xp.argmax(labels, axis=1)
-        return xp.sum(pred == labels)
+    def add_argmax_matches(self, scores, labels, total):
+        """``total[0] +=`` the rows whose argmax equals ``labels`` (int ids, or the argmax
+        of one-hot rows); ``total`` is a (1,) device buffer, so nothing is read back."""
+        total += reference.argmax_matches(scores, labels, self.xp)
+        return total
 
-    def count_threshold_matches(self, scores, targets, threshold):
-        """Elements where ``scores > threshold`` agrees with ``targets > 0.5``."""
-        return self.xp.sum((scores > threshold) == (targets > 0.5))
+    def add_threshold_matches(self, scores, targets, threshold, total):
+        """``total[0] +=`` the elements where ``scores > threshold`` agrees with
+        ``targets > 0.5``."""
+        total += reference.threshold_matches(scores, targets, threshold, self.xp)
+        return total
 
-    def sum_abs_error(self, pred, target):
-        return self.xp.sum(self.xp.abs(pred - target))
+    def add_abs_error(self, pred, target, total, activation="linear"):
+        """``total[0] +=`` the sum of |activation(pred) - target|."""
+        total += reference.abs_error(pred, target, activation, self.xp).astype(total.dtype)
+        return total
 
     def accumulate(self, acc, value, weight):
         """``acc += value * weight`` in place (acc: (1,) array, value: 0-d), no sync."""

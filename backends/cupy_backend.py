@@ -11,7 +11,7 @@ import os
 
 import numpy
 
-from ..kernels.catalogue import DTYPE_SUFFIX, REDUCE_BLOCKS
+from ..kernels.catalogue import FLOAT_DTYPES, REDUCE_BLOCKS
 from ..kernels.cuda import CudaRuntime
 from ..kernels.launch import FusedKernels, KernelUnavailable
 from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, Backend,
@@ -200,7 +200,7 @@ class CupyBackend(Backend):
         """Whether the arrays can go to a fused kernel: C-contiguous, of a storage type
         kernels are built for (each kernel lists its own; an unbuilt one raises
         KernelUnavailable and the caller falls back)."""
-        return all(a.flags.c_contiguous and a.dtype.name in DTYPE_SUFFIX
+        return all(a.flags.c_contiguous and a.dtype.name in FLOAT_DTYPES
                    for a in arrays if a is not None)
 
     def _generic(self, op, *arrays):
@@ -251,8 +251,12 @@ class CupyBackend(Backend):
         """The reduction's partial sums and a 0-d loss for ``tag``, kept alive (a captured
         graph points at them). The loss is overwritten by the next call with this tag:
         use it before the next step."""
-        partials = self._buffer("partials", (REDUCE_BLOCKS,), dtype)
-        return partials, self._buffer(tag, (), dtype)
+        return self._partials(dtype), self._buffer(tag, (), dtype)
+
+    def _partials(self, dtype):
+        """The one buffer of per-block partial sums that every reduction writes then adds
+        (launches on one stream run in order, so they can share it)."""
+        return self._buffer("partials", (REDUCE_BLOCKS,), dtype)
 
     def accumulate(self, acc, value, weight):
         self.kernels.accumulate(acc, value, weight)
@@ -272,6 +276,53 @@ class CupyBackend(Backend):
                 pass
         self._generic("softmax_cross_entropy", logits)
         return super().softmax_cross_entropy(logits, labels, grad_out=grad_out)
+
+    # ------------------------------------------------------------- batch gather
+    def gather_rows(self, x, order, cursor, out):
+        if x.dtype == out.dtype and x.flags.c_contiguous and out.flags.c_contiguous:
+            try:
+                return self.kernels.gather_rows(x, order, cursor, out)
+            except KernelUnavailable:
+                pass
+        self._generic("gather_rows", x)
+        return super().gather_rows(x, order, cursor, out)
+
+    def advance(self, counter, amount):
+        self.kernels.advance(counter, amount)
+        return counter
+
+    # ------------------------------------------------------------------ metrics
+    def add_argmax_matches(self, scores, labels, total):
+        labels_ok = labels.flags.c_contiguous and (
+            labels.dtype == numpy.int64 if labels.ndim == 1 else labels.dtype == scores.dtype)
+        if scores.ndim == 2 and labels_ok and self._fusable(scores, total):
+            try:
+                return self.kernels.add_argmax_matches(scores, labels,
+                                                       self._partials(total.dtype), total)
+            except KernelUnavailable:
+                pass
+        self._generic("add_argmax_matches", scores, labels)
+        return super().add_argmax_matches(scores, labels, total)
+
+    def add_threshold_matches(self, scores, targets, threshold, total):
+        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
+            try:
+                return self.kernels.add_threshold_matches(scores, targets, threshold,
+                                                          self._partials(total.dtype), total)
+            except KernelUnavailable:
+                pass
+        self._generic("add_threshold_matches", scores, targets)
+        return super().add_threshold_matches(scores, targets, threshold, total)
+
+    def add_abs_error(self, pred, target, total, activation="linear"):
+        if target.dtype == pred.dtype and self._fusable(pred, target, total):
+            try:
+                return self.kernels.add_abs_error(activation, pred, target,
+                                                  self._partials(total.dtype), total)
+            except KernelUnavailable:
+                pass
+        self._generic("add_abs_error", pred, target)
+        return super().add_abs_error(pred, target, total, activation)
 
     def cast(self, x, out):
         """float32 <-> bfloat16 by kernel (round to nearest even); other pairs by CuPy."""

@@ -46,10 +46,12 @@ class BufferCache:
         """What ``owner`` holds at this batch size, or None; creates nothing."""
         return self._entries.get(rows, {}).get(owner)
 
-    def discard(self, owner):
-        """Forget ``owner``'s buffers at every batch size."""
+    def discard(self, which):
+        """Forget, at every batch size, the buffers of the owners ``which(owner)`` is
+        true for."""
         for entry in self._entries.values():
-            entry.pop(owner, None)
+            for owner in [o for o in entry if which(o)]:
+                del entry[owner]
 
     def clear(self):
         self._entries.clear()

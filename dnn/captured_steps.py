@@ -5,6 +5,10 @@ workspace it touches, so the capture that follows allocates nothing. From then o
 step is replayed. The captured graph lives in the model's buffer cache beside the
 buffers it points into, so the two are created and dropped together. The learning rate
 is a kernel argument inside the graph: a change of rate captures again.
+
+A body of several steps (``steps_per_execution``) also reads arrays that are not the
+model's own, the data set of one fit call: they are the capture's "pins", a replay
+needs the same ones, and ``release_pins`` drops such graphs when the call ends.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ class _Entry:
     def __init__(self):
         self.graph = None
         self.learning_rate = None
-        self.output = [None]  # the step's output buffer (set when the step body runs)
+        self.pins = ()  # arrays outside the model's buffers that the graph reads
+        self.output = [None]  # the body's result (set when the body runs)
         self.eager = False  # capture failed under "auto": this batch size runs eagerly
 
 
@@ -32,18 +37,20 @@ class CapturedSteps:
         self.model = model
         self.fallback = True
 
-    def run(self, rows, step):
-        """Run ``step()`` (which returns the step's output buffer) for a batch of
-        ``rows``, eagerly the first time and replayed after that."""
-        cache = self.model.buffers
-        entry = cache.peek(rows, _OWNER)
-        if entry is None:  # first step at this size: create every buffer, eagerly
-            cache.get(rows, _OWNER, lambda _: _Entry())
+    def run(self, rows, step, steps=1, pins=()):
+        """Run ``step()``, a body of ``steps`` training steps on batches of ``rows``,
+        eagerly the first time and replayed after that; returns what the body returned
+        when it last ran. ``pins``: the arrays outside the model's buffers that the body
+        reads; a new set captures again."""
+        cache, owner = self.model.buffers, (_OWNER, steps)
+        entry = cache.peek(rows, owner)
+        if entry is None:  # the first time: create every buffer, eagerly
+            cache.get(rows, owner, lambda _: _Entry())
             return step()
         if entry.eager:
             return step()
         lr = self.model.optimizer.learning_rate
-        if entry.graph is None or entry.learning_rate != lr:
+        if entry.graph is None or entry.learning_rate != lr or not _same(entry.pins, pins):
             output = entry.output
 
             def body():
@@ -58,9 +65,19 @@ class CapturedSteps:
                               f"captured as a CUDA graph: {exc}", RuntimeWarning, stacklevel=4)
                 entry.graph, entry.eager = None, True
                 return step()
-            entry.learning_rate = lr
+            entry.learning_rate, entry.pins = lr, tuple(pins)
         entry.graph.replay()
         return entry.output[0]
 
+    def release_pins(self):
+        """Drop the graphs that read arrays outside the model's buffers."""
+        self.model.buffers.discard(lambda owner: isinstance(owner, tuple) and
+                                   owner[0] == _OWNER and owner[1] > 1)
+
     def clear(self):
-        self.model.buffers.discard(_OWNER)
+        self.model.buffers.discard(lambda owner: isinstance(owner, tuple) and
+                                   owner[0] == _OWNER)
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))

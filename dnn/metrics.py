@@ -1,7 +1,8 @@
 """Metrics accumulated on the device over an epoch and read back once.
 
-``update`` returns a 0-d device array holding this batch's sum; the epoch value is
-the total divided by ``denominator``.
+``update`` adds this batch's count or sum into a (1,) device buffer, with no host
+synchronisation (so it runs inside a captured step); the epoch value is the total
+divided by ``denominator``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ class Metric:
         training output holds logits."""
         self.loss, self.output_activation, self.logits = loss, output_activation, logits
 
-    def update(self, backend, output, target):
+    def update(self, backend, output, target, total):
+        """Add this batch's count or sum to ``total`` ((1,) on the device)."""
         raise NotImplementedError
 
     def denominator(self, n, output_dim):
@@ -39,10 +41,10 @@ class Accuracy(Metric):
                              f"(binary_crossentropy, categorical_crossentropy or "
                              f"sparse_categorical_crossentropy); got loss {loss.name!r}")
 
-    def update(self, backend, output, target):
+    def update(self, backend, output, target, total):
         if self.kind == "argmax":
-            return backend.count_argmax_matches(output, target)
-        return backend.count_threshold_matches(output, target, self.threshold)
+            return backend.add_argmax_matches(output, target, total)
+        return backend.add_threshold_matches(output, target, self.threshold, total)
 
     def denominator(self, n, output_dim):
         return n if self.kind == "argmax" else n * output_dim
@@ -57,10 +59,9 @@ class MeanAbsoluteError(Metric):
             raise ValueError("metrics: 'mae' expects targets shaped like the output; got "
                              "loss 'sparse_categorical_crossentropy' (integer labels)")
 
-    def update(self, backend, output, target):
-        if self.logits:
-            output = backend.activation(self.output_activation, output)
-        return backend.sum_abs_error(output, target)
+    def update(self, backend, output, target, total):
+        activation = self.output_activation if self.logits else "linear"
+        return backend.add_abs_error(output, target, total, activation)
 
 
 METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mae": MeanAbsoluteError,

@@ -45,6 +45,7 @@ class Sequential:
         self.loss = None
         self.optimizer = None
         self.metrics = []
+        self.steps_per_execution = 1
         self.stop_training = False
         self.history = None
         self.epochs_done = 0  # epochs completed over all fit calls (for resume)
@@ -132,8 +133,14 @@ class Sequential:
         return self
 
     # -------------------------------------------------------------------- compile
-    def compile(self, loss, optimizer="rmsprop", metrics=None):
-        """Choose the loss, optimizer and metrics, by name or object."""
+    def compile(self, loss, optimizer="rmsprop", metrics=None, steps_per_execution=1):
+        """Choose the loss, optimizer and metrics, by name or object.
+
+        ``steps_per_execution``: training steps per captured-graph launch (as Keras):
+        with K > 1 and a captured step (a GPU, or ``fit(cuda_graph=True)``), K steps
+        replay as one graph that gathers its own batches on the device."""
+        self.steps_per_execution = check_positive_int(steps_per_execution,
+                                                      "steps_per_execution")
         self.loss = losses_mod.get(loss)
         self.optimizer = optimizers_mod.get(optimizer)
         if metrics is None:
@@ -220,16 +227,17 @@ class Sequential:
         if self.mixed:
             self.backend.cast(self.flat_params, out=self._compute_params)
 
-    def metric_sums(self, out, yb):
-        """This batch's 0-d device sums, one per metric."""
-        return [m.update(self.backend, out, yb) for m in self.metrics]
+    def update_metrics(self, out, yb, totals):
+        """Add this batch to each metric's device total: ``totals[i]`` is a (1,) view."""
+        for metric, total in zip(self.metrics, totals):
+            metric.update(self.backend, out, yb, total)
 
-    def logs(self, loss_total, metric_totals, n):
-        """``{"loss": mean, metric: value}`` from totals over ``n`` samples."""
-        logs = {"loss": loss_total / n}
-        for metric, total in zip(self.metrics, metric_totals):
-            logs[metric.name] = self.backend.to_float(total) / metric.denominator(
-                n, self.output_dim)
+    def logs(self, sums, n):
+        """``{"loss": mean, metric: value}`` from host totals over ``n`` samples:
+        ``sums[0]`` the loss times rows, then one total per metric."""
+        logs = {"loss": sums[0] / n}
+        for metric, total in zip(self.metrics, sums[1:]):
+            logs[metric.name] = total / metric.denominator(n, self.output_dim)
         return logs
 
     # ---------------------------------------------------------- fit/evaluate/predict
@@ -332,7 +340,8 @@ class Sequential:
         self._require_built("save")
         compiled = None if self.loss is None else {
             "loss": self.loss.get_config(), "optimizer": self.optimizer.get_config(),
-            "metrics": [m.name for m in self.metrics]}
+            "metrics": [m.name for m in self.metrics],
+            "steps_per_execution": self.steps_per_execution}
         model_file.write(path, self.get_config(), self.get_weights(), compiled,
                          None if compiled is None else self.optimizer.get_state(),
                          self.epochs_done, self.train_steps, self.metadata)

@@ -24,7 +24,8 @@ def load_model(path):
         compiled = header.get("compile")
         if compiled:
             model.compile(loss=compiled["loss"], optimizer=compiled["optimizer"],
-                          metrics=compiled["metrics"])
+                          metrics=compiled["metrics"],
+                          steps_per_execution=compiled.get("steps_per_execution", 1))
             prefix = "optimizer_"
             model.optimizer.set_state({k[len(prefix):]: v for k, v in arrays.items()
                                        if k.startswith(prefix)})

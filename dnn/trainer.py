@@ -30,7 +30,10 @@ class Trainer:
         self.backend = model.backend
         self.nan_guard = NanGuard(model)
         self.captured = CapturedSteps(model)
-        self._loss_sum = None  # (1,) device buffer: the epoch's running sum of loss * rows
+        self._train_totals = _Totals(self.backend, model.metrics, model.dtype)
+        self._eval_totals = _Totals(self.backend, model.metrics, model.dtype)
+        self._order = None  # int64 (n,) device buffer: this epoch's sample order
+        self._cursor = self.backend.zeros((1,), "int64")  # the next row of the order
         self._position = [0, 0, 0]  # (epoch, step, steps) of the step running now
 
     # ------------------------------------------------------------------------ fit
@@ -88,6 +91,7 @@ class Trainer:
                     if model.stop_training:
                         break
         finally:
+            self.captured.release_pins()  # multi-step graphs hold this call's data
             cb.on_train_end()
         return model.history
 
@@ -96,69 +100,98 @@ class Trainer:
         return names + ["val_" + k for k in names] if with_val else names
 
     def _run_epoch(self, x_dev, y_dev, batch_size, epoch, shuffle, nan_guard, cb, use_graph):
-        """One epoch. Reads the device only where it must: the loss once at the end, plus
-        at progress points when a callback wants per-batch logs (and the NaN guard's
-        flag at those same points). With ``use_graph``, full batches replay a captured
-        step; the last partial batch runs eagerly. Returns ``(logs, complete)``."""
+        """One epoch. Reads the device only where it must: the loss and metric totals once
+        at the end, plus the loss at progress points when a callback wants per-batch logs
+        (and the NaN guard's flag at those same points).
+
+        With ``use_graph``, full batches replay a captured step; with
+        ``steps_per_execution`` K > 1 too, K steps replay as one graph that gathers its
+        own batches from the epoch's order in device memory, so the host does nothing per
+        step. The steps left over, and the last partial batch, run one at a time (the
+        partial one eagerly). Returns ``(logs, complete)``."""
         model, be = self.model, self.backend
         n = x_dev.shape[0]
-        steps = -(-n // batch_size)
-        order = None
-        if shuffle:
-            order = be.asarray(numpy.random.default_rng([model.seed, epoch]).permutation(n))
-        metric_sums = [0.0] * len(model.metrics)
+        steps, full = -(-n // batch_size), n // batch_size
+        order = self._epoch_order(n, epoch, shuffle)
         guard = self.nan_guard if nan_guard else None
         flags = guard.begin_epoch() if guard else None
         host_check = guard is not None and guard.on_host
-        loss_sum = self._zeroed_loss_sum()
+        totals = self._train_totals
+        be.fill(totals.buffer, 0)
         every = 1 if be.cheap_host_reads else max(1, steps // 20)
-        seen = n
-        for step in range(steps):
-            start, stop = step * batch_size, min(n, (step + 1) * batch_size)
-            xb, yb = self._gather(x_dev, y_dev, order, start, stop)
+        k = model.steps_per_execution if use_graph else 1
+        chunks = full // k if k > 1 else 0
+        step, seen = 0, n
+        if chunks:
+            be.fill(self._cursor, 0)
+            xb, yb = self._batch_buffers(x_dev, y_dev, batch_size)
+            body = functools.partial(self._train_steps, k, x_dev, y_dev, order, xb, yb, flags,
+                                     totals, host_check)
+        while step < steps:
             self._position[:] = epoch, step, steps
-            # Bound now: a replayed step keeps the buffers it was captured with.
-            train_step = functools.partial(self._train_step, xb, yb, flags, loss_sum,
-                                           host_check)
-            if use_graph and stop - start == batch_size:
-                out = self.captured.run(batch_size, train_step)
+            if step < chunks * k:
+                self.captured.run(batch_size, body, steps=k, pins=(x_dev, y_dev))
+                done = k
             else:
-                out = train_step()
-            metric_sums = [a + b for a, b in zip(metric_sums, model.metric_sums(out, yb))]
-            model.train_steps += 1
-            if cb.wants_batch_logs and (step % every == every - 1 or step == steps - 1):
+                start, stop = step * batch_size, min(n, (step + 1) * batch_size)
+                xb, yb = self._batch_buffers(x_dev, y_dev, stop - start)
+                be.take_rows(x_dev, order[start:stop], out=xb)
+                be.take_rows(y_dev, order[start:stop], out=yb)
+                # Bound now: a replayed step keeps the buffers it was captured with.
+                one = functools.partial(self._train_step, xb, yb, flags, totals, host_check)
+                if use_graph and stop - start == batch_size:
+                    self.captured.run(batch_size, one)
+                else:
+                    one()
+                done = 1
+            step += done
+            model.train_steps += done
+            stop = min(n, step * batch_size)
+            if cb.wants_batch_logs and _crossed(step, done, every, steps):
                 if flags is not None:
                     guard.check_flags(epoch, steps)
-                cb.on_train_batch_end(step, {"loss": be.to_float(loss_sum[0]) / stop,
-                                             "seen": stop})
+                cb.on_train_batch_end(step - 1, {"loss": be.to_float(totals.loss[0]) / stop,
+                                                 "seen": stop})
             if model.stop_training:
                 seen = stop
                 break
         if flags is not None:
             guard.check_flags(epoch, steps)
-        return model.logs(be.to_float(loss_sum[0]), metric_sums, seen), seen == n
+        return model.logs(totals.read(), seen), seen == n
 
-    def _gather(self, x_dev, y_dev, order, start, stop):
-        """The batch ``[start, stop)`` of the epoch's order, copied into the fixed batch
-        buffers of this size (a captured step reads them)."""
-        be, rows = self.backend, stop - start
+    def _epoch_order(self, n, epoch, shuffle):
+        """The epoch's sample order, in a device buffer that lives as long as the trainer
+        (a captured multi-step graph reads it)."""
+        order = numpy.random.default_rng([self.model.seed, epoch]).permutation(n) \
+            if shuffle else numpy.arange(n)
+        if self._order is None or self._order.shape[0] != n:
+            self._order = self.backend.empty((n,), "int64")
+            self.captured.release_pins()
+        self.backend.copy(self.backend.asarray(order), out=self._order)
+        return self._order
+
+    def _batch_buffers(self, x_dev, y_dev, rows):
+        """The fixed batch buffers of ``rows`` rows (a captured step reads them)."""
+        be = self.backend
         key = ("batch", x_dev.shape[1:], x_dev.dtype, y_dev.shape[1:], y_dev.dtype)
-        xb, yb = self.model.buffers.get(rows, key, lambda r: (
+        return self.model.buffers.get(rows, key, lambda r: (
             be.empty((r,) + tuple(x_dev.shape[1:]), x_dev.dtype),
             be.empty((r,) + tuple(y_dev.shape[1:]), y_dev.dtype)))
-        if order is None:
-            be.copy(x_dev[start:stop], out=xb)
-            be.copy(y_dev[start:stop], out=yb)
-        else:
-            idx = order[start:stop]
-            be.take_rows(x_dev, idx, out=xb)
-            be.take_rows(y_dev, idx, out=yb)
-        return xb, yb
 
-    def _train_step(self, xb, yb, flags, loss_sum, host_check):
-        """Forward, loss, backward, update, and ``loss_sum += loss * rows``, all on the
-        device. ``host_check`` asks for the host-side non-finite check before the
-        update; ``flags`` for the device-side one. Returns the output."""
+    def _train_steps(self, k, x_dev, y_dev, order, xb, yb, flags, totals, host_check):
+        """``k`` training steps, each gathering its batch at the cursor in device memory."""
+        be = self.backend
+        for _ in range(k):
+            be.gather_rows(x_dev, order, self._cursor, out=xb)
+            be.gather_rows(y_dev, order, self._cursor, out=yb)
+            be.advance(self._cursor, xb.shape[0])
+            self._train_step(xb, yb, flags, totals, host_check)
+            self._position[1] += 1  # for the host check's message (a re-run, not a graph)
+
+    def _train_step(self, xb, yb, flags, totals, host_check):
+        """Forward, loss, backward, update, and the batch's loss and metrics added to the
+        device totals, all on the device. ``host_check`` asks for the host-side
+        non-finite check before the update; ``flags`` for the device-side one."""
         model, be, optimizer = self.model, self.backend, self.model.optimizer
         out, loss = model.loss_and_backward(xb, yb, training=True, step=optimizer.iterations)
         if host_check:
@@ -166,25 +199,40 @@ class Trainer:
         skip = self.nan_guard.guard(loss, flags) if flags is not None else None
         optimizer.apply_gradients(model.flat_params, model.flat_grads, skip=skip)
         model.refresh_compute_weights()
-        be.accumulate(loss_sum, loss, xb.shape[0])
-        return out
-
-    def _zeroed_loss_sum(self):
-        if self._loss_sum is None:
-            self._loss_sum = self.backend.zeros((1,), self.model.dtype)
-        self.backend.fill(self._loss_sum, 0)
-        return self._loss_sum
+        be.accumulate(totals.loss, loss, xb.shape[0])
+        model.update_metrics(out, yb, totals.metrics)
 
     # ------------------------------------------------------------------- evaluate
     def evaluate(self, x_dev, y_dev, batch_size):
-        """Mean loss and metrics over device arrays, in batches of ``batch_size``."""
-        model = self.model
-        n = x_dev.shape[0]
-        loss_sum = 0.0
-        metric_sums = [0.0] * len(model.metrics)
-        for start in range(0, n, batch_size):
+        """Mean loss and metrics over device arrays, in batches of ``batch_size``: the
+        totals stay on the device and are read once."""
+        model, be = self.model, self.backend
+        totals = self._eval_totals
+        be.fill(totals.buffer, 0)
+        for start in range(0, x_dev.shape[0], batch_size):
             xb, yb = x_dev[start:start + batch_size], y_dev[start:start + batch_size]
             out, loss, _ = model.output_and_loss(xb, yb)
-            loss_sum = loss_sum + loss * xb.shape[0]
-            metric_sums = [a + b for a, b in zip(metric_sums, model.metric_sums(out, yb))]
-        return model.logs(self.backend.to_float(loss_sum), metric_sums, n)
+            be.accumulate(totals.loss, loss, xb.shape[0])
+            model.update_metrics(out, yb, totals.metrics)
+        return model.logs(totals.read(), x_dev.shape[0])
+
+
+def _crossed(step, done, every, steps):
+    """Whether the ``done`` steps that ended at ``step`` passed a progress point (every
+    ``every`` steps, and the last step)."""
+    last = (step - 1) % every
+    return step == steps or last == every - 1 or last <= done - 2
+
+
+class _Totals:
+    """Running sums on the device, read back in one transfer: the loss times the rows,
+    then one count or sum per metric."""
+
+    def __init__(self, backend, metrics, dtype):
+        self.backend = backend
+        self.buffer = backend.zeros((1 + len(metrics),), dtype)
+        self.loss = self.buffer[0:1]
+        self.metrics = [self.buffer[i:i + 1] for i in range(1, 1 + len(metrics))]
+
+    def read(self):
+        return [float(v) for v in self.backend.to_numpy(self.buffer)]

@@ -32,8 +32,9 @@ REDUCE_BLOCKS = 1024
 # (-ffp-contract=off there).
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
 
-DTYPE_SUFFIX = {"float32": "f32", "float64": "f64", "bfloat16": "bf16"}
-C_TYPE = {"float32": "float", "float64": "double", "bfloat16": "dnn_bf16"}
+DTYPE_SUFFIX = {"float32": "f32", "float64": "f64", "bfloat16": "bf16", "int64": "i64"}
+C_TYPE = {"float32": "float", "float64": "double", "bfloat16": "dnn_bf16", "int64": "long long"}
+FLOAT_DTYPES = ("float32", "float64", "bfloat16")  # what the arithmetic kernels are built for
 _FIXED_TYPES = {"long long": "int64", "unsigned long long": "uint64", "int": "int32",
                 "float": "float32", "double": "float64", "dnn_bf16": "bfloat16"}
 ENTRY_PREFIX = "dnn_"

@@ -552,14 +552,90 @@ __device__ void block_sums(const T* x, long long n, T* partials) {
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
-// out[0] = the sum of all DNN_REDUCE_BLOCKS partials, by one block, in a fixed order.
+// out[0] = the sum of all DNN_REDUCE_BLOCKS partials (plus out[0] itself when ``add``),
+// by one block, in a fixed order.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void reduce_partials(const T* partials, T* out) {
+__device__ void reduce_partials(const T* partials, T* out, int add) {
     T total = T(0);
     for (long long i = threadIdx.x; i < DNN_REDUCE_BLOCKS; i += blockDim.x) total += partials[i];
     total = dnn_group_sum(total, (int)blockDim.x);
-    if (threadIdx.x == 0) out[0] = total;
+    if (threadIdx.x == 0) out[0] = add ? out[0] + total : total;
+}
+
+// ----------------------------------------------------------------------- metrics
+// Each metric kernel writes this batch's count or sum as partials; reduce_partials with
+// add = 1 then adds it to the metric's running total in device memory, so metrics run
+// inside a captured step and are read back once per epoch.
+
+// The index of the row's largest value (the first on ties, as numpy.argmax), for the
+// group; cols when no value compares equal to the maximum (a NaN row).
+template <typename T>
+__device__ __forceinline__ long long row_argmax(const T* xr, long long cols, bool active,
+                                                int lane, int g) {
+    T m = active ? xr[0] : T(0);
+    for (long long c = lane; active && c < cols; c += g) m = xr[c] > m ? xr[c] : m;
+    m = dnn_group_max(m, g);
+    long long first = cols;
+    for (long long c = lane; active && c < cols; c += g) {
+        if (xr[c] == m && c < first) first = c;
+    }
+    return -dnn_group_max(-first, g);
+}
+
+// Rows whose argmax is the integer label.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void argmax_matches_sparse(const T* scores, const long long* labels, T* partials,
+                                      long long rows, long long cols, long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
+    T total = T(0);
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
+        long long best = row_argmax(scores + r * cols, cols, active, lane, g);
+        if (active && lane == 0 && best == labels[r]) total += T(1);
+    }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// Rows whose argmax is the argmax of the target row (one-hot or probabilities).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void argmax_matches_dense(const T* scores, const T* targets, T* partials,
+                                     long long rows, long long cols, long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
+    T total = T(0);
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
+        long long best = row_argmax(scores + r * cols, cols, active, lane, g);
+        long long label = row_argmax(targets + r * cols, cols, active, lane, g);
+        if (active && lane == 0 && best == label) total += T(1);
+    }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// Elements where scores > threshold agrees with targets > 0.5 (binary accuracy).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void threshold_matches(const T* scores, const T* targets, T* partials, long long n,
+                                  T threshold) {
+    T total = T(0);
+    DNN_LOOP(i, n) total += ((scores[i] > threshold) == (targets[i] > T(0.5))) ? T(1) : T(0);
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// The sum of |act(pred) - target|: the output activation is applied here when the
+// model's output holds logits.
+// dnn:kernel float32 float64
+template <typename T, int ACT>
+__device__ void abs_error(const T* pred, const T* target, T* partials, long long n) {
+    T total = T(0);
+    DNN_LOOP(i, n) total += dnn_abs(dnn_activate<T, ACT>(pred[i]) - target[i]);
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
 // acc[0] += value[0] * weight: the epoch's running loss, kept on the device.
@@ -567,6 +643,24 @@ __device__ void reduce_partials(const T* partials, T* out) {
 template <typename T>
 __device__ void accumulate(T* acc, const T* value, T weight) {
     if (blockIdx.x == 0 && threadIdx.x == 0) acc[0] += value[0] * weight;
+}
+
+// ------------------------------------------------------------------ batch gather
+// out[i, :] = src[order[cursor[0] + i], :] for the rows of out: the batch gather of a
+// captured multi-step graph, which reads its place in the epoch's order from device
+// memory (advance moves it on), so a replay needs nothing from the host.
+// dnn:kernel float32 float64 bfloat16 int64
+template <typename S>
+__device__ void gather_rows(const S* src, const long long* order, const long long* cursor,
+                            S* out, long long rows, long long cols) {
+    const long long first = cursor[0];
+    DNN_LOOP(i, rows * cols) { out[i] = src[order[first + i / cols] * cols + i % cols]; }
+}
+
+// counter[0] += amount.
+// dnn:kernel
+__device__ void advance(long long* counter, long long amount) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += amount;
 }
 
 // ------------------------------------------------------------------- bookkeeping

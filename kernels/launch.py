@@ -126,9 +126,34 @@ class FusedKernels:
         self._launch("block_sums", x.dtype.name, REDUCE, x.size, (x, x.size, partials))
         return self._reduce_partials(partials, out)
 
-    def _reduce_partials(self, partials, out):
-        self._launch("reduce_partials", out.dtype.name, BLOCK, REDUCE_BLOCKS, (partials, out))
+    def _reduce_partials(self, partials, out, add=False):
+        self._launch("reduce_partials", out.dtype.name, BLOCK, REDUCE_BLOCKS,
+                     (partials, out, int(add)))
         return out
+
+    # -------------------------------------------------------------------- metrics
+    def add_argmax_matches(self, scores, labels, partials, total):
+        """``total[0] +=`` the rows whose argmax is the label (int64 (rows,)) or the
+        argmax of the target row."""
+        rows, cols = scores.shape
+        group = row_group(cols)
+        kernel = "argmax_matches_sparse" if labels.ndim == 1 else "argmax_matches_dense"
+        self._launch(kernel, scores.dtype.name, ROWS_REDUCE, rows,
+                     (scores, labels, partials, rows, cols, group), group=group)
+        return self._reduce_partials(partials, total, add=True)
+
+    def add_threshold_matches(self, scores, targets, threshold, partials, total):
+        """``total[0] +=`` the elements where scores > threshold agrees with targets > 0.5."""
+        self._launch("threshold_matches", scores.dtype.name, REDUCE, scores.size,
+                     (scores, targets, partials, scores.size, threshold))
+        return self._reduce_partials(partials, total, add=True)
+
+    def add_abs_error(self, activation, pred, target, partials, total):
+        """``total[0] +=`` the sum of |activation(pred) - target| (an elementwise
+        activation)."""
+        self._launch("abs_error", pred.dtype.name, REDUCE, pred.size,
+                     (pred, target, partials, pred.size), activation)
+        return self._reduce_partials(partials, total, add=True)
 
     def accumulate(self, acc, value, weight):
         """``acc[0] += value[0] * weight`` on the device."""
@@ -159,6 +184,20 @@ class FusedKernels:
         self._launch("rmsprop", p.dtype.name, STREAM, p.size,
                      (p, g, sq_avg, velocity, skip, p.size, lr, rho, epsilon, momentum,
                       weight_decay))
+
+    # -------------------------------------------------------------- batch gather
+    def gather_rows(self, src, order, cursor, out):
+        """``out = src[order[cursor[0] : cursor[0] + len(out)]]`` (rows); ``order`` and
+        ``cursor`` are int64 device arrays."""
+        rows = out.shape[0]
+        cols = out.size // rows
+        self._launch("gather_rows", src.dtype.name, GRID, out.size,
+                     (src, order, cursor, out, rows, cols))
+        return out
+
+    def advance(self, counter, amount):
+        """``counter[0] += amount`` (int64) on the device."""
+        self._launch("advance", None, THREAD, 1, (counter, amount))
 
     # -------------------------------------------------------------- mixed precision
     def dropout_mask(self, out, seed, counter, rate):

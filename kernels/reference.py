@@ -108,6 +108,24 @@ def mean_squared_error(pred, target, xp=numpy):
     return (diff * diff).mean().astype(pred.dtype), (2.0 / pred.size) * diff
 
 
+def argmax_matches(scores, labels, xp=numpy):
+    """Rows whose argmax equals ``labels``: integer ids (n,), or the argmax of target
+    rows (n, k)."""
+    if labels.ndim == 2:
+        labels = xp.argmax(labels, axis=1)
+    return xp.sum(xp.argmax(scores, axis=1) == labels)
+
+
+def threshold_matches(scores, targets, threshold, xp=numpy):
+    """Elements where ``scores > threshold`` agrees with ``targets > 0.5``."""
+    return xp.sum((scores > threshold) == (targets > 0.5))
+
+
+def abs_error(pred, target, activation_name="linear", xp=numpy):
+    """The sum of |activation(pred) - target|."""
+    return xp.sum(xp.abs(activation(activation_name, pred, xp) - target))
+
+
 def sgd(p, g, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
     """SGD with (Nesterov) momentum and L2 weight decay added to the gradient, as in
     PyTorch. Returns ``(new p, new velocity)``; ``velocity`` may be None without

@@ -306,6 +306,39 @@ def test_dropout_kernel_matches_the_numpy_backend_bit_for_bit(k, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(50, 1), (50, 7), (700, 3), (5, 300)])
+def test_metric_kernels_add_to_running_totals(k, dtype, rows, cols):
+    rng = numpy.random.default_rng(rows + cols)
+    scores = inputs(dtype, (rows, cols))
+    scores[rows // 2, :] = 1.0  # a tie: the first maximum wins, as numpy.argmax
+    labels = rng.integers(0, cols, rows)
+    onehot = numpy.eye(cols, dtype=dtype)[labels]
+    targets = rng.integers(0, 2, (rows, cols)).astype(dtype)
+    total = numpy.array([5.0], dtype)  # a running total from earlier batches
+    k.add_argmax_matches(scores, labels, partials(dtype), total)
+    k.add_argmax_matches(scores, onehot, partials(dtype), total)
+    k.add_threshold_matches(scores, targets, 0.5, partials(dtype), total)
+    want = 5.0 + 2 * reference.argmax_matches(scores, labels) + \
+        reference.threshold_matches(scores, targets, 0.5)
+    assert total[0] == want
+    for act in ("linear", "sigmoid"):
+        err = numpy.zeros(1, dtype)
+        k.add_abs_error(act, scores, targets, partials(dtype), err)
+        close(err[0], reference.abs_error(wide(scores), wide(targets), act), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+def test_gather_rows_reads_its_place_from_device_memory(k, dtype):
+    src = numpy.arange(40, dtype=dtype).reshape(10, 4)
+    order = numpy.random.default_rng(0).permutation(10).astype(numpy.int64)
+    cursor = numpy.array([3], numpy.int64)
+    out = k.gather_rows(src, order, cursor, numpy.empty((4, 4), dtype))
+    numpy.testing.assert_array_equal(out, src[order[3:7]])
+    k.advance(cursor, 4)
+    assert cursor[0] == 7
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_guard_finite_records_the_first_bad_step_only(k, dtype):
     flag, bad = numpy.zeros(1, numpy.int32), numpy.zeros(1, numpy.int64)
     for step_no, loss in [(3, 0.5), (4, float("nan")), (5, float("inf"))]:
@@ -548,6 +581,13 @@ def test_every_grid_scales_with_its_work(rows, cols):
     k.accumulate(one, one, 2.0)
     k.guard_finite(one, step, flag, step)
     k.increment_step(step, flag)
+    k.add_argmax_matches(a, labels, part, one)
+    k.add_argmax_matches(a, a, part, one)
+    k.add_threshold_matches(a, a, 0.5, part, one)
+    k.add_abs_error("sigmoid", a, a, part, one)
+    order = _Shape((rows,), "int64")
+    k.gather_rows(a, order, step, a)
+    k.advance(step, rows)
     assert rec.kernels == set(catalogue.kernels()), "a kernel this test does not launch"
     for entry, (blocks, threads), args in rec.launches:
         n = max(arg.size for arg in args if isinstance(arg, _Shape))

@@ -199,3 +199,59 @@ def test_recompiling_with_another_optimizer_retraces_the_step(use):
     for a, b in zip(model.get_weights(), twin.get_weights()):
         numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert model.optimizer.step_count == 16
+
+
+@pytest.mark.parametrize("k", [3, 4, 100])
+def test_steps_per_execution_replays_k_steps_that_equal_single_steps(use, k):
+    """K steps captured as one body (gathering their own batches at a cursor in device
+    memory) give the weights, losses and metrics of one step at a time: exactly where a
+    replay re-runs the body, to float32 rounding on a GPU. 300 samples in batches of 32
+    are 9 full steps (3 bodies of 3, or 2 of 4 and one left over, or none of 100) and a
+    partial one; dropout keys its masks on the device step count."""
+    x, y = make_spirals(300, 3, seed=6)
+    results = []
+    for steps_per_execution, graph in ((1, False), (k, True)):
+        model = dnn.Sequential([Dense(32, "relu"), dnn.layers.Dropout(0.1), Dense(3, "softmax")],
+                               input_dim=2, seed=2)
+        model.compile(loss="sparse_categorical_crossentropy", optimizer="adam",
+                      metrics=["accuracy"], steps_per_execution=steps_per_execution)
+        h = model.fit(x, y, epochs=3, batch_size=32, verbose=0, cuda_graph=graph)
+        results.append((model.get_weights(), h.history, model.train_steps))
+    (w1, h1, s1), (wk, hk, sk) = results
+    assert s1 == sk == 30
+    exact = not use.supports_graphs
+    for a, b in zip(w1, wk):
+        if exact:
+            numpy.testing.assert_array_equal(a, b)
+        else:
+            numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    numpy.testing.assert_allclose(h1["loss"], hk["loss"], rtol=0 if exact else 1e-5)
+    numpy.testing.assert_allclose(h1["accuracy"], hk["accuracy"], atol=0 if exact else 0.01)
+
+
+def test_steps_per_execution_reports_progress_and_stops_between_bodies(use):
+    x, y = make_moons(320, seed=1)
+    model = dnn.Sequential([Dense(8, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=0)
+    model.compile(loss="binary_crossentropy", optimizer="adam", steps_per_execution=4)
+    seen = []
+
+    class Stop(dnn.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((batch, logs["seen"]))
+            if batch >= 5:
+                self.model.stop_training = True
+
+    h = model.fit(x, y, epochs=3, batch_size=32, verbose=0, cuda_graph=True, callbacks=[Stop()])
+    assert seen[0] == (3, 128) and seen[1] == (7, 256)  # one report per body of 4 steps
+    assert model.train_steps == 8 and len(h.history["loss"]) == 1
+
+
+def test_steps_per_execution_is_checked_and_saved(use, tmp_path):
+    model = dnn.Sequential([Dense(1, "sigmoid")], input_dim=2, seed=0)
+    with pytest.raises(ValueError, match="steps_per_execution: expected a positive integer; "
+                                         "got 0"):
+        model.compile(loss="binary_crossentropy", steps_per_execution=0)
+    model.compile(loss="binary_crossentropy", steps_per_execution=8)
+    model.build()
+    model.save(tmp_path / "m.npz")
+    assert dnn.load_model(tmp_path / "m.npz").steps_per_execution == 8
