@@ -431,8 +431,8 @@ class CupyBackend(Backend):
             return cupy.cuda.get_elapsed_time(start, stop) / 1e3 / repeats
 
     def warmup(self):
-        """Compile the kernel module and create the cuBLAS handle before timing."""
-        self.kernels.runtime.module()
+        """Create the cuBLAS handle and its workspace before timing (the kernels compile
+        on first use; Sequential.warmup runs a step's kernels once)."""
         self._blas()
         self.synchronize()
 

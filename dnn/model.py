@@ -178,12 +178,18 @@ class Sequential:
                                f"model.compile(loss=..., optimizer=...) first")
 
     def warmup(self):
-        """Compile the backend's kernels and the optimizer's fused update now, so that
-        no first step pays for it (benchmarks call this before timing)."""
+        """Compile now what a training step runs (its kernels, the optimizer's fused
+        update, library handles), so that no first step pays for it: one forward and
+        backward pass of two zero rows, which leaves the weights alone."""
         self._require_built("warmup")
-        self.backend.warmup()
+        be = self.backend
+        be.warmup()
         if self.optimizer is not None:
             self.optimizer.warmup()
+            y_shape = (2,) if self.loss.integer_targets else (2, self.output_dim)
+            self.loss_and_backward(be.zeros((2, self.input_dim), self.compute_dtype),
+                                   be.zeros(y_shape, self.loss.target_dtype(self.dtype)),
+                                   True, self.optimizer.iterations)
 
     # ------------------------------------------------------- the math of one step
     def _forward(self, x, training, step=0):

@@ -173,13 +173,18 @@ def prelude():
     return "\n".join(lines) + "\n"
 
 
-def compile_unit(source=None, name=SOURCE_PATH.name):
+def compile_unit(source=None, name=SOURCE_PATH.name, only=None):
     """The text that is compiled: prelude, the source (its errors keep their own line
-    numbers through ``#line``), then the generated entry points."""
+    numbers through ``#line``), then the generated entry points: all of them, or
+    ``only`` one ``(kernel name, dtype, activation)``."""
     source = read_source() if source is None else source
     catalogue = parse(source)
-    entries = "".join(k.entry_source(d, a) for k in catalogue.values()
-                      for d, a in k.instantiations())
+    if only is None:
+        entries = "".join(k.entry_source(d, a) for k in catalogue.values()
+                          for d, a in k.instantiations())
+    else:
+        kernel, dtype, activation = only
+        entries = catalogue[kernel].entry_source(dtype, activation)
     return (prelude() + f'#line 1 "{name}"\n' + source
             + '\n#line 1 "dnn_kernels_entries.cu"\n' + entries)
 

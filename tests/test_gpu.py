@@ -108,4 +108,4 @@ def test_warmup_compiles_the_kernels():
     with dnn.use_backend("cupy"):
         model.build()
     model.warmup()
-    assert be.kernels.runtime._module is not None
+    assert "dnn_adam_f32" in be.kernels.runtime.modules  # and every kernel of a step

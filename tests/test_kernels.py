@@ -500,7 +500,7 @@ def test_cuda_launches_pass_each_scalar_as_its_c_type_and_null_for_no_array():
 
     class Module:
         def __init__(self, code, options):
-            assert code == catalogue.compile_unit() and options == catalogue.NVRTC_OPTIONS
+            assert code.count('extern "C" __global__') == 1 and options == catalogue.NVRTC_OPTIONS
 
         def get_function(self, name):
             return lambda grid, block, args: launches.append((name, grid, block, args))
