@@ -51,7 +51,8 @@ echo "pytest: $(tail -1 "$out/pytest.txt")"
 if [ "$mode" = quick ]; then
     args=(--models medium --batches 256 --repeats 5)
 else
-    args=(--models tiny,small,medium,wide --batches 64,256,1024,4096 --repeats 5)
+    args=(--models small,medium,wide --batches 256,4096 --precisions float32,tf32,bf16
+          --repeats 5)
 fi
 timeout 240 python3 -m dnn.bench --backends cupy "${args[@]}" --out "$out/bench.json" \
     > "$out/bench.txt" 2>&1
