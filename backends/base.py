@@ -194,6 +194,65 @@ class Backend:
         z = self.xp.add(x, bias, out=out)
         return self.activation(activation, z, out=z)
 
+    # ---------------------------------------------------------------- normalization
+    # Statistics (var, rstd, the sums) are in the weight dtype; ``scratch`` is a buffer
+    # shaped like x in that dtype, which an implementation may overwrite (the CuPy one
+    # needs it for squared deviations and products; it allocates nothing in a step).
+    def batch_norm_forward(self, x, gamma, beta, epsilon, out, xhat, var, moving_mean,
+                           moving_var, momentum, scratch):
+        """Training-mode batch normalization: ``out`` from the batch's statistics;
+        ``xhat`` (the normalized x) and ``var`` (the batch variance, (cols,)) are kept
+        for the backward pass; the moving statistics move towards the batch's by
+        ``momentum`` (Keras: ``moving = moving * momentum + batch * (1 - momentum)``)."""
+        y, xh, mean, batch_var = reference.batch_norm(x, gamma, beta, epsilon, self.xp)
+        self._write(out, y)
+        self._write(xhat, xh)
+        self._write(var, batch_var)
+        self._write(moving_mean, reference.moving_average(moving_mean, mean, momentum))
+        self._write(moving_var, reference.moving_average(moving_var, batch_var, momentum))
+        return out
+
+    def batch_norm_inference(self, x, gamma, beta, moving_mean, moving_var, epsilon, out):
+        """Inference-mode batch normalization with the moving statistics."""
+        self._write(out, reference.batch_norm_inference(x, gamma, beta, moving_mean,
+                                                        moving_var, epsilon, self.xp))
+        return out
+
+    def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch):
+        """``out`` = dL/dx through the batch statistics; fills ``dgamma`` and ``dbeta``.
+        ``out`` may alias ``dy``."""
+        dx, dg, db = reference.batch_norm_backward(dy, xhat, gamma, var, epsilon, self.xp)
+        self._write(dgamma, dg)
+        self._write(dbeta, db)
+        self._write(out, dx)
+        return out
+
+    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd):
+        """Normalization of each row over its features; keeps ``xhat`` and the rows'
+        ``rstd`` ((rows,)) for the backward pass."""
+        y, xh, r = reference.layer_norm(x, gamma, beta, epsilon, self.xp)
+        self._write(out, y)
+        self._write(xhat, xh)
+        self._write(rstd, r)
+        return out
+
+    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch):
+        """``out`` = dL/dx; fills ``dgamma`` and ``dbeta``. ``out`` may alias ``dy``."""
+        dx, dg, db = reference.layer_norm_backward(dy, xhat, gamma, rstd, self.xp)
+        self._write(dgamma, dg)
+        self._write(dbeta, db)
+        self._write(out, dx)
+        return out
+
+    def standardize(self, x, mean, variance, out):
+        """Keras' Normalization: ``(x - mean) / max(sqrt(variance), 1e-7)`` per column."""
+        self._write(out, reference.standardize(x, mean, variance, self.xp))
+        return out
+
+    def standardize_backward(self, dy, variance, out):
+        self._write(out, reference.standardize_backward(dy, variance, self.xp))
+        return out
+
     # ------------------------------------------------------------------ reductions
     def sum(self, x, axis=None, out=None, keepdims=False):
         return self.xp.sum(x, axis=axis, out=out, keepdims=keepdims)
@@ -217,24 +276,49 @@ class Backend:
         return self.xp.sum(x, axis=0, out=out, dtype=None if out is None else out.dtype)
 
     # ---------------------------------------------------------------------- losses
-    def softmax_cross_entropy(self, logits, labels, grad_out=None):
+    # ``weights``: per-row sample weights (rows,) or None. The loss is the weighted sum
+    # divided by the batch size (Keras' "sum over batch size").
+    def softmax_cross_entropy(self, logits, labels, grad_out=None, weights=None,
+                              label_smoothing=0.0):
         """Mean cross-entropy of softmax(logits), with its gradient w.r.t. logits.
 
         ``labels`` are integer class ids of shape ``(n,)`` or one-hot / probability
         rows of shape ``(n, classes)``.
         """
-        loss, grad = reference.softmax_cross_entropy(logits, labels, self.xp)
+        loss, grad = reference.softmax_cross_entropy(logits, labels, self.xp, weights,
+                                                     label_smoothing)
         return loss, self._assign(grad_out, self._same_dtype(grad, logits))
 
-    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
+    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None, weights=None,
+                                     label_smoothing=0.0):
         """Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1]."""
-        loss, grad = reference.sigmoid_binary_cross_entropy(logits, targets, self.xp)
+        loss, grad = reference.sigmoid_binary_cross_entropy(logits, targets, self.xp, weights,
+                                                            label_smoothing)
         return loss, self._assign(grad_out, self._same_dtype(grad, logits))
 
-    def mean_squared_error(self, pred, target, grad_out=None):
+    def mean_squared_error(self, pred, target, grad_out=None, weights=None):
         """Mean over all elements of (pred - target)**2."""
-        loss, grad = reference.mean_squared_error(pred, target, self.xp)
+        loss, grad = reference.mean_squared_error(pred, target, self.xp, weights)
         return loss, self._assign(grad_out, self._same_dtype(grad, pred))
+
+    def mean_absolute_error(self, pred, target, grad_out=None, weights=None):
+        """Mean over all elements of |pred - target|."""
+        loss, grad = reference.mean_absolute_error(pred, target, self.xp, weights)
+        return loss, self._assign(grad_out, self._same_dtype(grad, pred))
+
+    def huber(self, pred, target, delta=1.0, grad_out=None, weights=None):
+        """Mean Huber loss (quadratic within ``delta``, linear beyond)."""
+        loss, grad = reference.huber(pred, target, delta, self.xp, weights)
+        return loss, self._assign(grad_out, self._same_dtype(grad, pred))
+
+    def add_regularization(self, weights, grads, l1, l2, total):
+        """``total[0] += l1 * sum(|w|) + l2 * sum(w**2)``, and when ``grads`` is given
+        ``grads += l1 * sign(w) + 2 * l2 * w`` (a weight penalty and its gradient)."""
+        penalty, grad = reference.regularization(weights, l1, l2, self.xp)
+        total += penalty.astype(total.dtype)
+        if grads is not None:
+            grads += grad.astype(grads.dtype)
+        return total
 
     # --------------------------------------------------------------------- metrics
     def add_argmax_matches(self, scores, labels, total):
@@ -252,6 +336,29 @@ class Backend:
     def add_abs_error(self, pred, target, total, activation="linear"):
         """``total[0] +=`` the sum of |activation(pred) - target|."""
         total += reference.abs_error(pred, target, activation, self.xp).astype(total.dtype)
+        return total
+
+    def add_top_k_matches(self, scores, labels, k, total):
+        """``total[0] +=`` the rows whose label (int ids, or the argmax of target rows)
+        is among the ``k`` highest scores."""
+        total += reference.top_k_matches(scores, labels, k, self.xp)
+        return total
+
+    def add_binary_counts(self, scores, targets, threshold, total):
+        """``total[0:3] +=`` (true positives, predicted positives, actual positives) of
+        ``scores > threshold`` against ``targets > 0.5``."""
+        for i, count in enumerate(reference.binary_counts(scores, targets, threshold,
+                                                          self.xp)):
+            total[i:i + 1] += count
+        return total
+
+    def add_threshold_histogram(self, scores, targets, m, total, activation="linear"):
+        """``total`` (2 (m + 1) slots) += how many positive, then negative, targets have
+        scores (after ``activation``) above b of the m AUC thresholds, for b = 0..m."""
+        probabilities = reference.activation(activation, scores, self.xp)
+        positive, negative = reference.threshold_histogram(probabilities, targets, m, self.xp)
+        total[:m + 1] += positive.astype(total.dtype)
+        total[m + 1:] += negative.astype(total.dtype)
         return total
 
     def accumulate(self, acc, value, weight):

@@ -14,6 +14,7 @@ import numpy
 from ..kernels.catalogue import FLOAT_DTYPES, REDUCE_BLOCKS
 from ..kernels.cuda import CudaRuntime
 from ..kernels.launch import FusedKernels, KernelUnavailable
+from ..kernels.reference import NORMALIZATION_EPSILON
 from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, Backend,
                    dlpack_device_name, type_name, check_activation)
 from .cublas_ctypes import CublasHandle
@@ -246,6 +247,96 @@ class CupyBackend(Backend):
         self._generic("activation_backward", dy, saved)
         return super().activation_backward(name, dy, x, y, out=out)
 
+    # ------------------------------------------------------------ normalization
+    # Column statistics are column sums (cuBLAS GEMVs with a ones vector, which scale and
+    # can be captured) around small fused kernels.
+    def _stats(self, tag, cols, dtype):
+        return self._buffer(tag, (cols,), dtype)
+
+    def batch_norm_forward(self, x, gamma, beta, epsilon, out, xhat, var, moving_mean,
+                           moving_var, momentum, scratch):
+        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat, scratch):
+            cols, stats = x.shape[1], var.dtype
+            sum1, sum2 = self._stats("bn_sum1", cols, stats), self._stats("bn_sum2", cols, stats)
+            mean = self._stats("bn_mean", cols, stats)
+            try:
+                self.column_sum(x, out=sum1)
+                self.kernels.center_square(x, sum1, scratch)
+                self.column_sum(scratch, out=sum2)
+                self.kernels.batch_stats(x.dtype.name, sum1, sum2, mean, var, moving_mean,
+                                         moving_var, x.shape[0], momentum)
+                return self.kernels.column_affine(x, mean, var, gamma, beta, out, xhat,
+                                                  epsilon)
+            except KernelUnavailable:
+                pass
+        self._generic("batch_norm_forward", x)
+        return super().batch_norm_forward(x, gamma, beta, epsilon, out, xhat, var, moving_mean,
+                                          moving_var, momentum, scratch)
+
+    def batch_norm_inference(self, x, gamma, beta, moving_mean, moving_var, epsilon, out):
+        if x.ndim == 2 and self._fusable(x, gamma, beta, out):
+            try:
+                return self.kernels.column_affine(x, moving_mean, moving_var, gamma, beta, out,
+                                                  None, epsilon)
+            except KernelUnavailable:
+                pass
+        self._generic("batch_norm_inference", x)
+        return super().batch_norm_inference(x, gamma, beta, moving_mean, moving_var, epsilon,
+                                            out)
+
+    def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch):
+        if dy.ndim == 2 and self._fusable(dy, xhat, gamma, out, scratch):
+            try:
+                self.column_sum(dy, out=dbeta)
+                self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
+                return self.kernels.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta,
+                                                        out, epsilon)
+            except KernelUnavailable:
+                pass
+        self._generic("batch_norm_backward", dy)
+        return super().batch_norm_backward(dy, xhat, gamma, var, epsilon, dgamma, dbeta, out,
+                                           scratch)
+
+    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd):
+        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat, rstd):
+            try:
+                return self.kernels.layer_norm(x, gamma, beta, out, xhat, rstd, epsilon)
+            except KernelUnavailable:
+                pass
+        self._generic("layer_norm_forward", x)
+        return super().layer_norm_forward(x, gamma, beta, epsilon, out, xhat, rstd)
+
+    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch):
+        if dy.ndim == 2 and self._fusable(dy, xhat, gamma, rstd, out, scratch):
+            try:  # the parameter gradients first: out may be dy
+                self.column_sum(dy, out=dbeta)
+                self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
+                return self.kernels.layer_norm_backward(dy, xhat, gamma, rstd, out)
+            except KernelUnavailable:
+                pass
+        self._generic("layer_norm_backward", dy)
+        return super().layer_norm_backward(dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch)
+
+    def standardize(self, x, mean, variance, out):
+        if x.ndim == 2 and self._fusable(x, out):
+            try:
+                return self.kernels.column_affine(x, mean, variance, None, None, out, None,
+                                                  NORMALIZATION_EPSILON, clamp=True)
+            except KernelUnavailable:
+                pass
+        self._generic("standardize", x)
+        return super().standardize(x, mean, variance, out)
+
+    def standardize_backward(self, dy, variance, out):
+        if dy.ndim == 2 and self._fusable(dy, out):
+            try:
+                return self.kernels.column_affine(dy, None, variance, None, None, out, None,
+                                                  NORMALIZATION_EPSILON, clamp=True)
+            except KernelUnavailable:
+                pass
+        self._generic("standardize_backward", dy)
+        return super().standardize_backward(dy, variance, out)
+
     # ------------------------------------------------------------------- losses
     def _loss_buffers(self, tag, dtype):
         """The reduction's partial sums and a 0-d loss for ``tag``, kept alive (a captured
@@ -262,20 +353,22 @@ class CupyBackend(Backend):
         self.kernels.accumulate(acc, value, weight)
         return acc
 
-    def softmax_cross_entropy(self, logits, labels, grad_out=None):
-        if logits.ndim == 2 and self._fusable(logits, grad_out):
+    def softmax_cross_entropy(self, logits, labels, grad_out=None, weights=None,
+                              label_smoothing=0.0):
+        if logits.ndim == 2 and self._fusable(logits, grad_out, weights):
             wanted = numpy.int64 if labels.ndim == 1 else logits.dtype
             labels = self.xp.ascontiguousarray(labels, dtype=wanted)
             grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
             partials, loss = self._loss_buffers("xent_loss", logits.dtype)
             try:
-                self.kernels.softmax_cross_entropy(logits, labels, grad, partials,
-                                                   loss.reshape(1))
+                self.kernels.softmax_cross_entropy(logits, labels, weights, grad, partials,
+                                                   loss.reshape(1), label_smoothing)
                 return loss, grad
             except KernelUnavailable:
                 pass
         self._generic("softmax_cross_entropy", logits)
-        return super().softmax_cross_entropy(logits, labels, grad_out=grad_out)
+        return super().softmax_cross_entropy(logits, labels, grad_out, weights,
+                                             label_smoothing)
 
     # ------------------------------------------------------------- batch gather
     def gather_rows(self, x, order, cursor, out):
@@ -314,6 +407,38 @@ class CupyBackend(Backend):
         self._generic("add_threshold_matches", scores, targets)
         return super().add_threshold_matches(scores, targets, threshold, total)
 
+    def add_top_k_matches(self, scores, labels, k, total):
+        labels_ok = labels.flags.c_contiguous and (
+            labels.dtype == numpy.int64 if labels.ndim == 1 else labels.dtype == scores.dtype)
+        if scores.ndim == 2 and labels_ok and self._fusable(scores, total):
+            try:
+                return self.kernels.add_top_k_matches(scores, labels, k,
+                                                      self._partials(total.dtype), total)
+            except KernelUnavailable:
+                pass
+        self._generic("add_top_k_matches", scores, labels)
+        return super().add_top_k_matches(scores, labels, k, total)
+
+    def add_binary_counts(self, scores, targets, threshold, total):
+        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
+            try:
+                return self.kernels.add_binary_counts(scores, targets, threshold,
+                                                      self._partials(total.dtype), total)
+            except KernelUnavailable:
+                pass
+        self._generic("add_binary_counts", scores, targets)
+        return super().add_binary_counts(scores, targets, threshold, total)
+
+    def add_threshold_histogram(self, scores, targets, m, total, activation="linear"):
+        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
+            try:
+                return self.kernels.add_threshold_histogram(activation, scores, targets, m,
+                                                            total)
+            except KernelUnavailable:
+                pass
+        self._generic("add_threshold_histogram", scores, targets)
+        return super().add_threshold_histogram(scores, targets, m, total, activation)
+
     def add_abs_error(self, pred, target, total, activation="linear"):
         if target.dtype == pred.dtype and self._fusable(pred, target, total):
             try:
@@ -332,27 +457,55 @@ class CupyBackend(Backend):
             return self.kernels.cast(x, out)
         return super().cast(x, out)
 
-    def _elementwise_loss(self, loss, pred, target, grad_out, generic):
+    def _elementwise_loss(self, loss, pred, target, grad_out, weights, generic, *extra):
         """The loss kernel writes the gradient and a partial sum of the mean per block;
         a second launch adds those in a fixed order."""
-        if target.dtype == pred.dtype and self._fusable(pred, target, grad_out):
+        if target.dtype == pred.dtype and self._fusable(pred, target, grad_out, weights):
             grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
             partials, out = self._loss_buffers(loss + "_loss", pred.dtype)
             try:
-                self.kernels.elementwise_loss(loss, pred, target, grad, partials, out.reshape(1))
+                self.kernels.elementwise_loss(loss, pred, target, weights, grad, partials,
+                                              out.reshape(1), *extra)
                 return out, grad
             except KernelUnavailable:
                 pass
         self._generic(loss, pred, target)
-        return generic(pred, target, grad_out=grad_out)
+        return generic()
 
-    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None):
-        return self._elementwise_loss("sigmoid_bce", logits, targets, grad_out,
-                                      super().sigmoid_binary_cross_entropy)
+    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None, weights=None,
+                                     label_smoothing=0.0):
+        return self._elementwise_loss(
+            "sigmoid_bce", logits, targets, grad_out, weights,
+            lambda: super(CupyBackend, self).sigmoid_binary_cross_entropy(
+                logits, targets, grad_out, weights, label_smoothing), label_smoothing)
 
-    def mean_squared_error(self, pred, target, grad_out=None):
-        return self._elementwise_loss("mse", pred, target, grad_out,
-                                      super().mean_squared_error)
+    def mean_squared_error(self, pred, target, grad_out=None, weights=None):
+        return self._elementwise_loss(
+            "mse", pred, target, grad_out, weights,
+            lambda: super(CupyBackend, self).mean_squared_error(pred, target, grad_out,
+                                                                weights))
+
+    def mean_absolute_error(self, pred, target, grad_out=None, weights=None):
+        return self._elementwise_loss(
+            "mae", pred, target, grad_out, weights,
+            lambda: super(CupyBackend, self).mean_absolute_error(pred, target, grad_out,
+                                                                 weights))
+
+    def huber(self, pred, target, delta=1.0, grad_out=None, weights=None):
+        return self._elementwise_loss(
+            "huber", pred, target, grad_out, weights,
+            lambda: super(CupyBackend, self).huber(pred, target, delta, grad_out, weights),
+            delta)
+
+    def add_regularization(self, weights, grads, l1, l2, total):
+        if self._fusable(weights, grads, total):
+            try:
+                return self.kernels.add_regularization(weights, grads, l1, l2,
+                                                       self._partials(total.dtype), total)
+            except KernelUnavailable:
+                pass
+        self._generic("add_regularization", weights)
+        return super().add_regularization(weights, grads, l1, l2, total)
 
     # --------------------------------------------------------------- optimizers
     def guard_finite(self, loss, step, flag, bad_step):

@@ -128,9 +128,11 @@ def features(model, x, name="x", what="predict"):
     return model.backend.asarray(x, dtype=model.compute_dtype)
 
 
-def features_and_targets(model, x, y, name="x", what="fit"):
-    """``(x, y)`` checked and on the model's device: features in the compute dtype,
-    targets in the layout and dtype the loss expects."""
+def features_and_targets(model, x, y, name="x", what="fit", sample_weight=None,
+                         class_weight=None):
+    """``(x, y, w)`` checked and on the model's device: features in the compute dtype,
+    targets in the layout and dtype the loss expects, and the per-sample weights from
+    ``sample_weight`` and ``class_weight`` (their product, as Keras) or None."""
     x = _features_layout(_array(_backend(model), x, name), name, model.input_dim)
     if not model.built:
         model.build(x.shape[1])
@@ -141,26 +143,74 @@ def features_and_targets(model, x, y, name="x", what="fit"):
                          f"got {got}")
     layout = model.loss.target_layout(y, model.output_dim)
     _check(model, x, y, name)  # on y as passed, so that an index names the user's element
-    y = layout
     y_dtype = model.loss.target_dtype(model.dtype)
-    _fits(model, [(x, model.compute_dtype), (y, y_dtype)], what)
+    w = _sample_weights(model, layout, x.shape[0], sample_weight, class_weight)
+    _fits(model, [(x, model.compute_dtype), (layout, y_dtype)], what)
     be = model.backend
-    return be.asarray(x, dtype=model.compute_dtype), be.asarray(y, dtype=y_dtype)
+    return (be.asarray(x, dtype=model.compute_dtype), be.asarray(layout, dtype=y_dtype),
+            None if w is None else be.asarray(w, dtype=model.dtype))
 
 
-def split_validation(model, x, y, validation_split, validation_data):
-    """``(x, y, validation or None)`` after ``validation_data`` or ``validation_split``
-    (as Keras: the last fraction of the data, before any shuffling). Device arrays in,
-    device arrays out (the split is a pair of views)."""
+def _sample_weights(model, y, n, sample_weight, class_weight):
+    """Host weights (n,) or None. class_weight reads the targets' classes on the host
+    (device targets are read back once for it)."""
+    weights = None
+    if sample_weight is not None:
+        weights = numpy.asarray(_host(model, _array(model.backend, sample_weight,
+                                                    "sample_weight")), numpy.float64)
+        if weights.ndim == 2 and weights.shape[1] == 1:
+            weights = weights[:, 0]
+        if weights.shape != (n,):
+            raise ValueError(f"sample_weight: expected one weight per sample, shape ({n},); "
+                             f"got shape {weights.shape}")
+        _check_weights(weights, "sample_weight")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict) or not class_weight:
+            raise ValueError(f"class_weight: expected a dict {{class: weight}}; got "
+                             f"{class_weight!r}")
+        classes = model.loss.target_classes(_host(model, y))
+        table = {int(k): float(v) for k, v in class_weight.items()}
+        _check_weights(numpy.array(list(table.values())), "class_weight")
+        missing = sorted(set(numpy.unique(classes).tolist()) - set(table))
+        if missing:
+            raise ValueError(f"class_weight: expected a weight for every class in y; got none "
+                             f"for class{'es' if len(missing) > 1 else ''} "
+                             f"{', '.join(map(str, missing[:10]))}")
+        by_class = numpy.vectorize(table.__getitem__, otypes=[numpy.float64])(classes)
+        weights = by_class if weights is None else weights * by_class
+    return weights
+
+
+def _host(model, arr):
+    return model.backend.to_numpy(arr) if model.backend.is_native(arr) else numpy.asarray(arr)
+
+
+def _check_weights(weights, name):
+    if not numpy.isfinite(weights).all():
+        raise ValueError(f"{name}: expected finite weights; got "
+                         f"{weights[~numpy.isfinite(weights)][0]}")
+    if (weights < 0).any():
+        raise ValueError(f"{name}: expected weights >= 0; got {weights[weights < 0][0]:g}")
+
+
+def split_validation(model, x, y, w, validation_split, validation_data):
+    """``(x, y, w, validation or None)`` after ``validation_data`` ((x, y) or (x, y,
+    sample_weight)) or ``validation_split`` (as Keras: the last fraction of the data,
+    before any shuffling). Device arrays in, device arrays out (the split is views)."""
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data: expected a tuple (x_val, y_val); got "
-                             f"{type(validation_data).__name__}")
-        return x, y, features_and_targets(model, *validation_data, name="validation_data")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, "
+                             f"y_val, sample_weight); got {type(validation_data).__name__}")
+        val = features_and_targets(model, *validation_data[:2], name="validation_data",
+                                   sample_weight=(validation_data[2:] or [None])[0])
+        return x, y, w, val
     if not validation_split:
-        return x, y, None
+        return x, y, w, None
     split = int(round(x.shape[0] * (1 - validation_split)))
     if split <= 0 or split >= x.shape[0]:
         raise ValueError(f"validation_split: {validation_split} leaves an empty "
                          f"training or validation set for {x.shape[0]} samples")
-    return x[:split], y[:split], (x[split:], y[split:])
+    parts = [None if a is None else (a[:split], a[split:]) for a in (x, y, w)]
+    (x_tr, x_val), (y_tr, y_val) = parts[0], parts[1]
+    w_tr, w_val = parts[2] or (None, None)
+    return x_tr, y_tr, w_tr, (x_val, y_val, w_val)

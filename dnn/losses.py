@@ -67,9 +67,15 @@ class Loss:
     def out_of_bounds(self, value, low, high, output_dim):
         return f"y: loss {self.name!r} expects targets in [0, 1]; got {value:g}"
 
-    def __call__(self, backend, output, target, grad_out=None):
-        """``(loss, grad)``: 0-d device loss and d(loss)/d(output)."""
+    def __call__(self, backend, output, target, grad_out=None, weights=None):
+        """``(loss, grad)``: the 0-d device loss and d(loss)/d(output); ``weights``:
+        per-sample weights (rows,) or None (the weighted sum over the batch size)."""
         raise NotImplementedError
+
+    def target_classes(self, y):
+        """The class of each target row (host NumPy), for ``class_weight``."""
+        raise ValueError(f"class_weight: expected a classification loss; got loss "
+                         f"{self.name!r}")
 
     def get_config(self):
         return {"name": self.name, "from_logits": self.from_logits}
@@ -91,27 +97,88 @@ class MeanSquaredError(Loss):
     def target_layout(self, y, output_dim):
         return _as_float_targets(y, output_dim, self.name)
 
-    def __call__(self, backend, output, target, grad_out=None):
-        return backend.mean_squared_error(output, target, grad_out=grad_out)
+    def __call__(self, backend, output, target, grad_out=None, weights=None):
+        return backend.mean_squared_error(output, target, grad_out, weights)
+
+
+class MeanAbsoluteError(MeanSquaredError):
+    name = "mae"
+
+    def __call__(self, backend, output, target, grad_out=None, weights=None):
+        return backend.mean_absolute_error(output, target, grad_out, weights)
+
+
+class Huber(MeanSquaredError):
+    """``Huber(delta=1.0)``: quadratic for errors within ``delta``, linear beyond."""
+    name = "huber"
+
+    def __init__(self, delta=1.0, from_logits=False):
+        super().__init__(from_logits)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or \
+                not numpy.isfinite(delta) or delta <= 0:
+            raise ValueError(f"Huber: delta: expected a finite number > 0; got {delta!r}")
+        self.delta = float(delta)
+
+    def __call__(self, backend, output, target, grad_out=None, weights=None):
+        return backend.huber(output, target, self.delta, grad_out, weights)
+
+    def get_config(self):
+        return {**super().get_config(), "delta": self.delta}
+
+
+def _check_smoothing(owner, label_smoothing):
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or \
+            not 0 <= label_smoothing <= 1:
+        raise ValueError(f"{owner}: label_smoothing: expected a number in [0, 1]; got "
+                         f"{label_smoothing!r}")
+    return float(label_smoothing)
 
 
 class BinaryCrossentropy(Loss):
+    """``BinaryCrossentropy(from_logits=False, label_smoothing=0.0)``: with smoothing ls
+    the targets become t (1 - ls) + ls / 2."""
     name = "binary_crossentropy"
     fused_activation = "sigmoid"
     target_bounds = (0, 1)
 
+    def __init__(self, from_logits=False, label_smoothing=0.0):
+        super().__init__(from_logits)
+        self.label_smoothing = _check_smoothing(type(self).__name__, label_smoothing)
+
     def target_layout(self, y, output_dim):
         return _as_float_targets(y, output_dim, self.name)
 
-    def __call__(self, backend, output, target, grad_out=None):
-        return backend.sigmoid_binary_cross_entropy(output, target, grad_out=grad_out)
+    def target_classes(self, y):
+        if y.shape[1] != 1:
+            raise ValueError("class_weight: expected one binary output; got "
+                             f"{y.shape[1]} outputs (use sample_weight)")
+        return numpy.rint(y[:, 0]).astype(numpy.int64)
+
+    def __call__(self, backend, output, target, grad_out=None, weights=None):
+        return backend.sigmoid_binary_cross_entropy(output, target, grad_out, weights,
+                                                    self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 class CategoricalCrossentropy(Loss):
-    """Targets are one-hot (or probability) rows of shape (n, classes)."""
+    """Targets are one-hot (or probability) rows of shape (n, classes).
+    ``CategoricalCrossentropy(from_logits=False, label_smoothing=0.0)``: with smoothing
+    ls the targets become t (1 - ls) + ls / classes."""
     name = "categorical_crossentropy"
     fused_activation = "softmax"
     target_bounds = (0, 1)
+
+    def __init__(self, from_logits=False, label_smoothing=0.0):
+        super().__init__(from_logits)
+        self.label_smoothing = _check_smoothing(type(self).__name__, label_smoothing)
+
+    def target_classes(self, y):
+        return y.argmax(axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
     def target_layout(self, y, output_dim):
         if y.ndim != 2 or y.shape[1] != output_dim:
@@ -124,14 +191,18 @@ class CategoricalCrossentropy(Loss):
         return (f"y: loss {self.name!r} expects one-hot or probability rows with values in "
                 f"[0, 1]; got values in [{low:g}, {high:g}]")
 
-    def __call__(self, backend, output, target, grad_out=None):
-        return backend.softmax_cross_entropy(output, target, grad_out=grad_out)
+    def __call__(self, backend, output, target, grad_out=None, weights=None):
+        return backend.softmax_cross_entropy(output, target, grad_out, weights,
+                                             self.label_smoothing)
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Targets are integer class ids of shape (n,) in [0, classes)."""
     name = "sparse_categorical_crossentropy"
     integer_targets = True
+
+    def target_classes(self, y):
+        return numpy.rint(y).astype(numpy.int64)
 
     def target_layout(self, y, output_dim):
         if y.ndim == 2 and y.shape[1] == 1:
@@ -155,6 +226,9 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 LOSSES = {
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
+    "mae": MeanAbsoluteError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "huber": Huber,
     "binary_crossentropy": BinaryCrossentropy,
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,

@@ -32,10 +32,8 @@ class NanGuard:
         model, be = self.model, self.backend
         optimizer = model.optimizer
         if self._snapshot is None:
-            self._snapshot = {"params": be.empty(model.flat_params.shape, model.dtype),
-                              "iterations": be.empty(optimizer.iterations.shape, "int64")}
-            for name, buf in optimizer.state.items():
-                self._snapshot[name] = be.empty(buf.shape, buf.dtype)
+            self._snapshot = {name: be.empty(buf.shape, buf.dtype)
+                              for name, buf in self._live_buffers().items()}
         for name, buf in self._live_buffers().items():
             be.copy(buf, out=self._snapshot[name])
         self._snapshot_steps = model.train_steps
@@ -48,9 +46,12 @@ class NanGuard:
         return self._flags
 
     def _live_buffers(self):
-        optimizer = self.model.optimizer
-        return {"params": self.model.flat_params, "iterations": optimizer.iterations,
-                **optimizer.state}
+        """What a bad step may have spoiled: the weights, the moving statistics, the
+        optimizer's state and step count."""
+        model, optimizer = self.model, self.model.optimizer
+        return {"params": model.flat_params, "layer_state": model.weights.state,
+                "iterations": optimizer.iterations,
+                **{f"optimizer_{k}": v for k, v in optimizer.state.items()}}
 
     def check_loss(self, loss, epoch, step, steps):
         """Host mode: raise before the update when this step's loss is not finite."""

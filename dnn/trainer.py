@@ -14,7 +14,7 @@ import functools
 
 import numpy
 
-from . import data_adapter
+from . import data_adapter, step as step_math
 from .callbacks import CallbackList, History, ProgressLogger, TerminateOnNaN
 from .captured_steps import CapturedSteps
 from .interrupt import StopOnInterrupt
@@ -37,10 +37,11 @@ class Trainer:
         self._position = [0, 0, 0]  # (epoch, step, steps) of the step running now
 
     # ------------------------------------------------------------------------ fit
-    def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-            shuffle=True, verbose=1, callbacks=None, initial_epoch=0, terminate_on_nan=True,
-            cuda_graph="auto"):
-        """See ``Sequential.fit``; ``x`` and ``y`` are checked device arrays."""
+    def fit(self, x, y, w=None, epochs=1, batch_size=32, validation_split=0.0,
+            validation_data=None, shuffle=True, verbose=1, callbacks=None, initial_epoch=0,
+            terminate_on_nan=True, cuda_graph="auto"):
+        """See ``Sequential.fit``; ``x``, ``y`` and the sample weights ``w`` (or None)
+        are checked device arrays."""
         model, be = self.model, self.backend
         epochs = check_nonnegative_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -55,8 +56,8 @@ class Trainer:
         if cuda_graph is True and be.supports_graphs and model.optimizer.clipnorm is not None:
             raise ValueError("cuda_graph: expected 'auto' or False with clipnorm (the global "
                              "norm needs temporaries a captured graph cannot own); got True")
-        x, y, val = data_adapter.split_validation(model, x, y, validation_split,
-                                                  validation_data)
+        x, y, w, val = data_adapter.split_validation(model, x, y, w, validation_split,
+                                                     validation_data)
         n = x.shape[0]
         steps = -(-n // batch_size)
 
@@ -80,7 +81,7 @@ class Trainer:
             with StopOnInterrupt(model):
                 for epoch in range(initial_epoch, epochs):
                     cb.on_epoch_begin(epoch)
-                    logs, complete = self._run_epoch(x, y, batch_size, epoch, shuffle,
+                    logs, complete = self._run_epoch(x, y, w, batch_size, epoch, shuffle,
                                                      nan_guard, cb, use_graph)
                     if val is not None:
                         val_logs = self.evaluate(*val, max(batch_size, 256))
@@ -99,7 +100,8 @@ class Trainer:
         names = ["loss"] + [m.name for m in self.model.metrics]
         return names + ["val_" + k for k in names] if with_val else names
 
-    def _run_epoch(self, x_dev, y_dev, batch_size, epoch, shuffle, nan_guard, cb, use_graph):
+    def _run_epoch(self, x_dev, y_dev, w_dev, batch_size, epoch, shuffle, nan_guard, cb,
+                   use_graph):
         """One epoch. Reads the device only where it must: the loss and metric totals once
         at the end, plus the loss at progress points when a callback wants per-batch logs
         (and the NaN guard's flag at those same points).
@@ -122,23 +124,24 @@ class Trainer:
         k = model.steps_per_execution if use_graph else 1
         chunks = full // k if k > 1 else 0
         step, seen = 0, n
+        data = [a for a in (x_dev, y_dev, w_dev) if a is not None]
         if chunks:
             be.fill(self._cursor, 0)
-            xb, yb = self._batch_buffers(x_dev, y_dev, batch_size)
-            body = functools.partial(self._train_steps, k, x_dev, y_dev, order, xb, yb, flags,
-                                     totals, host_check)
+            batch = self._batch_buffers(data, batch_size)
+            body = functools.partial(self._train_steps, k, data, order, batch, flags, totals,
+                                     host_check)
         while step < steps:
             self._position[:] = epoch, step, steps
             if step < chunks * k:
-                self.captured.run(batch_size, body, steps=k, pins=(x_dev, y_dev))
+                self.captured.run(batch_size, body, steps=k, pins=tuple(data))
                 done = k
             else:
                 start, stop = step * batch_size, min(n, (step + 1) * batch_size)
-                xb, yb = self._batch_buffers(x_dev, y_dev, stop - start)
-                be.take_rows(x_dev, order[start:stop], out=xb)
-                be.take_rows(y_dev, order[start:stop], out=yb)
+                batch = self._batch_buffers(data, stop - start)
+                for source, target in zip(data, batch):
+                    be.take_rows(source, order[start:stop], out=target)
                 # Bound now: a replayed step keeps the buffers it was captured with.
-                one = functools.partial(self._train_step, xb, yb, flags, totals, host_check)
+                one = functools.partial(self._train_step, batch, flags, totals, host_check)
                 if use_graph and stop - start == batch_size:
                     self.captured.run(batch_size, one)
                 else:
@@ -157,7 +160,7 @@ class Trainer:
                 break
         if flags is not None:
             guard.check_flags(epoch, steps)
-        return model.logs(totals.read(), seen), seen == n
+        return step_math.logs(model, totals.read(), seen), seen == n
 
     def _epoch_order(self, n, epoch, shuffle):
         """The epoch's sample order, in a device buffer that lives as long as the trainer
@@ -170,51 +173,57 @@ class Trainer:
         self.backend.copy(self.backend.asarray(order), out=self._order)
         return self._order
 
-    def _batch_buffers(self, x_dev, y_dev, rows):
-        """The fixed batch buffers of ``rows`` rows (a captured step reads them)."""
+    def _batch_buffers(self, data, rows):
+        """The fixed batch buffers of ``rows`` rows for the arrays ``data`` (features,
+        targets, and the sample weights if any): a captured step reads them."""
         be = self.backend
-        key = ("batch", x_dev.shape[1:], x_dev.dtype, y_dev.shape[1:], y_dev.dtype)
-        return self.model.buffers.get(rows, key, lambda r: (
-            be.empty((r,) + tuple(x_dev.shape[1:]), x_dev.dtype),
-            be.empty((r,) + tuple(y_dev.shape[1:]), y_dev.dtype)))
+        key = ("batch",) + tuple((a.shape[1:], a.dtype) for a in data)
+        return self.model.buffers.get(rows, key, lambda r: tuple(
+            be.empty((r,) + tuple(a.shape[1:]), a.dtype) for a in data))
 
-    def _train_steps(self, k, x_dev, y_dev, order, xb, yb, flags, totals, host_check):
+    def _train_steps(self, k, data, order, batch, flags, totals, host_check):
         """``k`` training steps, each gathering its batch at the cursor in device memory."""
         be = self.backend
         for _ in range(k):
-            be.gather_rows(x_dev, order, self._cursor, out=xb)
-            be.gather_rows(y_dev, order, self._cursor, out=yb)
-            be.advance(self._cursor, xb.shape[0])
-            self._train_step(xb, yb, flags, totals, host_check)
+            for source, target in zip(data, batch):
+                be.gather_rows(source, order, self._cursor, out=target)
+            be.advance(self._cursor, batch[0].shape[0])
+            self._train_step(batch, flags, totals, host_check)
             self._position[1] += 1  # for the host check's message (a re-run, not a graph)
 
-    def _train_step(self, xb, yb, flags, totals, host_check):
+    def _train_step(self, batch, flags, totals, host_check):
         """Forward, loss, backward, update, and the batch's loss and metrics added to the
-        device totals, all on the device. ``host_check`` asks for the host-side
-        non-finite check before the update; ``flags`` for the device-side one."""
+        device totals, all on the device. ``batch``: (x, y) or (x, y, sample weights).
+        ``host_check`` asks for the host-side non-finite check before the update;
+        ``flags`` for the device-side one."""
         model, be, optimizer = self.model, self.backend, self.model.optimizer
-        out, loss = model.loss_and_backward(xb, yb, training=True, step=optimizer.iterations)
+        xb, yb = batch[:2]
+        wb = batch[2] if len(batch) > 2 else None
+        out, loss = step_math.loss_and_backward(model, xb, yb, True, optimizer.iterations, wb)
         if host_check:
             self.nan_guard.check_loss(loss, *self._position)
         skip = self.nan_guard.guard(loss, flags) if flags is not None else None
         optimizer.apply_gradients(model.flat_params, model.flat_grads, skip=skip)
         model.refresh_compute_weights()
         be.accumulate(totals.loss, loss, xb.shape[0])
-        model.update_metrics(out, yb, totals.metrics)
+        step_math.update_metrics(model, out, yb, totals.metrics)
 
     # ------------------------------------------------------------------- evaluate
-    def evaluate(self, x_dev, y_dev, batch_size):
-        """Mean loss and metrics over device arrays, in batches of ``batch_size``: the
-        totals stay on the device and are read once."""
+    def evaluate(self, x_dev, y_dev, w_dev, batch_size):
+        """Mean loss (weight penalties included, as Keras) and metrics over device
+        arrays, in batches of ``batch_size``: the totals stay on the device and are
+        read once."""
         model, be = self.model, self.backend
         totals = self._eval_totals
         be.fill(totals.buffer, 0)
         for start in range(0, x_dev.shape[0], batch_size):
-            xb, yb = x_dev[start:start + batch_size], y_dev[start:start + batch_size]
-            out, loss, _ = model.output_and_loss(xb, yb)
+            rows = slice(start, start + batch_size)
+            xb, yb = x_dev[rows], y_dev[rows]
+            out, loss, _ = step_math.output_and_loss(
+                model, xb, yb, weights=None if w_dev is None else w_dev[rows])
             be.accumulate(totals.loss, loss, xb.shape[0])
-            model.update_metrics(out, yb, totals.metrics)
-        return model.logs(totals.read(), x_dev.shape[0])
+            step_math.update_metrics(model, out, yb, totals.metrics)
+        return step_math.logs(model, totals.read(), x_dev.shape[0])
 
 
 def _crossed(step, done, every, steps):
@@ -226,13 +235,16 @@ def _crossed(step, done, every, steps):
 
 class _Totals:
     """Running sums on the device, read back in one transfer: the loss times the rows,
-    then one count or sum per metric."""
+    then each metric's slots (counts or sums)."""
 
     def __init__(self, backend, metrics, dtype):
         self.backend = backend
-        self.buffer = backend.zeros((1 + len(metrics),), dtype)
+        self.buffer = backend.zeros((1 + sum(m.slots for m in metrics),), dtype)
         self.loss = self.buffer[0:1]
-        self.metrics = [self.buffer[i:i + 1] for i in range(1, 1 + len(metrics))]
+        self.metrics, offset = [], 1
+        for metric in metrics:
+            self.metrics.append(self.buffer[offset:offset + metric.slots])
+            offset += metric.slots
 
     def read(self):
         return [float(v) for v in self.backend.to_numpy(self.buffer)]

@@ -167,6 +167,7 @@ def prelude():
              f"#define DNN_GELU_K {reference.GELU_K!r}",
              f"#define DNN_GELU_C {reference.GELU_C!r}",
              f"#define DNN_LEAKY_RELU_ALPHA {reference.LEAKY_RELU_ALPHA!r}",
+             f"#define DNN_AUC_EPSILON {reference.AUC_EPSILON!r}",
              f"#define DNN_ACTIVATION_COUNT {len(reference.ELEMENTWISE_ACTIVATIONS)}"]
     lines += [f"#define DNN_ACT_{name.upper()} {code}"
               for code, name in enumerate(reference.ELEMENTWISE_ACTIVATIONS)]

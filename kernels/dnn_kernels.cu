@@ -252,6 +252,155 @@ __device__ void softmax_backward(const T* dy, const T* y, T* dx, long long rows,
     }
 }
 
+// ------------------------------------------------------------------ normalization
+// BatchNormalization's batch statistics come from column sums (cuBLAS GEMVs with a
+// ones vector, issued by the backend) and the small kernels below; LayerNormalization
+// is row-wise, a group of threads per row. Statistics are kept in the compute type C.
+
+// out = (x - colsum / rows)^2, in C: the squared deviations whose column sums give the
+// biased batch variance.
+// dnn:kernel float32 float64 bfloat16
+template <typename S>
+__device__ void center_square(const S* x, const dnn_compute_t<S>* colsum,
+                              dnn_compute_t<S>* out, long long rows, long long cols) {
+    typedef dnn_compute_t<S> C;
+    DNN_LOOP(i, rows * cols) {
+        C d = dnn_load(x[i]) - colsum[i % cols] / C(rows);
+        out[i] = d * d;
+    }
+}
+
+// out = a * b in the compute type (the products whose column sums give dgamma).
+// dnn:kernel float32 float64 bfloat16
+template <typename S>
+__device__ void product(const S* a, const S* b, dnn_compute_t<S>* out, long long n) {
+    DNN_LOOP(i, n) out[i] = dnn_load(a[i]) * dnn_load(b[i]);
+}
+
+// Per column: mean = sum1 / rows, var = sum2 / rows (biased, as Keras), and when
+// ``momentum`` >= 0 the moving statistics move towards them.
+// dnn:kernel float32 float64 bfloat16
+template <typename S>
+__device__ void batch_stats(const dnn_compute_t<S>* sum1, const dnn_compute_t<S>* sum2,
+                            dnn_compute_t<S>* mean, dnn_compute_t<S>* var,
+                            dnn_compute_t<S>* moving_mean, dnn_compute_t<S>* moving_var,
+                            long long rows, long long cols, dnn_compute_t<S> momentum) {
+    typedef dnn_compute_t<S> C;
+    DNN_LOOP(c, cols) {
+        C m = sum1[c] / C(rows), v = sum2[c] / C(rows);
+        mean[c] = m;
+        var[c] = v;
+        if (momentum >= C(0)) {
+            moving_mean[c] = moving_mean[c] * momentum + m * (C(1) - momentum);
+            moving_var[c] = moving_var[c] * momentum + v * (C(1) - momentum);
+        }
+    }
+}
+
+// y = gamma * (x - mean) / d + beta per column, d = sqrt(var + eps), or with ``clamp``
+// d = max(sqrt(var), eps) (Keras' Normalization); mean, gamma, beta may be null (0, 1,
+// 0); xhat (the normalized x, for the backward pass) may be null. y may be x.
+// dnn:kernel float32 float64 bfloat16
+template <typename S>
+__device__ void column_affine(const S* x, const dnn_compute_t<S>* mean,
+                              const dnn_compute_t<S>* var, const S* gamma, const S* beta,
+                              S* y, S* xhat, long long rows, long long cols,
+                              dnn_compute_t<S> eps, int clamp) {
+    typedef dnn_compute_t<S> C;
+    DNN_LOOP(i, rows * cols) {
+        long long c = i % cols;
+        C sd = clamp ? dnn_sqrt(var[c]) : dnn_sqrt(var[c] + eps);
+        C xh = (dnn_load(x[i]) - (mean ? mean[c] : C(0))) / (clamp && sd < eps ? eps : sd);
+        if (xhat) dnn_store(xhat[i], xh);
+        C scale = gamma ? dnn_load(gamma[c]) : C(1), shift = beta ? dnn_load(beta[c]) : C(0);
+        dnn_store(y[i], scale * xh + shift);
+    }
+}
+
+// BatchNormalization's input gradient from the column sums dbeta = sum(dy) and
+// dgamma = sum(dy * xhat): dx = gamma / sqrt(var + eps) / rows * (rows dy - dbeta -
+// xhat dgamma).
+// dnn:kernel float32 float64 bfloat16
+template <typename S>
+__device__ void batch_norm_backward(const S* dy, const S* xhat, const S* gamma,
+                                    const dnn_compute_t<S>* var,
+                                    const dnn_compute_t<S>* dgamma,
+                                    const dnn_compute_t<S>* dbeta, S* dx, long long rows,
+                                    long long cols, dnn_compute_t<S> eps) {
+    typedef dnn_compute_t<S> C;
+    DNN_LOOP(i, rows * cols) {
+        long long c = i % cols;
+        C scale = dnn_load(gamma[c]) / dnn_sqrt(var[c] + eps) / C(rows);
+        dnn_store(dx[i], scale * (C(rows) * dnn_load(dy[i]) - dbeta[c]
+                                  - dnn_load(xhat[i]) * dgamma[c]));
+    }
+}
+
+// LayerNormalization of each row over its columns: y = gamma * xhat + beta with
+// xhat = (x - mean) / sqrt(var + eps); xhat and the rows' 1 / sqrt(var + eps) are kept
+// for the backward pass. y may be x.
+// dnn:kernel float32 float64 bfloat16
+template <typename S>
+__device__ void layer_norm(const S* x, const S* gamma, const S* beta, S* y, S* xhat,
+                           dnn_compute_t<S>* rstd, long long rows, long long cols,
+                           dnn_compute_t<S> eps, long long group) {
+    typedef dnn_compute_t<S> C;
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
+        const S* xr = x + r * cols;
+        C s = C(0);
+        for (long long c = lane; active && c < cols; c += g) s += dnn_load(xr[c]);
+        const C mean = dnn_group_sum(s, g) / C(cols);
+        C q = C(0);
+        for (long long c = lane; active && c < cols; c += g) {
+            C d = dnn_load(xr[c]) - mean;
+            q += d * d;
+        }
+        const C inv = C(1) / dnn_sqrt(dnn_group_sum(q, g) / C(cols) + eps);
+        if (!active) continue;
+        if (lane == 0) rstd[r] = inv;
+        for (long long c = lane; c < cols; c += g) {
+            C xh = (dnn_load(xr[c]) - mean) * inv;
+            dnn_store(xhat[r * cols + c], xh);
+            dnn_store(y[r * cols + c], dnn_load(gamma[c]) * xh + dnn_load(beta[c]));
+        }
+    }
+}
+
+// dx = rstd / cols * (cols g - sum(g) - xhat sum(g xhat)) per row, g = dy * gamma.
+// dx may be dy.
+// dnn:kernel float32 float64 bfloat16
+template <typename S>
+__device__ void layer_norm_backward(const S* dy, const S* xhat, const S* gamma,
+                                    const dnn_compute_t<S>* rstd, S* dx, long long rows,
+                                    long long cols, long long group) {
+    typedef dnn_compute_t<S> C;
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
+        C s1 = C(0), s2 = C(0);
+        for (long long c = lane; active && c < cols; c += g) {
+            C gi = dnn_load(dy[r * cols + c]) * dnn_load(gamma[c]);
+            s1 += gi;
+            s2 += gi * dnn_load(xhat[r * cols + c]);
+        }
+        s1 = dnn_group_sum(s1, g);
+        s2 = dnn_group_sum(s2, g);
+        if (!active) continue;
+        const C k = C(cols), scale = rstd[r] / k;
+        for (long long c = lane; c < cols; c += g) {
+            C gi = dnn_load(dy[r * cols + c]) * dnn_load(gamma[c]);
+            C xh = dnn_load(xhat[r * cols + c]);
+            dnn_store(dx[r * cols + c], scale * (k * gi - s1 - xh * s2));
+        }
+    }
+}
+
 // ------------------------------------------------------------------------ losses
 // Each loss kernel writes the gradient and one partial sum of the mean loss per block
 // (see dnn_store_partial); reduce_partials then gives the loss.
@@ -271,14 +420,17 @@ __device__ __forceinline__ void row_max_sum_exp(const T* zr, long long cols, boo
 }
 
 // Softmax cross-entropy from logits, integer labels: the gradient, and the rows' shares
-// of the mean loss summed per block.
+// of the mean loss summed per block. Each row's loss and gradient are scaled by its
+// weight (weights may be null: all 1). With label smoothing ls the target row is
+// (1 - ls) one_hot + ls / cols.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void softmax_xent_sparse(const T* z, const long long* labels, T* grad,
-                                    T* partials, long long rows, long long cols, T inv_n,
-                                    long long group) {
+__device__ void softmax_xent_sparse(const T* z, const long long* labels, const T* weights,
+                                    T* grad, T* partials, long long rows, long long cols,
+                                    T inv_n, T smoothing, long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
+    const T off = smoothing / T(cols), on = T(1) - smoothing + off;
     T total = T(0);
     for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
         const long long r = base + threadIdx.x / g;
@@ -286,25 +438,35 @@ __device__ void softmax_xent_sparse(const T* z, const long long* labels, T* grad
         const T* zr = z + r * cols;
         T m, s;
         row_max_sum_exp(zr, cols, active, lane, g, m, s);
+        T shifted = T(0);  // sum of (z - m) over the row, for the smoothed part
+        for (long long c = lane; active && smoothing != T(0) && c < cols; c += g) {
+            shifted += zr[c] - m;
+        }
+        shifted = dnn_group_sum(shifted, g);
         if (!active) continue;
-        T log_s = dnn_log(s), inv_s = T(1) / s;
-        long long label = labels[r];
-        if (lane == 0) total += (log_s - (zr[label] - m)) * inv_n;
+        const T log_s = dnn_log(s), inv_s = T(1) / s, w = weights ? weights[r] : T(1);
+        const long long label = labels[r];
+        const T row_loss = (T(1) - smoothing) * (log_s - (zr[label] - m))
+                           + off * (T(cols) * log_s - shifted);
+        if (lane == 0) total += w * row_loss * inv_n;
         for (long long c = lane; c < cols; c += g) {
             T p = dnn_exp(zr[c] - m) * inv_s;
-            grad[r * cols + c] = (p - (c == label ? T(1) : T(0))) * inv_n;
+            grad[r * cols + c] = w * (p - (c == label ? on : off)) * inv_n;
         }
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
-// The same with target rows t (one-hot or probabilities): d/dz = p * sum(t) - t.
+// The same with target rows t (one-hot or probabilities): d/dz = p * sum(t) - t, the
+// target smoothed as t (1 - ls) + ls / cols.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* partials,
-                                   long long rows, long long cols, T inv_n, long long group) {
+__device__ void softmax_xent_dense(const T* z, const T* t, const T* weights, T* grad,
+                                   T* partials, long long rows, long long cols, T inv_n,
+                                   T smoothing, long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
+    const T keep = T(1) - smoothing, off = smoothing / T(cols);
     T total = T(0);
     for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
         const long long r = base + threadIdx.x / g;
@@ -315,43 +477,95 @@ __device__ void softmax_xent_dense(const T* z, const T* t, T* grad, T* partials,
         row_max_sum_exp(zr, cols, active, lane, g, m, s);
         T log_s = active ? dnn_log(s) : T(0), loss = T(0), mass = T(0);
         for (long long c = lane; active && c < cols; c += g) {
-            loss += tr[c] * (log_s - (zr[c] - m));
-            mass += tr[c];
+            T tc = tr[c] * keep + off;
+            loss += tc * (log_s - (zr[c] - m));
+            mass += tc;
         }
         loss = dnn_group_sum(loss, g);
         mass = dnn_group_sum(mass, g);
         if (!active) continue;
-        if (lane == 0) total += loss * inv_n;
-        T inv_s = T(1) / s;
+        const T w = weights ? weights[r] : T(1), inv_s = T(1) / s;
+        if (lane == 0) total += w * loss * inv_n;
         for (long long c = lane; c < cols; c += g) {
-            grad[r * cols + c] = (dnn_exp(zr[c] - m) * inv_s * mass - tr[c]) * inv_n;
+            T tc = tr[c] * keep + off;
+            grad[r * cols + c] = w * (dnn_exp(zr[c] - m) * inv_s * mass - tc) * inv_n;
         }
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
-// Binary cross-entropy of sigmoid(z): max(z,0) - z t + log1p(exp(-|z|)).
+// The elementwise losses: each element's share of the mean (inv_n = 1 / elements) times
+// its row's weight (weights may be null; rows have cols elements), summed per block,
+// and its gradient. ``element(i, w)`` writes grad[i] and returns that share.
+template <typename T, typename F>
+__device__ __forceinline__ void dnn_elementwise_loss(long long n, long long cols,
+                                                     const T* weights, T* partials,
+                                                     F element) {
+    T total = T(0);
+    DNN_LOOP(i, n) total += element(i, weights ? weights[i / cols] : T(1));
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// Binary cross-entropy of sigmoid(z): max(z,0) - z t + log1p(exp(-|z|)), the target
+// smoothed towards 1/2 as t (1 - ls) + ls / 2.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void sigmoid_bce(const T* z, const T* t, T* grad, T* partials, long long n,
-                            T inv_n) {
-    T total = T(0);
-    DNN_LOOP(i, n) {
-        T zi = z[i], ti = t[i];
-        total += ((zi > T(0) ? zi : T(0)) - zi * ti + dnn_log1p(dnn_exp(-dnn_abs(zi)))) * inv_n;
-        grad[i] = (dnn_sigmoid(zi) - ti) * inv_n;
-    }
-    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+__device__ void sigmoid_bce(const T* z, const T* t, const T* weights, T* grad, T* partials,
+                            long long n, long long cols, T inv_n, T smoothing) {
+    dnn_elementwise_loss(n, cols, weights, partials, [&](long long i, T w) {
+        T zi = z[i], ti = t[i] * (T(1) - smoothing) + T(0.5) * smoothing;
+        grad[i] = w * (dnn_sigmoid(zi) - ti) * inv_n;
+        return w * ((zi > T(0) ? zi : T(0)) - zi * ti + dnn_log1p(dnn_exp(-dnn_abs(zi))))
+               * inv_n;
+    });
 }
 
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void mse(const T* p, const T* t, T* grad, T* partials, long long n, T inv_n) {
+__device__ void mse(const T* p, const T* t, const T* weights, T* grad, T* partials,
+                    long long n, long long cols, T inv_n) {
+    dnn_elementwise_loss(n, cols, weights, partials, [&](long long i, T w) {
+        T d = p[i] - t[i];
+        grad[i] = w * T(2) * d * inv_n;
+        return w * d * d * inv_n;
+    });
+}
+
+// Mean absolute error; the gradient of |d| at 0 is 0.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void mae(const T* p, const T* t, const T* weights, T* grad, T* partials,
+                    long long n, long long cols, T inv_n) {
+    dnn_elementwise_loss(n, cols, weights, partials, [&](long long i, T w) {
+        T d = p[i] - t[i];
+        grad[i] = w * (d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0))) * inv_n;
+        return w * dnn_abs(d) * inv_n;
+    });
+}
+
+// Huber: d^2 / 2 where |d| <= delta, delta (|d| - delta / 2) beyond (as Keras).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void huber(const T* p, const T* t, const T* weights, T* grad, T* partials,
+                      long long n, long long cols, T inv_n, T delta) {
+    dnn_elementwise_loss(n, cols, weights, partials, [&](long long i, T w) {
+        T d = p[i] - t[i], a = dnn_abs(d);
+        bool small = a <= delta;
+        grad[i] = w * (small ? d : (d > T(0) ? delta : -delta)) * inv_n;
+        return w * (small ? T(0.5) * d * d : delta * (a - T(0.5) * delta)) * inv_n;
+    });
+}
+
+// A weight penalty l1 sum|w| + l2 sum w^2 as partial sums, and its gradient
+// l1 sign(w) + 2 l2 w added to g (when g is not null).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void regularize(const T* w, T* g, T* partials, long long n, T l1, T l2) {
     T total = T(0);
     DNN_LOOP(i, n) {
-        T d = p[i] - t[i];
-        total += d * d * inv_n;
-        grad[i] = T(2) * d * inv_n;
+        T wi = w[i], sign = wi > T(0) ? T(1) : (wi < T(0) ? T(-1) : T(0));
+        total += l1 * dnn_abs(wi) + l2 * wi * wi;
+        if (g) g[i] += l1 * sign + T(2) * l2 * wi;
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
@@ -643,6 +857,72 @@ __device__ void abs_error(const T* pred, const T* target, T* partials, long long
 template <typename T>
 __device__ void accumulate(T* acc, const T* value, T weight) {
     if (blockIdx.x == 0 && threadIdx.x == 0) acc[0] += value[0] * weight;
+}
+
+// Rows whose label is among the k highest scores: fewer than k scores exceed the label's
+// (ties at the boundary count as in, as TensorFlow's in_top_k). labels: int64 ids, or
+// null with target rows whose argmax is the label.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void top_k_matches(const T* scores, const long long* labels, const T* targets,
+                              T* partials, long long rows, long long cols, long long k,
+                              long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
+    T total = T(0);
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
+        long long label = labels ? (active ? labels[r] : 0)
+                                 : row_argmax(targets + r * cols, cols, active, lane, g);
+        const T* sr = scores + r * cols;
+        T above = T(0);
+        for (long long c = lane; active && c < cols; c += g) {
+            if (sr[c] > sr[label]) above += T(1);
+        }
+        above = dnn_group_sum(above, g);
+        if (active && lane == 0 && above < T(k)) total += T(1);
+    }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// Binary counts at a threshold: which = 0 counts true positives (score > threshold and
+// target > 0.5), 1 predicted positives, 2 actual positives.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void binary_counts(const T* scores, const T* targets, T* partials, long long n,
+                              T threshold, int which) {
+    T total = T(0);
+    DNN_LOOP(i, n) {
+        bool predicted = scores[i] > threshold, actual = targets[i] > T(0.5);
+        bool counted = which == 0 ? (predicted && actual) : (which == 1 ? predicted : actual);
+        total += counted ? T(1) : T(0);
+    }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// The histogram behind AUC: for each score p = act(score) the number b of the
+// thresholds [-eps, 1/(m-1), ..., (m-2)/(m-1), 1+eps] (m of them, as Keras) lying below
+// it, counted into counts[b] for positive targets and counts[m + 1 + b] for negative
+// ones (2 (m + 1) running counts in device memory). Counts are whole numbers, so the
+// atomic additions are exact and the totals do not depend on their order.
+// dnn:kernel float32 float64
+template <typename T, int ACT>
+__device__ void threshold_histogram(const T* scores, const T* targets, T* counts, long long n,
+                                    long long m) {
+    DNN_LOOP(i, n) {
+        T p = dnn_activate<T, ACT>(scores[i]);
+        long long b;
+        if (p > T(1) + T(DNN_AUC_EPSILON)) {
+            b = m;
+        } else if (p <= T(-DNN_AUC_EPSILON)) {
+            b = 0;
+        } else {
+            long long inner = (long long)ceil((double)p * (double)(m - 1)) - 1;
+            b = 1 + (inner < 0 ? 0 : (inner > m - 2 ? m - 2 : inner));
+        }
+        atomicAdd(&counts[(targets[i] > T(0.5) ? 0 : m + 1) + b], T(1));
+    }
 }
 
 // ------------------------------------------------------------------ batch gather

@@ -55,3 +55,11 @@ struct alignas(16) float4 {
 struct alignas(16) double2 {
     double x, y;
 };
+
+// One thread at a time on the host: an atomic addition is a plain one.
+template <typename T>
+static inline T atomicAdd(T* address, T value) {
+    T old = *address;
+    *address = old + value;
+    return old;
+}

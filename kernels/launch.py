@@ -99,25 +99,83 @@ class FusedKernels:
                          activation)
         return out
 
+    # -------------------------------------------------------------- normalization
+    def center_square(self, x, colsum, out):
+        """``out = (x - colsum / rows)**2`` in the statistics dtype."""
+        rows, cols = x.shape
+        self._launch("center_square", x.dtype.name, GRID, x.size, (x, colsum, out, rows, cols))
+        return out
+
+    def product(self, a, b, out):
+        """``out = a * b`` in the statistics dtype."""
+        self._launch("product", a.dtype.name, GRID, a.size, (a, b, out, a.size))
+        return out
+
+    def batch_stats(self, dtype, sum1, sum2, mean, var, moving_mean, moving_var, rows,
+                    momentum):
+        """Per column mean and variance from the sums; moving statistics move when
+        ``momentum`` >= 0 (pass -1 to leave them)."""
+        cols = sum1.shape[0]
+        self._launch("batch_stats", dtype, GRID, cols,
+                     (sum1, sum2, mean, var, moving_mean, moving_var, rows, cols, momentum))
+
+    def column_affine(self, x, mean, var, gamma, beta, out, xhat, epsilon, clamp=False):
+        """``out = gamma * (x - mean) / d + beta`` per column (see the kernel for d)."""
+        rows, cols = x.shape
+        self._launch("column_affine", x.dtype.name, GRID, x.size,
+                     (x, mean, var, gamma, beta, out, xhat, rows, cols, epsilon, int(clamp)))
+        return out
+
+    def batch_norm_backward(self, dy, xhat, gamma, var, dgamma, dbeta, out, epsilon):
+        rows, cols = dy.shape
+        self._launch("batch_norm_backward", dy.dtype.name, GRID, dy.size,
+                     (dy, xhat, gamma, var, dgamma, dbeta, out, rows, cols, epsilon))
+        return out
+
+    def layer_norm(self, x, gamma, beta, out, xhat, rstd, epsilon):
+        rows, cols = x.shape
+        group = row_group(cols)
+        self._launch("layer_norm", x.dtype.name, ROWS, rows,
+                     (x, gamma, beta, out, xhat, rstd, rows, cols, epsilon, group), group=group)
+        return out
+
+    def layer_norm_backward(self, dy, xhat, gamma, rstd, out):
+        rows, cols = dy.shape
+        group = row_group(cols)
+        self._launch("layer_norm_backward", dy.dtype.name, ROWS, rows,
+                     (dy, xhat, gamma, rstd, out, rows, cols, group), group=group)
+        return out
+
     # --------------------------------------------------------------------- losses
-    def softmax_cross_entropy(self, logits, labels, grad, partials, out):
+    def softmax_cross_entropy(self, logits, labels, weights, grad, partials, out,
+                              smoothing=0.0):
         """The mean loss into ``out`` (1 element) and its gradient into ``grad``;
-        ``labels`` int64 (rows,) or target rows of the logits' dtype; ``partials`` holds
-        REDUCE_BLOCKS values (see ``sum``)."""
+        ``labels`` int64 (rows,) or target rows of the logits' dtype; ``weights`` per
+        row or None; ``partials`` holds REDUCE_BLOCKS values (see ``sum``)."""
         rows, cols = logits.shape
         group = row_group(cols)
         kernel = "softmax_xent_sparse" if labels.ndim == 1 else "softmax_xent_dense"
         self._launch(kernel, logits.dtype.name, ROWS_REDUCE, rows,
-                     (logits, labels, grad, partials, rows, cols, 1.0 / rows, group),
-                     group=group)
+                     (logits, labels, weights, grad, partials, rows, cols, 1.0 / rows,
+                      smoothing, group), group=group)
         return self._reduce_partials(partials, out)
 
-    def elementwise_loss(self, loss, pred, target, grad, partials, out):
-        """``loss`` "sigmoid_bce" (pred holds logits) or "mse": the mean over all elements
-        into ``out`` (1 element), and the gradient."""
+    def elementwise_loss(self, loss, pred, target, weights, grad, partials, out, *extra):
+        """``loss`` "sigmoid_bce" (pred holds logits; extra: label smoothing), "mse",
+        "mae" or "huber" (extra: delta): the mean over all elements, each weighted by
+        its row's weight (``weights`` (rows,) or None), into ``out`` (1 element), and
+        the gradient."""
         self._launch(loss, pred.dtype.name, REDUCE, pred.size,
-                     (pred, target, grad, partials, pred.size, 1.0 / pred.size))
+                     (pred, target, weights, grad, partials, pred.size, pred.shape[-1],
+                      1.0 / pred.size, *extra))
         return self._reduce_partials(partials, out)
+
+    def add_regularization(self, weights, grads, l1, l2, partials, total):
+        """``total[0] +=`` the penalty of ``weights``; its gradient is added to
+        ``grads`` unless that is None."""
+        self._launch("regularize", weights.dtype.name, REDUCE, weights.size,
+                     (weights, grads, partials, weights.size, l1, l2))
+        return self._reduce_partials(partials, total, add=True)
 
     def sum(self, x, partials, out):
         """``out[0] = x.sum()``: a partial sum per block into ``partials`` (REDUCE_BLOCKS
@@ -147,6 +205,31 @@ class FusedKernels:
         self._launch("threshold_matches", scores.dtype.name, REDUCE, scores.size,
                      (scores, targets, partials, scores.size, threshold))
         return self._reduce_partials(partials, total, add=True)
+
+    def add_top_k_matches(self, scores, labels, k, partials, total):
+        """``total[0] +=`` the rows whose label (int64 ids, or the argmax of target rows)
+        is among the ``k`` highest scores."""
+        rows, cols = scores.shape
+        group = row_group(cols)
+        sparse = labels.ndim == 1
+        self._launch("top_k_matches", scores.dtype.name, ROWS_REDUCE, rows,
+                     (scores, labels if sparse else None, None if sparse else labels,
+                      partials, rows, cols, k, group), group=group)
+        return self._reduce_partials(partials, total, add=True)
+
+    def add_binary_counts(self, scores, targets, threshold, partials, totals):
+        """``totals[0:3] +=`` (true positives, predicted positives, actual positives)."""
+        for which in range(3):
+            self._launch("binary_counts", scores.dtype.name, REDUCE, scores.size,
+                         (scores, targets, partials, scores.size, threshold, which))
+            self._reduce_partials(partials, totals[which:which + 1], add=True)
+        return totals
+
+    def add_threshold_histogram(self, activation, scores, targets, m, counts):
+        """``counts`` (2 (m + 1) running totals) += the AUC histogram of the batch."""
+        self._launch("threshold_histogram", scores.dtype.name, GRID, scores.size,
+                     (scores, targets, counts, scores.size, m), activation)
+        return counts
 
     def add_abs_error(self, activation, pred, target, partials, total):
         """``total[0] +=`` the sum of |activation(pred) - target| (an elementwise

@@ -77,35 +77,127 @@ def bias_activation(name, x, bias, xp=numpy):
     return activation(name, x + bias, xp)
 
 
+NORMALIZATION_EPSILON = 1e-7  # Keras' backend epsilon: Normalization's floor on the scale
+AUC_EPSILON = 1e-7  # the outer AUC thresholds are -eps and 1 + eps (Keras)
+
+
+def batch_norm(x, gamma, beta, epsilon, xp=numpy):
+    """Batch normalization with the batch's statistics (biased variance, as Keras):
+    ``(y, xhat, mean, var)``, statistics per column."""
+    mean = x.mean(axis=0)
+    var = ((x - mean) ** 2).mean(axis=0)
+    xhat = (x - mean) / xp.sqrt(var + epsilon)
+    return gamma * xhat + beta, xhat, mean, var
+
+
+def batch_norm_inference(x, gamma, beta, mean, var, epsilon, xp=numpy):
+    """Batch normalization with fixed (moving) statistics."""
+    return gamma * (x - mean) / xp.sqrt(var + epsilon) + beta
+
+
+def batch_norm_backward(dy, xhat, gamma, var, epsilon, xp=numpy):
+    """``(dx, dgamma, dbeta)`` of ``batch_norm`` through the batch statistics."""
+    n = dy.shape[0]
+    dbeta = dy.sum(axis=0)
+    dgamma = (dy * xhat).sum(axis=0)
+    dx = gamma / xp.sqrt(var + epsilon) / n * (n * dy - dbeta - xhat * dgamma)
+    return dx, dgamma, dbeta
+
+
+def moving_average(moving, value, momentum):
+    return moving * momentum + value * (1 - momentum)
+
+
+def layer_norm(x, gamma, beta, epsilon, xp=numpy):
+    """Normalization of each row over its features: ``(y, xhat, rstd)``, rstd per row."""
+    mean = x.mean(axis=1, keepdims=True)
+    rstd = 1 / xp.sqrt(((x - mean) ** 2).mean(axis=1, keepdims=True) + epsilon)
+    xhat = (x - mean) * rstd
+    return gamma * xhat + beta, xhat, rstd[:, 0]
+
+
+def layer_norm_backward(dy, xhat, gamma, rstd, xp=numpy):
+    """``(dx, dgamma, dbeta)`` of ``layer_norm``."""
+    g = dy * gamma
+    k = dy.shape[1]
+    dx = rstd[:, None] / k * (k * g - g.sum(axis=1, keepdims=True)
+                              - xhat * (g * xhat).sum(axis=1, keepdims=True))
+    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
+def standardize(x, mean, variance, xp=numpy):
+    """Keras' Normalization layer: ``(x - mean) / max(sqrt(variance), 1e-7)``."""
+    return (x - mean) / xp.maximum(xp.sqrt(variance), NORMALIZATION_EPSILON)
+
+
+def standardize_backward(dy, variance, xp=numpy):
+    return dy / xp.maximum(xp.sqrt(variance), NORMALIZATION_EPSILON)
+
+
 def log_softmax(logits, xp=numpy):
     z = logits - logits.max(axis=1, keepdims=True)
     return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, labels, xp=numpy):
+def _row_weights(weights, like):
+    """Per-row weights as a column to broadcast over ``like``'s rows (1 when None)."""
+    return 1 if weights is None else weights.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def softmax_cross_entropy(logits, labels, xp=numpy, weights=None, label_smoothing=0.0):
     """``(mean loss, d loss / d logits)`` for integer labels ``(n,)`` or target rows
-    ``(n, classes)`` (one-hot or probabilities: the gradient is ``p * sum(t) - t``)."""
-    n = logits.shape[0]
+    ``(n, classes)`` (one-hot or probabilities: the gradient is ``p * sum(t) - t``).
+    Each row is weighted by ``weights`` (n,) if given, the sum divided by n (Keras'
+    "sum over batch size"); label smoothing ls makes the targets t (1 - ls) + ls / k."""
+    n, k = logits.shape
     log_p = log_softmax(logits, xp)
-    target = xp.eye(logits.shape[1], dtype=logits.dtype)[labels] if labels.ndim == 1 \
+    target = xp.eye(k, dtype=logits.dtype)[labels] if labels.ndim == 1 \
         else labels.astype(logits.dtype, copy=False)
-    loss = -(target * log_p).sum() / n
-    grad = (xp.exp(log_p) * target.sum(axis=1, keepdims=True) - target) / n
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / k
+    w = _row_weights(weights, log_p)
+    loss = -(w * target * log_p).sum() / n
+    grad = w * (xp.exp(log_p) * target.sum(axis=1, keepdims=True) - target) / n
     return loss.astype(logits.dtype), grad
 
 
-def sigmoid_binary_cross_entropy(logits, targets, xp=numpy):
-    """``(mean loss, gradient)`` of binary cross-entropy of ``sigmoid(logits)``."""
+def sigmoid_binary_cross_entropy(logits, targets, xp=numpy, weights=None, label_smoothing=0.0):
+    """``(mean loss, gradient)`` of binary cross-entropy of ``sigmoid(logits)``, each row
+    weighted by ``weights``; label smoothing pulls the targets to 1/2: t (1 - ls) + ls / 2."""
+    if label_smoothing:
+        targets = targets * (1 - label_smoothing) + 0.5 * label_smoothing
+    w = _row_weights(weights, logits)
     e = xp.exp(-xp.abs(logits))
     per = xp.maximum(logits, 0) - logits * targets + xp.log1p(e)
-    grad = (_sigmoid(logits, e, xp) - targets) / logits.size
-    return per.mean().astype(logits.dtype), grad.astype(logits.dtype, copy=False)
+    grad = w * (_sigmoid(logits, e, xp) - targets) / logits.size
+    return (w * per).mean().astype(logits.dtype), grad.astype(logits.dtype, copy=False)
 
 
-def mean_squared_error(pred, target, xp=numpy):
-    """``(mean of (pred - target)**2 over all elements, gradient)``."""
-    diff = pred - target
-    return (diff * diff).mean().astype(pred.dtype), (2.0 / pred.size) * diff
+def mean_squared_error(pred, target, xp=numpy, weights=None):
+    """``(mean of (pred - target)**2 over all elements, gradient)``, rows weighted."""
+    diff, w = pred - target, _row_weights(weights, pred)
+    return (w * diff * diff).mean().astype(pred.dtype), (2.0 / pred.size) * w * diff
+
+
+def mean_absolute_error(pred, target, xp=numpy, weights=None):
+    """``(mean of |pred - target|, gradient)``, rows weighted; the gradient at 0 is 0."""
+    diff, w = pred - target, _row_weights(weights, pred)
+    return (w * xp.abs(diff)).mean().astype(pred.dtype), w * xp.sign(diff) / pred.size
+
+
+def huber(pred, target, delta=1.0, xp=numpy, weights=None):
+    """Huber loss as Keras: d^2 / 2 where |d| <= delta, else delta (|d| - delta / 2)."""
+    diff, w = pred - target, _row_weights(weights, pred)
+    small = xp.abs(diff) <= delta
+    per = xp.where(small, 0.5 * diff * diff, delta * (xp.abs(diff) - 0.5 * delta))
+    grad = w * xp.where(small, diff, delta * xp.sign(diff)) / pred.size
+    return (w * per).mean().astype(pred.dtype), grad.astype(pred.dtype, copy=False)
+
+
+def regularization(weights, l1, l2, xp=numpy):
+    """``(penalty, gradient)`` of ``l1 * sum(|w|) + l2 * sum(w**2)`` (Keras' L1L2)."""
+    penalty = l1 * xp.abs(weights).sum() + l2 * (weights * weights).sum()
+    return penalty, l1 * xp.sign(weights) + 2 * l2 * weights
 
 
 def argmax_matches(scores, labels, xp=numpy):
@@ -119,6 +211,47 @@ def argmax_matches(scores, labels, xp=numpy):
 def threshold_matches(scores, targets, threshold, xp=numpy):
     """Elements where ``scores > threshold`` agrees with ``targets > 0.5``."""
     return xp.sum((scores > threshold) == (targets > 0.5))
+
+
+def top_k_matches(scores, labels, k, xp=numpy):
+    """Rows whose label (int ids, or the argmax of target rows) is among the ``k`` highest
+    scores: fewer than k scores exceed the label's (ties count as in)."""
+    if labels.ndim == 2:
+        labels = xp.argmax(labels, axis=1)
+    own = xp.take_along_axis(scores, labels.reshape(-1, 1).astype(numpy.int64), axis=1)
+    return xp.sum((scores > own).sum(axis=1) < k)
+
+
+def binary_counts(scores, targets, threshold, xp=numpy):
+    """``(true positives, predicted positives, actual positives)`` at ``threshold``."""
+    predicted, actual = scores > threshold, targets > 0.5
+    return xp.sum(predicted & actual), xp.sum(predicted), xp.sum(actual)
+
+
+def auc_thresholds(m):
+    """Keras' AUC thresholds: -eps, then (m - 2) evenly inside (0, 1), then 1 + eps."""
+    inner = [(i + 1) / (m - 1) for i in range(m - 2)]
+    return numpy.array([-AUC_EPSILON] + inner + [1 + AUC_EPSILON])
+
+
+def threshold_histogram(probabilities, targets, m, xp=numpy):
+    """``(positive counts, negative counts)``, each m + 1 long: how many scores have b
+    of the m AUC thresholds below them, for b = 0..m."""
+    below = xp.searchsorted(xp.asarray(auc_thresholds(m)), probabilities.ravel(),
+                            side="left")
+    positive = targets.ravel() > 0.5
+    return (xp.bincount(below[positive], minlength=m + 1),
+            xp.bincount(below[~positive], minlength=m + 1))
+
+
+def auc_from_histogram(positive, negative):
+    """ROC AUC by the trapezoidal rule over the thresholds (Keras' "interpolation")."""
+    tp = positive[::-1].cumsum()[::-1][1:]  # scores above threshold j: b > j
+    fp = negative[::-1].cumsum()[::-1][1:]
+    fn, tn = positive.sum() - tp, negative.sum() - fp
+    tpr = tp / numpy.maximum(tp + fn, 1e-300)
+    fpr = fp / numpy.maximum(fp + tn, 1e-300)
+    return float(((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2).sum())
 
 
 def abs_error(pred, target, activation_name="linear", xp=numpy):

@@ -176,30 +176,59 @@ def partials(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("rows,cols", [(9, 5), (700, 3), (3, 300)])
-def test_softmax_cross_entropy_kernel(k, dtype, dense, rows, cols):
+@pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.1)])
+def test_softmax_cross_entropy_kernel(k, dtype, dense, rows, cols, weighted, smoothing):
     z = inputs(dtype, (rows, cols))
-    labels = numpy.random.default_rng(5).integers(0, cols, rows)
+    rng = numpy.random.default_rng(5)
+    labels = rng.integers(0, cols, rows)
     target = numpy.eye(cols, dtype=dtype)[labels] if dense else labels
+    weights = rng.uniform(0, 2, rows).astype(dtype) if weighted else None
     grad, loss = numpy.empty_like(z), numpy.empty(1, dtype)
-    k.softmax_cross_entropy(z, target, grad, partials(dtype), loss)
-    want_loss, want_grad = reference.softmax_cross_entropy(wide(z), target)
+    k.softmax_cross_entropy(z, target, weights, grad, partials(dtype), loss, smoothing)
+    want_loss, want_grad = reference.softmax_cross_entropy(
+        wide(z), target, weights=None if weights is None else wide(weights),
+        label_smoothing=smoothing)
     close(loss[0], want_loss, dtype)
     close(grad, want_grad, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss", ["sigmoid_bce", "mse"])
+@pytest.mark.parametrize("loss,extra", [("sigmoid_bce", (0.0,)), ("sigmoid_bce", (0.2,)),
+                                        ("mse", ()), ("mae", ()), ("huber", (1.0,)),
+                                        ("huber", (0.3,))])
 @pytest.mark.parametrize("shape", [(8, 3), (4000, 70)])
-def test_elementwise_loss_kernels(k, dtype, loss, shape):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_elementwise_loss_kernels(k, dtype, loss, extra, shape, weighted):
     z = inputs(dtype, shape) / (1 if loss == "sigmoid_bce" else 100)
-    t = numpy.random.default_rng(6).integers(0, 2, shape).astype(dtype)
+    rng = numpy.random.default_rng(6)
+    t = rng.integers(0, 2, shape).astype(dtype)
+    weights = rng.uniform(0, 2, shape[0]).astype(dtype) if weighted else None
     grad, out = numpy.empty_like(z), numpy.empty(1, dtype)
-    k.elementwise_loss(loss, z, t, grad, partials(dtype), out)
-    ref = reference.sigmoid_binary_cross_entropy if loss == "sigmoid_bce" \
-        else reference.mean_squared_error
-    want_loss, want_grad = ref(wide(z), wide(t))
+    k.elementwise_loss(loss, z, t, weights, grad, partials(dtype), out, *extra)
+    w = None if weights is None else wide(weights)
+    if loss == "sigmoid_bce":
+        want_loss, want_grad = reference.sigmoid_binary_cross_entropy(
+            wide(z), wide(t), weights=w, label_smoothing=extra[0])
+    elif loss == "huber":
+        want_loss, want_grad = reference.huber(wide(z), wide(t), extra[0], weights=w)
+    else:
+        fn = reference.mean_squared_error if loss == "mse" else reference.mean_absolute_error
+        want_loss, want_grad = fn(wide(z), wide(t), weights=w)
     close(out[0], want_loss, dtype)
     close(grad, want_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_regularization_kernel(k, dtype, with_grad):
+    w = inputs(dtype, (13, 7)) / 100
+    g = inputs(dtype, (13, 7), seed=3)
+    before = g.copy()
+    total = numpy.array([0.5], dtype)
+    k.add_regularization(w, g if with_grad else None, 0.01, 0.02, partials(dtype), total)
+    penalty, grad = reference.regularization(wide(w), 0.01, 0.02)
+    close(total[0], 0.5 + penalty, dtype)
+    close(g, wide(before) + grad if with_grad else before, dtype)
 
 
 def _flat(dtype, n=37, seed=8):
@@ -405,7 +434,7 @@ def test_softmax_xent_kernel_property(k, z, seed):
     rows, cols = z.shape
     labels = numpy.random.default_rng(seed).integers(0, cols, rows).astype(numpy.int64)
     grad, loss = numpy.empty_like(z), numpy.empty(1, numpy.float32)
-    k.softmax_cross_entropy(z, labels, grad, partials("float32"), loss)
+    k.softmax_cross_entropy(z, labels, None, grad, partials("float32"), loss)
     want_loss, want_grad = reference.softmax_cross_entropy(wide(z), labels)
     assert numpy.isfinite(loss).all() and numpy.isfinite(grad).all()
     numpy.testing.assert_allclose(loss[0], want_loss, rtol=1e-4, atol=1e-4)
@@ -418,7 +447,7 @@ def test_sigmoid_bce_kernel_property(k, z, seed):
     z = numpy.ascontiguousarray(z)
     t = numpy.random.default_rng(seed).integers(0, 2, z.shape).astype(numpy.float32)
     grad, loss = numpy.empty_like(z), numpy.empty(1, numpy.float32)
-    k.elementwise_loss("sigmoid_bce", z, t, grad, partials("float32"), loss)
+    k.elementwise_loss("sigmoid_bce", z, t, None, grad, partials("float32"), loss, 0.0)
     want_loss, want_grad = reference.sigmoid_binary_cross_entropy(wide(z), wide(t))
     numpy.testing.assert_allclose(loss[0], want_loss, rtol=1e-4, atol=1e-4)
     numpy.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
@@ -537,6 +566,9 @@ class _Shape:
         self.shape, self.dtype = tuple(shape), numpy.dtype(dtype)
         self.size, self.ndim = int(numpy.prod(shape)), len(shape)
 
+    def __getitem__(self, index):  # a slice of a 1-D stand-in
+        return _Shape((len(range(*index.indices(self.shape[0]))),), self.dtype)
+
 
 class _Recorder:
     def __init__(self):
@@ -566,10 +598,24 @@ def test_every_grid_scales_with_its_work(rows, cols):
     for act in ACTS + ["softmax"]:
         k.bias_activation(a, b, act, a)
         k.activation_backward(act, a, a, a, a)
-    k.softmax_cross_entropy(a, labels, a, part, one)
-    k.softmax_cross_entropy(a, a, a, part, one)
-    for loss in ("sigmoid_bce", "mse"):
-        k.elementwise_loss(loss, a, a, a, part, one)
+    weights = _Shape((rows,))
+    k.softmax_cross_entropy(a, labels, weights, a, part, one)
+    k.softmax_cross_entropy(a, a, None, a, part, one)
+    for loss, extra in (("sigmoid_bce", (0.1,)), ("mse", ()), ("mae", ()), ("huber", (1.0,))):
+        k.elementwise_loss(loss, a, a, weights, a, part, one, *extra)
+    k.add_regularization(flat, flat, 0.01, 0.01, part, one)
+    k.add_top_k_matches(a, labels, 5, part, one)
+    k.add_top_k_matches(a, a, 5, part, one)
+    k.add_binary_counts(a, a, 0.5, part, _Shape((3,)))
+    k.add_threshold_histogram("sigmoid", a, a, 200, _Shape((402,)))
+    stats = _Shape((cols,))
+    k.center_square(a, stats, a)
+    k.product(a, a, a)
+    k.batch_stats("float32", stats, stats, stats, stats, stats, stats, rows, 0.99)
+    k.column_affine(a, stats, stats, b, b, a, a, 1e-3)
+    k.batch_norm_backward(a, a, b, stats, stats, stats, a, 1e-3)
+    k.layer_norm(a, b, b, a, a, labels, 1e-3)
+    k.layer_norm_backward(a, a, b, labels, a)
     k.sum(flat, part, one)
     k.adam(flat, flat, flat, flat, step, flag, 1e-3, 0.9, 0.999, 1e-7, 0.0, False)
     k.sgd(flat, flat, flat, flag, 0.1, 0.9, False, 0.0)
@@ -596,3 +642,85 @@ def test_every_grid_scales_with_its_work(rows, cols):
             continue
         want = min(-(-n // threads), FEW_BLOCKS_PER_SM * H100_SMS)
         assert blocks >= want, f"{entry}: {blocks} blocks for {n} elements; want >= {want}"
+
+
+# ------------------------------------------------------------------ normalization
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(16, 5), (3, 300)])
+def test_batch_norm_kernels_against_the_reference(k, dtype, rows, cols):
+    x = inputs(dtype, (rows, cols))
+    rng = numpy.random.default_rng(2)
+    gamma, beta = (rng.normal(size=cols).astype(dtype) for _ in range(2))
+    colsum = x.sum(axis=0, dtype=numpy.float64).astype(dtype)
+    squares = k.center_square(x, colsum, numpy.empty_like(x))
+    sum2 = squares.sum(axis=0, dtype=numpy.float64).astype(dtype)
+    mean, var = numpy.empty(cols, dtype), numpy.empty(cols, dtype)
+    mm, mv = numpy.zeros(cols, dtype), numpy.ones(cols, dtype)
+    k.batch_stats(dtype, colsum, sum2, mean, var, mm, mv, rows, 0.9)
+    y, xhat = numpy.empty_like(x), numpy.empty_like(x)
+    k.column_affine(x, mean, var, gamma, beta, y, xhat, 1e-3)
+    want_y, want_xhat, want_mean, want_var = reference.batch_norm(wide(x), wide(gamma),
+                                                                  wide(beta), 1e-3)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else TOL[dtype]
+    for got, want in ((mean, want_mean), (var, want_var), (y, want_y), (xhat, want_xhat),
+                      (mm, reference.moving_average(0.0, want_mean, 0.9)),
+                      (mv, reference.moving_average(1.0, want_var, 0.9))):
+        numpy.testing.assert_allclose(got, want, **tol)
+    dy = inputs(dtype, (rows, cols), seed=4) / 10
+    dgamma = (dy.astype(numpy.float64) * xhat).sum(axis=0).astype(dtype)
+    dbeta = dy.sum(axis=0, dtype=numpy.float64).astype(dtype)
+    dx = k.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta, numpy.empty_like(dy), 1e-3)
+    want_dx, _, _ = reference.batch_norm_backward(wide(dy), want_xhat, wide(gamma), want_var,
+                                                  1e-3)
+    numpy.testing.assert_allclose(dx, want_dx, **tol)
+    inference = k.column_affine(x, mm, mv, gamma, beta, numpy.empty_like(x), None, 1e-3)
+    numpy.testing.assert_allclose(inference, reference.batch_norm_inference(
+        wide(x), wide(gamma), wide(beta), wide(mm), wide(mv), 1e-3), **tol)
+    standardized = k.column_affine(x, mean, var, None, None, numpy.empty_like(x), None,
+                                   reference.NORMALIZATION_EPSILON, clamp=True)
+    numpy.testing.assert_allclose(standardized, reference.standardize(wide(x), wide(mean),
+                                                                      wide(var)), **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(16, 5), (3, 300)])
+def test_layer_norm_kernels_against_the_reference(k, dtype, rows, cols):
+    x = inputs(dtype, (rows, cols))
+    rng = numpy.random.default_rng(3)
+    gamma, beta = (rng.normal(size=cols).astype(dtype) for _ in range(2))
+    y, xhat, rstd = numpy.empty_like(x), numpy.empty_like(x), numpy.empty(rows, dtype)
+    k.layer_norm(x, gamma, beta, y, xhat, rstd, 1e-3)
+    want_y, want_xhat, want_rstd = reference.layer_norm(wide(x), wide(gamma), wide(beta), 1e-3)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else TOL[dtype]
+    for got, want in ((y, want_y), (xhat, want_xhat), (rstd, want_rstd)):
+        numpy.testing.assert_allclose(got, want, **tol)
+    dy = inputs(dtype, (rows, cols), seed=5) / 10
+    dx = k.layer_norm_backward(dy, xhat, gamma, rstd, dy.copy())
+    want_dx, _, _ = reference.layer_norm_backward(wide(dy), want_xhat, wide(gamma), want_rstd)
+    numpy.testing.assert_allclose(dx, want_dx, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_top_k_binary_count_and_histogram_kernels(k, dtype):
+    rng = numpy.random.default_rng(8)
+    scores = rng.normal(size=(300, 12)).astype(dtype)
+    scores[7, :] = 0.0  # every class ties
+    labels = rng.integers(0, 12, 300)
+    onehot = numpy.eye(12, dtype=dtype)[labels]
+    for kk in (1, 3, 12):
+        total = numpy.zeros(1, dtype)
+        k.add_top_k_matches(scores, labels, kk, partials(dtype), total)
+        k.add_top_k_matches(scores, onehot, kk, partials(dtype), total)
+        assert total[0] == 2 * reference.top_k_matches(scores, labels, kk)
+    probs = rng.uniform(0, 1, (500, 1)).astype(dtype)
+    probs[:5, 0] = [0.0, 1.0, 0.5, 1e-9, 0.25]  # on and beside the thresholds
+    targets = rng.integers(0, 2, (500, 1)).astype(dtype)
+    counts = numpy.zeros(3, dtype)
+    k.add_binary_counts(probs, targets, 0.4, partials(dtype), counts)
+    numpy.testing.assert_array_equal(counts, reference.binary_counts(probs, targets, 0.4))
+    for m in (3, 200):
+        histogram = numpy.zeros(2 * (m + 1), dtype)
+        k.add_threshold_histogram("linear", probs, targets, m, histogram)
+        positive, negative = reference.threshold_histogram(probs.astype(numpy.float64),
+                                                           targets, m)
+        numpy.testing.assert_array_equal(histogram, numpy.concatenate([positive, negative]))
