@@ -15,7 +15,9 @@ Conventions
   ``grad`` is d(mean loss)/d(input) with the input's shape.
 * Optimizer updates work in place on flat 1-D buffers and may overwrite ``grads``.
   ``step`` is a 1-element int64 device array holding the 1-based number of this
-  update (advanced by ``increment_step`` before it), so a step needs no host sync.
+  update (advanced by ``increment_step`` before it), and ``lr`` a 1-element device
+  array holding the learning rate, so a step needs no host sync and a captured step
+  sees a new rate.
 * ``skip`` is an int32 (1,) device flag from ``guard_finite``: when set, updates and
   ``increment_step`` change nothing.
 """
@@ -212,16 +214,24 @@ class Backend:
         self._write(moving_var, reference.moving_average(moving_var, batch_var, momentum))
         return out
 
-    def batch_norm_inference(self, x, gamma, beta, moving_mean, moving_var, epsilon, out):
-        """Inference-mode batch normalization with the moving statistics."""
+    def batch_norm_inference(self, x, gamma, beta, moving_mean, moving_var, epsilon, out,
+                             xhat=None):
+        """Inference-mode batch normalization with the moving statistics (``xhat``, the
+        normalized x, kept when given)."""
         self._write(out, reference.batch_norm_inference(x, gamma, beta, moving_mean,
                                                         moving_var, epsilon, self.xp))
+        if xhat is not None:
+            self._write(xhat, reference.standardize(x, moving_mean, moving_var + epsilon,
+                                                    self.xp))
         return out
 
-    def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch):
-        """``out`` = dL/dx through the batch statistics; fills ``dgamma`` and ``dbeta``.
-        ``out`` may alias ``dy``."""
-        dx, dg, db = reference.batch_norm_backward(dy, xhat, gamma, var, epsilon, self.xp)
+    def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch,
+                            batch=True):
+        """``out`` = dL/dx through the batch statistics (``batch``), or of the affine map
+        with the moving statistics ``var``; fills ``dgamma`` and ``dbeta``. ``out`` may
+        alias ``dy``."""
+        dx, dg, db = reference.batch_norm_backward(dy, xhat, gamma, var, epsilon, self.xp,
+                                                   batch)
         self._write(dgamma, dg)
         self._write(dbeta, db)
         self._write(out, dx)
@@ -400,13 +410,17 @@ class Backend:
     def _skipped(self, skip):
         return skip is not None and bool(self.to_numpy(skip)[0])
 
+    def _rate(self, lr):
+        return float(self.to_numpy(lr).reshape(-1)[0])
+
     def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
                    weight_decay=0.0, skip=None):
         """SGD with optional (Nesterov) momentum and L2 weight decay, as in PyTorch;
         ``velocity`` may be None when ``momentum == 0``."""
         if self._skipped(skip):
             return params
-        p, vel = reference.sgd(params, grads, velocity, lr, momentum, nesterov, weight_decay)
+        p, vel = reference.sgd(params, grads, velocity, self._rate(lr), momentum, nesterov,
+                               weight_decay)
         self._write(params, p)
         if momentum:
             self._write(velocity, vel)
@@ -419,8 +433,8 @@ class Backend:
         if self._skipped(skip):
             return params
         t = int(self.to_numpy(step)[0])
-        new = reference.adam(params, grads, m, v, t, lr, beta_1, beta_2, epsilon, weight_decay,
-                             decoupled_weight_decay, self.xp)
+        new = reference.adam(params, grads, m, v, t, self._rate(lr), beta_1, beta_2, epsilon,
+                             weight_decay, decoupled_weight_decay, self.xp)
         for target, value in zip((params, m, v), new):
             self._write(target, value)
         return params
@@ -430,13 +444,20 @@ class Backend:
         """RMSprop (see ``reference.rmsprop``); ``velocity`` only with momentum."""
         if self._skipped(skip):
             return params
-        p, sq, vel = reference.rmsprop(params, grads, sq_avg, velocity, lr, rho, epsilon,
-                                       momentum, weight_decay, self.xp)
+        p, sq, vel = reference.rmsprop(params, grads, sq_avg, velocity, self._rate(lr), rho,
+                                       epsilon, momentum, weight_decay, self.xp)
         self._write(params, p)
         self._write(sq_avg, sq)
         if momentum:
             self._write(velocity, vel)
         return params
+
+    def scheduled_rate(self, schedule, step, lr):
+        """``lr[0]`` = the learning rate of an encoded schedule (a float64 device array,
+        see ``reference.scheduled_rate``) for the update numbered ``step[0]``."""
+        steps_taken = int(self.to_numpy(step)[0]) - 1
+        lr[...] = reference.scheduled_rate(self.to_numpy(schedule), steps_taken)
+        return lr
 
     # ------------------------------------------------------------------------ rng
     def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):

@@ -273,29 +273,31 @@ class CupyBackend(Backend):
         return super().batch_norm_forward(x, gamma, beta, epsilon, out, xhat, var, moving_mean,
                                           moving_var, momentum, scratch)
 
-    def batch_norm_inference(self, x, gamma, beta, moving_mean, moving_var, epsilon, out):
-        if x.ndim == 2 and self._fusable(x, gamma, beta, out):
+    def batch_norm_inference(self, x, gamma, beta, moving_mean, moving_var, epsilon, out,
+                             xhat=None):
+        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat):
             try:
                 return self.kernels.column_affine(x, moving_mean, moving_var, gamma, beta, out,
-                                                  None, epsilon)
+                                                  xhat, epsilon)
             except KernelUnavailable:
                 pass
         self._generic("batch_norm_inference", x)
         return super().batch_norm_inference(x, gamma, beta, moving_mean, moving_var, epsilon,
-                                            out)
+                                            out, xhat)
 
-    def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch):
+    def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch,
+                            batch=True):
         if dy.ndim == 2 and self._fusable(dy, xhat, gamma, out, scratch):
             try:
                 self.column_sum(dy, out=dbeta)
                 self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
                 return self.kernels.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta,
-                                                        out, epsilon)
+                                                        out, epsilon, batch)
             except KernelUnavailable:
                 pass
         self._generic("batch_norm_backward", dy)
         return super().batch_norm_backward(dy, xhat, gamma, var, epsilon, dgamma, dbeta, out,
-                                           scratch)
+                                           scratch, batch)
 
     def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd):
         if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat, rstd):
@@ -532,6 +534,9 @@ class CupyBackend(Backend):
         self.kernels.rmsprop(params, grads, sq_avg, velocity, skip, lr, rho, epsilon, momentum,
                              weight_decay)
         return params
+
+    def scheduled_rate(self, schedule, step, lr):
+        return self.kernels.scheduled_rate(schedule, step, lr)
 
     # ------------------------------------------------------------------ dropout
     def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):

@@ -162,6 +162,7 @@ class NumpyBackend(Backend):
                    weight_decay=0.0, skip=None):
         if self._skipped(skip):
             return params
+        lr = float(lr[0])
         if self._fused(params):
             cpu_kernels.sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay)
             return params
@@ -195,7 +196,7 @@ class NumpyBackend(Backend):
                     epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
         if self._skipped(skip):
             return params
-        t = int(step[0])
+        t, lr = int(step[0]), float(lr[0])
         if self._fused(params):
             cpu_kernels.adam_update(params, grads, m, v, t, lr, beta_1, beta_2, epsilon,
                                     weight_decay, decoupled_weight_decay)
@@ -233,6 +234,7 @@ class NumpyBackend(Backend):
                        momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
         if self._skipped(skip):
             return params
+        lr = float(lr[0])
         if self._fused(params):
             cpu_kernels.rmsprop_update(params, grads, sq_avg, velocity, lr, rho, epsilon,
                                        momentum, weight_decay)

@@ -21,6 +21,7 @@ def _cases(backend, n_params, rows, cols, dtype):
     p, g, m, v = buf(n_params), buf(n_params), buf(n_params), be.zeros((n_params,), dtype)
     v = be.asarray(numpy.abs(rng.standard_normal(n_params)), dtype=dtype)
     step = be.asarray(numpy.ones(1, numpy.int64))  # the 1-based step of the update
+    lr = be.asarray(numpy.full(1, 1e-9), dtype=dtype)  # the rate, in device memory
     z, b = buf(rows, cols), buf(cols)
     y = be.asarray(numpy.abs(rng.standard_normal((rows, cols))), dtype=dtype)
     dy = buf(rows, cols)
@@ -32,14 +33,14 @@ def _cases(backend, n_params, rows, cols, dtype):
     generic = Backend
     return [
         ("adam_update", 7 * n_params * item,
-         lambda: be.adam_update(p, g, m, v, step, 1e-9),
-         lambda: generic.adam_update(be, p, g, m, v, step, 1e-9)),
+         lambda: be.adam_update(p, g, m, v, step, lr),
+         lambda: generic.adam_update(be, p, g, m, v, step, lr)),
         ("sgd_update(momentum)", 5 * n_params * item,
-         lambda: be.sgd_update(p, g, m, 1e-9, momentum=0.9),
-         lambda: generic.sgd_update(be, p, g, m, 1e-9, momentum=0.9)),
+         lambda: be.sgd_update(p, g, m, lr, momentum=0.9),
+         lambda: generic.sgd_update(be, p, g, m, lr, momentum=0.9)),
         ("rmsprop_update", 5 * n_params * item,
-         lambda: be.rmsprop_update(p, g, v, 1e-9),
-         lambda: generic.rmsprop_update(be, p, g, v, 1e-9)),
+         lambda: be.rmsprop_update(p, g, v, lr),
+         lambda: generic.rmsprop_update(be, p, g, v, lr)),
         ("bias_activation(relu)", 2 * rows * cols * item,
          lambda: be.bias_activation(z, b, "relu", out=out),
          lambda: generic.bias_activation(be, z, b, "relu", out=out)),

@@ -35,6 +35,7 @@ def step_floor(backend, spec, batch, dtype, repeats=5):
                      for _ in range(2))
     m, v = backend.zeros((size,), weight_dtype), backend.zeros((size,), weight_dtype)
     step = backend.asarray(numpy.ones(1, numpy.int64))
+    lr = backend.asarray(numpy.full(1, 1e-9), dtype=weight_dtype)
 
     def gemms():
         for a, b, out, trans_a, trans_b in calls:
@@ -42,7 +43,7 @@ def step_floor(backend, spec, batch, dtype, repeats=5):
 
     def gemms_and_update():
         gemms()
-        backend.adam_update(params, grads, m, v, step, 1e-9)
+        backend.adam_update(params, grads, m, v, step, lr)
 
     results = []
     for fn in (gemms_and_update, gemms):

@@ -1,5 +1,5 @@
 """Callbacks, as in Keras: History, ProgressLogger, EarlyStopping, ModelCheckpoint,
-TerminateOnNaN and LearningRateScheduler."""
+TerminateOnNaN, LearningRateScheduler and ReduceLROnPlateau."""
 from __future__ import annotations
 
 import math
@@ -253,3 +253,58 @@ class LearningRateScheduler(Callback):
         optimizer.learning_rate = float(lr)
         if self.verbose:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
+
+
+class ReduceLROnPlateau(Callback):
+    """Keras' ``ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=10,
+    verbose=0, mode="auto", min_delta=1e-4, cooldown=0, min_lr=0.0)``: when ``monitor``
+    has not improved by ``min_delta`` for ``patience`` epochs, multiply the learning rate
+    by ``factor`` (not below ``min_lr``), then wait ``cooldown`` epochs before watching
+    again. The new rate is written to device memory: a captured step keeps running."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        if not isinstance(factor, (int, float)) or not 0 < factor < 1:
+            raise ValueError(f"ReduceLROnPlateau: factor: expected a number in (0, 1); got "
+                             f"{factor!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"ReduceLROnPlateau: mode: expected 'auto', 'min' or 'max'; "
+                             f"got {mode!r}")
+        self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
+        self.verbose, self.min_delta = verbose, abs(float(min_delta))
+        self.cooldown, self.min_lr = int(cooldown), float(min_lr)
+        self.mode = ("max" if "acc" in monitor and "loss" not in monitor else "min") \
+            if mode == "auto" else mode
+        self.best = self.wait = self.cooldown_left = None
+
+    def on_train_begin(self, logs=None):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = self.cooldown_left = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"ReduceLROnPlateau: monitor: expected one of {sorted(logs)}; "
+                             f"got {self.monitor!r}")
+        value = logs[self.monitor]
+        better = value < self.best - self.min_delta if self.mode == "min" else \
+            value > self.best + self.min_delta
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if better:
+            self.best, self.wait = value, 0
+            return
+        if self.cooldown_left > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            optimizer = self.model.optimizer
+            old = optimizer.learning_rate
+            new = max(old * self.factor, self.min_lr)
+            if new < old:
+                optimizer.learning_rate = new
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to "
+                          f"{new:g}.")
+            self.cooldown_left, self.wait = self.cooldown, 0

@@ -4,7 +4,7 @@ A step of a given batch size runs eagerly the first time: that creates every buf
 workspace it touches, so the capture that follows allocates nothing. From then on the
 step is replayed. The captured graph lives in the model's buffer cache beside the
 buffers it points into, so the two are created and dropped together. The learning rate
-is a kernel argument inside the graph: a change of rate captures again.
+is read from device memory, so a new rate or a schedule replays the same graph.
 
 A body of several steps (``steps_per_execution``) also reads arrays that are not the
 model's own, the data set of one fit call: they are the capture's "pins", a replay
@@ -20,7 +20,6 @@ _OWNER = "captured_step"
 class _Entry:
     def __init__(self):
         self.graph = None
-        self.learning_rate = None
         self.pins = ()  # arrays outside the model's buffers that the graph reads
         self.output = [None]  # the body's result (set when the body runs)
         self.eager = False  # capture failed under "auto": this batch size runs eagerly
@@ -49,8 +48,7 @@ class CapturedSteps:
             return step()
         if entry.eager:
             return step()
-        lr = self.model.optimizer.learning_rate
-        if entry.graph is None or entry.learning_rate != lr or not _same(entry.pins, pins):
+        if entry.graph is None or not _same(entry.pins, pins):
             output = entry.output
 
             def body():
@@ -65,7 +63,7 @@ class CapturedSteps:
                               f"captured as a CUDA graph: {exc}", RuntimeWarning, stacklevel=4)
                 entry.graph, entry.eager = None, True
                 return step()
-            entry.learning_rate, entry.pins = lr, tuple(pins)
+            entry.pins = tuple(pins)
         entry.graph.replay()
         return entry.output[0]
 

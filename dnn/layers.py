@@ -345,7 +345,10 @@ class BatchNormalization(Layer):
                              f"got {momentum!r}")
         self.momentum = float(momentum)
         self.epsilon = _check_epsilon("BatchNormalization", epsilon)
-        self._xhat = self._var = None  # the last training forward's, for the backward pass
+        # The last forward's normalized input and variance (the batch's in training, the
+        # moving one at inference), and which it was: for the backward pass.
+        self._xhat = self._var = None
+        self._batch = False
 
     def build(self, input_dim):
         super().build(input_dim)
@@ -369,9 +372,11 @@ class BatchNormalization(Layer):
         y, xhat, scratch, var = self._workspace(x.shape[0])
         gamma, beta = self.params
         moving_mean, moving_var = self.state
+        self._batch = training
         if not training:
+            self._xhat, self._var = xhat, moving_var
             return be.batch_norm_inference(x, gamma, beta, moving_mean, moving_var,
-                                           self.epsilon, y)
+                                           self.epsilon, y, xhat)
         be.batch_norm_forward(x, gamma, beta, self.epsilon, y, xhat, var, moving_mean,
                               moving_var, self.momentum, scratch)
         self._xhat, self._var = xhat, var
@@ -381,7 +386,7 @@ class BatchNormalization(Layer):
         _, _, scratch, _ = self._workspace(dy.shape[0])
         dx = self.backend.batch_norm_backward(dy, self._xhat, self.params[0], self._var,
                                               self.epsilon, self.grads[0], self.grads[1], dy,
-                                              scratch)
+                                              scratch, self._batch)
         return dx if need_dx else None
 
     def get_config(self):

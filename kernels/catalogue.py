@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pathlib
 import re
 
@@ -168,6 +169,10 @@ def prelude():
              f"#define DNN_GELU_C {reference.GELU_C!r}",
              f"#define DNN_LEAKY_RELU_ALPHA {reference.LEAKY_RELU_ALPHA!r}",
              f"#define DNN_AUC_EPSILON {reference.AUC_EPSILON!r}",
+             f"#define DNN_PI {math.pi!r}",
+             f"#define DNN_SCHEDULE_EXPONENTIAL {reference.SCHEDULE_EXPONENTIAL}",
+             f"#define DNN_SCHEDULE_PIECEWISE {reference.SCHEDULE_PIECEWISE}",
+             f"#define DNN_SCHEDULE_COSINE {reference.SCHEDULE_COSINE}",
              f"#define DNN_ACTIVATION_COUNT {len(reference.ELEMENTWISE_ACTIVATIONS)}"]
     lines += [f"#define DNN_ACT_{name.upper()} {code}"
               for code, name in enumerate(reference.ELEMENTWISE_ACTIVATIONS)]

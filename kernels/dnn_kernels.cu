@@ -317,22 +317,24 @@ __device__ void column_affine(const S* x, const dnn_compute_t<S>* mean,
     }
 }
 
-// BatchNormalization's input gradient from the column sums dbeta = sum(dy) and
-// dgamma = sum(dy * xhat): dx = gamma / sqrt(var + eps) / rows * (rows dy - dbeta -
-// xhat dgamma).
+// BatchNormalization's input gradient. With ``batch`` (training: the statistics were
+// the batch's), from the column sums dbeta = sum(dy) and dgamma = sum(dy * xhat):
+// dx = gamma / sqrt(var + eps) / rows * (rows dy - dbeta - xhat dgamma); otherwise (the
+// moving statistics, an affine map) dx = gamma / sqrt(var + eps) dy.
 // dnn:kernel float32 float64 bfloat16
 template <typename S>
 __device__ void batch_norm_backward(const S* dy, const S* xhat, const S* gamma,
                                     const dnn_compute_t<S>* var,
                                     const dnn_compute_t<S>* dgamma,
                                     const dnn_compute_t<S>* dbeta, S* dx, long long rows,
-                                    long long cols, dnn_compute_t<S> eps) {
+                                    long long cols, dnn_compute_t<S> eps, int batch) {
     typedef dnn_compute_t<S> C;
     DNN_LOOP(i, rows * cols) {
         long long c = i % cols;
-        C scale = dnn_load(gamma[c]) / dnn_sqrt(var[c] + eps) / C(rows);
-        dnn_store(dx[i], scale * (C(rows) * dnn_load(dy[i]) - dbeta[c]
-                                  - dnn_load(xhat[i]) * dgamma[c]));
+        C scale = dnn_load(gamma[c]) / dnn_sqrt(var[c] + eps);
+        C g = dnn_load(dy[i]);
+        if (batch) g = (C(rows) * g - dbeta[c] - dnn_load(xhat[i]) * dgamma[c]) / C(rows);
+        dnn_store(dx[i], scale * g);
     }
 }
 
@@ -620,13 +622,19 @@ __device__ __forceinline__ void adam_element(T& p, T g, T& m, T& v, T alpha, T b
     p = p * decay - alpha * m / (dnn_sqrt(v) + eps);
 }
 
+// The learning rate is read from device memory (lr[0]), so a schedule or a new rate
+// changes it without capturing the step again. With ``decoupled`` the weight decay is
+// AdamW's (p *= 1 - lr wd), otherwise L2 added to the gradient.
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void adam(T* p, const T* g, T* m, T* v, const long long* step, const int* skip,
-                     long long n, T lr, T beta_1, T beta_2, T eps, T l2, T decay) {
+                     long long n, const T* lr, T beta_1, T beta_2, T eps, T wd,
+                     int decoupled) {
     if (skip && skip[0]) return;
-    double t = (double)step[0];
-    T alpha = (T)((double)lr * sqrt(1.0 - pow((double)beta_2, t))
+    const double t = (double)step[0];
+    const T rate = lr[0], l2 = decoupled ? T(0) : wd;
+    const T decay = decoupled ? T(1) - rate * wd : T(1);
+    T alpha = (T)((double)rate * sqrt(1.0 - pow((double)beta_2, t))
                   / (1.0 - pow((double)beta_1, t)));
     typedef typename dnn_pack<T>::type V;
     auto vector = [&](long long j) {
@@ -663,9 +671,10 @@ __device__ __forceinline__ void sgd_element(T& p, T g, T& vel, T lr, T momentum,
 // vel is read only with momentum != 0 and may be null otherwise.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void sgd(T* p, const T* g, T* vel, const int* skip, long long n, T lr,
+__device__ void sgd(T* p, const T* g, T* vel, const int* skip, long long n, const T* rate,
                     T momentum, int nesterov, T wd) {
     if (skip && skip[0]) return;
+    const T lr = rate[0];
     typedef typename dnn_pack<T>::type V;
     const bool moving = momentum != T(0);
     auto vector = [&](long long j) {
@@ -704,8 +713,9 @@ __device__ __forceinline__ void rmsprop_element(T& p, T g, T& sq, T& vel, T lr, 
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long long n,
-                        T lr, T rho, T eps, T momentum, T wd) {
+                        const T* rate, T rho, T eps, T momentum, T wd) {
     if (skip && skip[0]) return;
+    const T lr = rate[0];
     typedef typename dnn_pack<T>::type V;
     const bool moving = momentum != T(0);
     auto vector = [&](long long j) {
@@ -727,6 +737,41 @@ __device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long l
                         wd);
     };
     DNN_STREAM(T, n, dnn_aligned16(p, g, sq, vel), vector, scalar)
+}
+
+// The learning rate of the update whose 1-based number is step[0], from a schedule
+// encoded as doubles (see reference.scheduled_rate, the definition): evaluated at the
+// steps taken before this one, as Keras evaluates a schedule at optimizer.iterations.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void scheduled_rate(const double* schedule, const long long* step, T* lr) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const double s = (double)(step[0] - 1);
+    const int kind = (int)schedule[0];
+    double rate = schedule[1];
+    if (kind == DNN_SCHEDULE_EXPONENTIAL) {  // lr0, decay_steps, decay_rate, staircase
+        double exponent = s / schedule[2];
+        if (schedule[4] != 0.0) exponent = floor(exponent);
+        rate = schedule[1] * pow(schedule[3], exponent);
+    } else if (kind == DNN_SCHEDULE_PIECEWISE) {  // n, boundaries[n], values[n + 1]
+        const long long n = (long long)schedule[1];
+        long long i = 0;
+        while (i < n && s > schedule[2 + i]) ++i;
+        rate = schedule[2 + n + i];
+    } else if (kind == DNN_SCHEDULE_COSINE) {
+        // lr0, decay_steps, alpha, warmup (0/1), warmup_target, warmup_steps
+        const double lr0 = schedule[1], steps = schedule[2], alpha = schedule[3];
+        const double target = schedule[4] != 0.0 ? schedule[5] : lr0;
+        const double warm = schedule[4] != 0.0 ? schedule[6] : 0.0;
+        const double at = s < steps + warm ? s : steps + warm;
+        if (at < warm) {
+            rate = lr0 + (target - lr0) * (at / warm);
+        } else {
+            const double cosine = 0.5 * (1.0 + cos(DNN_PI * (at - warm) / steps));
+            rate = target * ((1.0 - alpha) * cosine + alpha);
+        }
+    }
+    lr[0] = (T)rate;
 }
 
 // ----------------------------------------------------------------------- dropout

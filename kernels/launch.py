@@ -126,10 +126,12 @@ class FusedKernels:
                      (x, mean, var, gamma, beta, out, xhat, rows, cols, epsilon, int(clamp)))
         return out
 
-    def batch_norm_backward(self, dy, xhat, gamma, var, dgamma, dbeta, out, epsilon):
+    def batch_norm_backward(self, dy, xhat, gamma, var, dgamma, dbeta, out, epsilon,
+                            batch=True):
         rows, cols = dy.shape
         self._launch("batch_norm_backward", dy.dtype.name, GRID, dy.size,
-                     (dy, xhat, gamma, var, dgamma, dbeta, out, rows, cols, epsilon))
+                     (dy, xhat, gamma, var, dgamma, dbeta, out, rows, cols, epsilon,
+                      int(batch)))
         return out
 
     def layer_norm(self, x, gamma, beta, out, xhat, rstd, epsilon):
@@ -252,11 +254,11 @@ class FusedKernels:
 
     def adam(self, p, g, m, v, step, skip, lr, beta_1, beta_2, epsilon, weight_decay,
              decoupled):
-        """One Adam/AdamW update at the 1-based step held in ``step``."""
-        l2 = weight_decay if not decoupled else 0.0
-        decay = 1.0 - lr * weight_decay if decoupled else 1.0
+        """One Adam/AdamW update at the 1-based step held in ``step``; ``lr`` is a (1,)
+        device array."""
         self._launch("adam", p.dtype.name, STREAM, p.size,
-                     (p, g, m, v, step, skip, p.size, lr, beta_1, beta_2, epsilon, l2, decay))
+                     (p, g, m, v, step, skip, p.size, lr, beta_1, beta_2, epsilon,
+                      weight_decay, int(bool(decoupled))))
 
     def sgd(self, p, g, velocity, skip, lr, momentum, nesterov, weight_decay):
         self._launch("sgd", p.dtype.name, STREAM, p.size,
@@ -267,6 +269,11 @@ class FusedKernels:
         self._launch("rmsprop", p.dtype.name, STREAM, p.size,
                      (p, g, sq_avg, velocity, skip, p.size, lr, rho, epsilon, momentum,
                       weight_decay))
+
+    def scheduled_rate(self, schedule, step, lr):
+        """``lr[0]`` = the rate of an encoded schedule (float64) at the step count."""
+        self._launch("scheduled_rate", lr.dtype.name, THREAD, 1, (schedule, step, lr))
+        return lr
 
     # -------------------------------------------------------------- batch gather
     def gather_rows(self, src, order, cursor, out):

@@ -95,12 +95,14 @@ def batch_norm_inference(x, gamma, beta, mean, var, epsilon, xp=numpy):
     return gamma * (x - mean) / xp.sqrt(var + epsilon) + beta
 
 
-def batch_norm_backward(dy, xhat, gamma, var, epsilon, xp=numpy):
-    """``(dx, dgamma, dbeta)`` of ``batch_norm`` through the batch statistics."""
+def batch_norm_backward(dy, xhat, gamma, var, epsilon, xp=numpy, batch=True):
+    """``(dx, dgamma, dbeta)`` of ``batch_norm``: through the batch statistics when
+    ``batch``, else of the affine map with fixed statistics ``var``."""
     n = dy.shape[0]
     dbeta = dy.sum(axis=0)
     dgamma = (dy * xhat).sum(axis=0)
-    dx = gamma / xp.sqrt(var + epsilon) / n * (n * dy - dbeta - xhat * dgamma)
+    scale = gamma / xp.sqrt(var + epsilon)
+    dx = scale / n * (n * dy - dbeta - xhat * dgamma) if batch else scale * dy
     return dx, dgamma, dbeta
 
 
@@ -257,6 +259,33 @@ def auc_from_histogram(positive, negative):
 def abs_error(pred, target, activation_name="linear", xp=numpy):
     """The sum of |activation(pred) - target|."""
     return xp.sum(xp.abs(activation(activation_name, pred, xp) - target))
+
+
+# Learning-rate schedules, encoded as float64 arrays for the device: [kind, ...].
+SCHEDULE_CONSTANT, SCHEDULE_EXPONENTIAL, SCHEDULE_PIECEWISE, SCHEDULE_COSINE = 0, 1, 2, 3
+
+
+def scheduled_rate(schedule, steps_taken):
+    """The learning rate after ``steps_taken`` updates, from an encoded schedule (as
+    Keras' ExponentialDecay, PiecewiseConstantDecay and CosineDecay compute it)."""
+    kind, s = int(schedule[0]), float(steps_taken)
+    if kind == SCHEDULE_EXPONENTIAL:
+        lr0, decay_steps, rate, staircase = schedule[1:5]
+        exponent = s / decay_steps
+        return lr0 * rate ** (math.floor(exponent) if staircase else exponent)
+    if kind == SCHEDULE_PIECEWISE:
+        n = int(schedule[1])
+        boundaries, values = schedule[2:2 + n], schedule[2 + n:3 + 2 * n]
+        return values[sum(1 for b in boundaries if s > b)]
+    if kind == SCHEDULE_COSINE:
+        lr0, steps, alpha, warmup, warmup_target, warmup_steps = schedule[1:7]
+        target, warm = (warmup_target, warmup_steps) if warmup else (lr0, 0.0)
+        at = min(s, steps + warm)
+        if at < warm:
+            return lr0 + (target - lr0) * (at / warm)
+        return target * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * (at - warm) / steps))
+                         + alpha)
+    return schedule[1]
 
 
 def sgd(p, g, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):

@@ -60,6 +60,11 @@ def numeric_vjp(name, x, dy, eps=1e-6):
     return out
 
 
+def rate(be, value):
+    """A learning rate as the updates read it: a (1,) device array."""
+    return be.asarray(numpy.array([value]))
+
+
 def dev(be, a, dtype=None):
     """A device copy: NumPy's asarray would alias the host array that the reference reads."""
     return be.asarray(numpy.array(a, copy=True), dtype=dtype)
@@ -186,8 +191,8 @@ def test_adam_update_over_three_steps(backend, rng, wd, decoupled):
     for t in range(1, 4):
         g = rng.normal(size=n)
         backend.increment_step(step)  # the update reads the 1-based step; it never counts
-        backend.adam_update(pd, dev(backend, g), md, vd, step, 0.01, 0.9, 0.999, 1e-7,
-                            weight_decay=wd, decoupled_weight_decay=decoupled)
+        backend.adam_update(pd, dev(backend, g), md, vd, step, rate(backend, 0.01), 0.9, 0.999,
+                            1e-7, weight_decay=wd, decoupled_weight_decay=decoupled)
         p, m, v = reference.adam(p, g, m, v, t, 0.01, 0.9, 0.999, 1e-7, wd, decoupled)
     assert int(backend.to_numpy(step)[0]) == 3
     numpy.testing.assert_allclose(backend.to_numpy(pd), p, rtol=1e-12)
@@ -204,8 +209,8 @@ def test_sgd_update(backend, rng, momentum, nesterov, wd):
     pd, bd = dev(backend, p), dev(backend, buf) if momentum else None
     for _ in range(3):
         g = rng.normal(size=n)
-        backend.sgd_update(pd, dev(backend, g), bd, 0.1, momentum=momentum, nesterov=nesterov,
-                           weight_decay=wd)
+        backend.sgd_update(pd, dev(backend, g), bd, rate(backend, 0.1), momentum=momentum,
+                           nesterov=nesterov, weight_decay=wd)
         p, buf = reference.sgd(p, g, buf, 0.1, momentum, nesterov, wd)
     numpy.testing.assert_allclose(backend.to_numpy(pd), p, rtol=1e-12)
 
@@ -218,7 +223,7 @@ def test_rmsprop_update(backend, rng, momentum):
     pd, sd, vd = dev(backend, p), dev(backend, sq), dev(backend, vel)
     for _ in range(3):
         g = rng.normal(size=n)
-        backend.rmsprop_update(pd, dev(backend, g), sd, 0.01, rho=0.9, epsilon=1e-7,
+        backend.rmsprop_update(pd, dev(backend, g), sd, rate(backend, 0.01), rho=0.9, epsilon=1e-7,
                                momentum=momentum, velocity=vd if momentum else None)
         p, sq, vel = reference.rmsprop(p, g, sq, vel, 0.01, 0.9, 1e-7, momentum)
     numpy.testing.assert_allclose(backend.to_numpy(pd), p, rtol=1e-12)

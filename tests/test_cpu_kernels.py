@@ -24,7 +24,7 @@ def test_numba_adam(dtype, wd, decoupled):
     m, v, step = numpy.zeros(N, dtype), numpy.zeros(N, dtype), numpy.zeros(1, numpy.int64)
     for t in (1, 2):
         be.increment_step(step)
-        be.adam_update(p, g.copy(), m, v, step, 1e-3, weight_decay=wd,
+        be.adam_update(p, g.copy(), m, v, step, numpy.array([1e-3], dtype), weight_decay=wd,
                        decoupled_weight_decay=decoupled)
         ref = reference.adam(ref[0], g.astype(numpy.float64), ref[1], ref[2], t, 1e-3, 0.9,
                              0.999, 1e-7, wd, decoupled)
@@ -40,7 +40,7 @@ def test_numba_sgd(momentum, nesterov):
     vel = numpy.zeros(N)
     ref_p, ref_v = p.copy(), numpy.zeros(N)
     for _ in range(2):
-        be.sgd_update(p, g.copy(), vel, 1e-3, momentum=momentum, nesterov=nesterov,
+        be.sgd_update(p, g.copy(), vel, numpy.array([1e-3]), momentum=momentum, nesterov=nesterov,
                       weight_decay=0.01)
         ref_p, ref_v = reference.sgd(ref_p, g, ref_v, 1e-3, momentum, nesterov, 0.01)
     numpy.testing.assert_allclose(p, ref_p, rtol=1e-12, atol=1e-12)
@@ -53,7 +53,7 @@ def test_numba_rmsprop(momentum):
     sq, vel = numpy.zeros(N), numpy.zeros(N)
     ref = (p.copy(), numpy.zeros(N), numpy.zeros(N))
     for _ in range(2):
-        be.rmsprop_update(p, g.copy(), sq, 1e-3, momentum=momentum, velocity=vel,
+        be.rmsprop_update(p, g.copy(), sq, numpy.array([1e-3]), momentum=momentum, velocity=vel,
                           weight_decay=0.01)
         ref = reference.rmsprop(ref[0], g, ref[1], ref[2], 1e-3, 0.9, 1e-7, momentum, 0.01)
     numpy.testing.assert_allclose(p, ref[0], rtol=1e-12, atol=1e-12)
@@ -64,7 +64,7 @@ def test_skip_flag_leaves_everything_alone():
     p, g = _flat(3)
     before = p.copy()
     step = numpy.zeros(1, numpy.int64)
-    be.adam_update(p, g, numpy.zeros(N, "float32"), numpy.zeros(N, "float32"), step, 1e-3,
-                   skip=numpy.ones(1, numpy.int32))
+    be.adam_update(p, g, numpy.zeros(N, "float32"), numpy.zeros(N, "float32"), step,
+                   numpy.array([1e-3], "float32"), skip=numpy.ones(1, numpy.int32))
     numpy.testing.assert_array_equal(p, before)
     assert step[0] == 0

@@ -231,6 +231,11 @@ def test_regularization_kernel(k, dtype, with_grad):
     close(g, wide(before) + grad if with_grad else before, dtype)
 
 
+def rate(value, dtype):
+    """A learning rate as the kernels read it: a (1,) array."""
+    return numpy.array([value], dtype)
+
+
 def _flat(dtype, n=37, seed=8):
     rng = numpy.random.default_rng(seed)
     g = rng.normal(size=n) * rng.choice([1e-8, 1.0, 1e4], n)
@@ -246,7 +251,7 @@ def test_adam_kernel_reads_its_step_from_memory(k, dtype, wd, decoupled):
     ref = (wide(p), numpy.zeros(p.size), numpy.zeros(p.size))
     for t in (1, 2, 3):
         k.increment_step(step, skip)
-        k.adam(p, g, m, v, step, skip, 1e-3, 0.9, 0.999, 1e-7, wd, decoupled)
+        k.adam(p, g, m, v, step, skip, rate(1e-3, dtype), 0.9, 0.999, 1e-7, wd, decoupled)
         ref = reference.adam(ref[0], wide(g), ref[1], ref[2], t, 1e-3, 0.9, 0.999, 1e-7, wd,
                              decoupled)
     assert step[0] == 3
@@ -258,7 +263,7 @@ def test_adam_kernel_reads_its_step_from_memory(k, dtype, wd, decoupled):
     before = p.copy()
     skip[0] = 1
     k.increment_step(step, skip)
-    k.adam(p, g, m, v, step, skip, 1e-3, 0.9, 0.999, 1e-7, wd, decoupled)
+    k.adam(p, g, m, v, step, skip, rate(1e-3, dtype), 0.9, 0.999, 1e-7, wd, decoupled)
     assert step[0] == 3
     numpy.testing.assert_array_equal(p, before)
 
@@ -274,7 +279,7 @@ def test_optimizer_kernels_stream_aligned_and_unaligned_buffers(k, dtype, offset
     p[:], g[:] = _flat(dtype, n, seed=3)
     step = numpy.ones(1, numpy.int64)
     want = reference.adam(wide(p), wide(g), 0.0, 0.0, 1, 1e-3, 0.9, 0.999, 1e-7)
-    k.adam(p, g, m, v, step, None, 1e-3, 0.9, 0.999, 1e-7, 0.0, False)
+    k.adam(p, g, m, v, step, None, rate(1e-3, dtype), 0.9, 0.999, 1e-7, 0.0, False)
     tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
     for got, expected in zip((p, m, v), want):
         numpy.testing.assert_allclose(got, expected, **tol)
@@ -305,7 +310,7 @@ def test_sgd_kernel(k, dtype, momentum, nesterov):
     vel = numpy.zeros_like(p) if momentum else None
     ref_p, ref_v = wide(p), numpy.zeros(p.size)
     for _ in range(3):
-        k.sgd(p, g, vel, None, 1e-3, momentum, nesterov, 0.01)
+        k.sgd(p, g, vel, None, rate(1e-3, dtype), momentum, nesterov, 0.01)
         ref_p, ref_v = reference.sgd(ref_p, wide(g), ref_v, 1e-3, momentum, nesterov, 0.01)
     close(p, ref_p, dtype)
 
@@ -317,7 +322,7 @@ def test_rmsprop_kernel(k, dtype, momentum):
     sq, vel = numpy.zeros_like(p), numpy.zeros_like(p) if momentum else None
     ref = (wide(p), numpy.zeros(p.size), numpy.zeros(p.size))
     for _ in range(3):
-        k.rmsprop(p, g, sq, vel, None, 1e-3, 0.9, 1e-7, momentum, 0.0)
+        k.rmsprop(p, g, sq, vel, None, rate(1e-3, dtype), 0.9, 1e-7, momentum, 0.0)
         ref = reference.rmsprop(ref[0], wide(g), ref[1], ref[2], 1e-3, 0.9, 1e-7, momentum,
                                 0.0)
     tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
@@ -539,13 +544,13 @@ def test_cuda_launches_pass_each_scalar_as_its_c_type_and_null_for_no_array():
 
     k = FusedKernels(CudaRuntime(FakeCupy))
     p = numpy.zeros(1000, numpy.float32)
-    k.sgd(p, p, None, None, 0.1, 0.0, True, 0.0)
+    k.sgd(p, p, None, None, rate(0.1, "float32"), 0.0, True, 0.0)
     name, grid, block, args = launches[-1]
     assert name == "dnn_sgd_f32" and block == (catalogue.THREADS,)
     assert grid == (-(-1000 // catalogue.THREADS),)
     assert args[2] is NULL and args[3] is NULL
-    assert [type(a) for a in args[4:]] == [numpy.int64, numpy.float32, numpy.float32,
-                                           numpy.int32, numpy.float32]
+    assert [type(a) for a in args[4:]] == [numpy.int64, numpy.ndarray, numpy.float32,
+                                           numpy.int32, numpy.float32]  # lr: device memory
     k.increment_step(numpy.zeros(1, numpy.int64))
     assert launches[-1][:3] == ("dnn_increment_step", (1,), (1,))
     k.sum(p, numpy.zeros(catalogue.REDUCE_BLOCKS, numpy.float32), p[:1])
@@ -613,13 +618,14 @@ def test_every_grid_scales_with_its_work(rows, cols):
     k.product(a, a, a)
     k.batch_stats("float32", stats, stats, stats, stats, stats, stats, rows, 0.99)
     k.column_affine(a, stats, stats, b, b, a, a, 1e-3)
-    k.batch_norm_backward(a, a, b, stats, stats, stats, a, 1e-3)
+    k.batch_norm_backward(a, a, b, stats, stats, stats, a, 1e-3, False)
     k.layer_norm(a, b, b, a, a, labels, 1e-3)
     k.layer_norm_backward(a, a, b, labels, a)
     k.sum(flat, part, one)
-    k.adam(flat, flat, flat, flat, step, flag, 1e-3, 0.9, 0.999, 1e-7, 0.0, False)
-    k.sgd(flat, flat, flat, flag, 0.1, 0.9, False, 0.0)
-    k.rmsprop(flat, flat, flat, flat, flag, 1e-3, 0.9, 1e-7, 0.0, 0.0)
+    k.adam(flat, flat, flat, flat, step, flag, one, 0.9, 0.999, 1e-7, 0.0, False)
+    k.sgd(flat, flat, flat, flag, one, 0.9, False, 0.0)
+    k.rmsprop(flat, flat, flat, flat, flag, one, 0.9, 1e-7, 0.0, 0.0)
+    k.scheduled_rate(_Shape((7,), "float64"), step, one)
     k.dropout_mask(a, 1, step, 0.5)
     half = _Shape((rows, cols), "bfloat16") if ml_dtypes else _Shape((rows, cols), "float16")
     k.cast(a, half)

@@ -13,7 +13,7 @@ import dnn
 
 PACKAGE = pathlib.Path(dnn.__file__).resolve().parent
 # The import packages the distribution installs (pyproject.toml's [tool.setuptools]).
-PACKAGES = ("dnn", "dnn.data", "dnn.backends", "dnn.kernels", "dnn.bench")
+PACKAGES = ("dnn", "dnn.data", "dnn.optimizers", "dnn.backends", "dnn.kernels", "dnn.bench")
 
 
 def package_dir(name):

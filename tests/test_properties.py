@@ -103,7 +103,8 @@ def test_adam_property(backend, n, seed, lr, decoupled):
     g = (rng.normal(size=n) * rng.choice([1e-8, 1.0, 1e4], n)).astype(numpy.float32)
     pd, md, vd = backend.asarray(p.copy()), backend.zeros((n,)), backend.zeros((n,))
     step = backend.asarray(numpy.ones(1, numpy.int64))  # the first update
-    quiet(backend.adam_update, pd, backend.asarray(g.copy()), md, vd, step, lr, 0.9, 0.999, 1e-7,
+    rate = backend.asarray(numpy.array([lr], numpy.float32))
+    quiet(backend.adam_update, pd, backend.asarray(g.copy()), md, vd, step, rate, 0.9, 0.999, 1e-7,
           weight_decay=0.01, decoupled_weight_decay=decoupled)
     want, _, _ = reference.adam(p.astype(numpy.float64), g.astype(numpy.float64), 0.0, 0.0, 1,
                                 lr, 0.9, 0.999, 1e-7, 0.01, decoupled)

@@ -2,11 +2,17 @@
 
 State (momentum, moments, the step count) lives in buffers shaped like the flat
 parameter buffer, on the model's device, so it moves, saves and restores with the
-model rather than being keyed by parameter identity.
+model rather than being keyed by parameter identity. The learning rate lives in device
+memory too: a number set on the host, or a schedule (``dnn.optimizers.schedules``)
+evaluated on the device at every step, so neither forces a captured step to be
+captured again.
 """
 from __future__ import annotations
 
 import numpy
+
+from . import schedules
+from .schedules import LearningRateSchedule
 
 
 def _check_positive(owner, name, value, allow_zero=False):
@@ -32,7 +38,12 @@ class Optimizer:
 
     def __init__(self, learning_rate, clipnorm=None, clipvalue=None, weight_decay=0.0):
         owner = type(self).__name__
-        self.learning_rate = _check_positive(owner, "learning_rate", learning_rate)
+        if isinstance(learning_rate, dict):
+            learning_rate = schedules.deserialize(learning_rate)
+        self.schedule = learning_rate if isinstance(learning_rate, LearningRateSchedule) \
+            else None
+        self._rate = None if self.schedule else _check_positive(owner, "learning_rate",
+                                                                learning_rate)
         self.clipnorm = None if clipnorm is None else _check_positive(owner, "clipnorm", clipnorm)
         self.clipvalue = None if clipvalue is None else \
             _check_positive(owner, "clipvalue", clipvalue)
@@ -42,6 +53,8 @@ class Optimizer:
         self.state = {}
         # int64 (1,) on the device: steps taken. apply_gradients alone advances it.
         self.iterations = None
+        self.lr = None  # (1,) on the device: the rate of the next update
+        self._schedule = None  # the encoded schedule, float64 on the device
 
     def build(self, backend, size, dtype):
         """Allocate zeroed state for a flat buffer of ``size`` elements."""
@@ -49,6 +62,28 @@ class Optimizer:
         self.dtype = dtype
         self.state = {name: backend.zeros((size,), dtype) for name in self.state_names}
         self.iterations = backend.zeros((1,), "int64")
+        self.lr = backend.zeros((1,), dtype)
+        if self.schedule is None:
+            backend.fill(self.lr, self._rate)
+        else:
+            self._schedule = backend.asarray(self.schedule.encode())
+
+    @property
+    def learning_rate(self):
+        """The current learning rate: the number set, or the schedule's value after the
+        updates taken so far."""
+        if self.schedule is None:
+            return self._rate
+        return self.schedule(self.step_count)
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if self.schedule is not None:
+            raise TypeError(f"{type(self).__name__}: learning_rate: this optimizer follows "
+                            f"{type(self.schedule).__name__}; its rate cannot be set")
+        self._rate = _check_positive(type(self).__name__, "learning_rate", value)
+        if self.lr is not None:
+            self.backend.fill(self.lr, self._rate)
 
     def apply_gradients(self, params, grads, skip=None):
         """Clip ``grads`` (in place), count the step, and update ``params`` in place;
@@ -60,11 +95,14 @@ class Optimizer:
         if self.clipnorm is not None:
             be.clip_by_global_norm(grads, self.clipnorm)
         be.increment_step(self.iterations, skip=skip)
-        self._update(params, grads, self.state, self.iterations, skip)
+        if self._schedule is not None:
+            be.scheduled_rate(self._schedule, self.iterations, self.lr)
+        self._update(params, grads, self.state, self.iterations, skip, self.lr)
 
-    def _update(self, params, grads, state, step, skip):
+    def _update(self, params, grads, state, step, skip, lr):
         """One update of ``params`` from ``grads`` with the state buffers ``state``, at
-        the 1-based step held in the device array ``step``: one backend call."""
+        the 1-based step held in the device array ``step``, at the rate in ``lr`` (a
+        device array): one backend call."""
         raise NotImplementedError
 
     def warmup(self):
@@ -73,11 +111,15 @@ class Optimizer:
         be, n = self.backend, self.backend.fused_update_min_size
         scratch = {name: be.zeros((n,), self.dtype) for name in self.state_names}
         step = be.asarray(numpy.ones(1, numpy.int64))
+        lr = be.zeros((1,), self.dtype)
+        if self._schedule is not None:
+            be.scheduled_rate(self._schedule, step, lr)
         self._update(be.zeros((n,), self.dtype), be.zeros((n,), self.dtype), scratch, step,
-                     None)
+                     None, lr)
 
     def get_config(self):
-        return {"name": self.name, "learning_rate": self.learning_rate,
+        rate = self._rate if self.schedule is None else schedules.serialize(self.schedule)
+        return {"name": self.name, "learning_rate": rate,
                 "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
                 "weight_decay": self.weight_decay}
 
@@ -122,8 +164,8 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.state_names = ("velocity",) if self.momentum else ()
 
-    def _update(self, params, grads, state, step, skip):
-        self.backend.sgd_update(params, grads, state.get("velocity"), self.learning_rate,
+    def _update(self, params, grads, state, step, skip, lr):
+        self.backend.sgd_update(params, grads, state.get("velocity"), lr,
                                 momentum=self.momentum, nesterov=self.nesterov,
                                 weight_decay=self.weight_decay, skip=skip)
 
@@ -147,8 +189,8 @@ class Adam(Optimizer):
         self.beta_2 = _check_fraction(owner, "beta_2", beta_2)
         self.epsilon = _check_positive(owner, "epsilon", epsilon)
 
-    def _update(self, params, grads, state, step, skip):
-        self.backend.adam_update(params, grads, state["m"], state["v"], step, self.learning_rate,
+    def _update(self, params, grads, state, step, skip, lr):
+        self.backend.adam_update(params, grads, state["m"], state["v"], step, lr,
                                  beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
                                  weight_decay=self.weight_decay,
                                  decoupled_weight_decay=self.decoupled, skip=skip)
@@ -181,8 +223,8 @@ class RMSprop(Optimizer):
         self.epsilon = _check_positive("RMSprop", "epsilon", epsilon)
         self.state_names = ("sq_avg", "velocity") if self.momentum else ("sq_avg",)
 
-    def _update(self, params, grads, state, step, skip):
-        self.backend.rmsprop_update(params, grads, state["sq_avg"], self.learning_rate,
+    def _update(self, params, grads, state, step, skip, lr):
+        self.backend.rmsprop_update(params, grads, state["sq_avg"], lr,
                                     rho=self.rho, epsilon=self.epsilon, momentum=self.momentum,
                                     velocity=state.get("velocity"),
                                     weight_decay=self.weight_decay, skip=skip)

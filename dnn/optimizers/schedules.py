@@ -1,0 +1,146 @@
+"""Learning-rate schedules with Keras 3's signatures, accepted as ``learning_rate=`` by
+every optimizer: ``ExponentialDecay``, ``PiecewiseConstantDecay`` and ``CosineDecay``.
+
+A schedule is evaluated at the number of updates taken so far (as Keras evaluates it at
+``optimizer.iterations``). On a GPU it is evaluated on the device inside the training
+step, from the step count in device memory, so a schedule never forces a captured step
+to be captured again; ``schedule(step)`` gives the same value on the host. The math is
+``kernels.reference.scheduled_rate``; a schedule here only checks and encodes its
+arguments.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from ..kernels import reference
+
+
+def _positive(owner, name, value, integer=False):
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) \
+            or value <= 0:
+        kind = "a positive integer" if integer else "a finite number > 0"
+        raise ValueError(f"{owner}: {name}: expected {kind}; got {value!r}")
+    return value
+
+
+class LearningRateSchedule:
+    def encode(self):
+        """The schedule as float64 values: [kind, ...] (see reference.scheduled_rate)."""
+        raise NotImplementedError
+
+    def __call__(self, step):
+        """The learning rate after ``step`` updates."""
+        return float(reference.scheduled_rate(self.encode(), step))
+
+    def get_config(self):
+        raise NotImplementedError
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (the exponent
+    floored with ``staircase``)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
+                 name="ExponentialDecay"):
+        owner = type(self).__name__
+        self.initial_learning_rate = float(_positive(owner, "initial_learning_rate",
+                                                     initial_learning_rate))
+        self.decay_steps = _positive(owner, "decay_steps", decay_steps)
+        self.decay_rate = float(_positive(owner, "decay_rate", decay_rate))
+        self.staircase = bool(staircase)
+        self.name = name
+
+    def encode(self):
+        return numpy.array([reference.SCHEDULE_EXPONENTIAL, self.initial_learning_rate,
+                            self.decay_steps, self.decay_rate, float(self.staircase)])
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
+                "staircase": self.staircase, "name": self.name}
+
+
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """``values[0]`` while step <= boundaries[0], ``values[1]`` while step <=
+    boundaries[1], ..., ``values[-1]`` after the last boundary."""
+
+    def __init__(self, boundaries, values, name="PiecewiseConstant"):
+        boundaries, values = list(boundaries), list(values)
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"PiecewiseConstantDecay: values: expected one more value than "
+                             f"boundaries ({len(boundaries) + 1}); got {len(values)}")
+        if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
+            raise ValueError(f"PiecewiseConstantDecay: boundaries: expected increasing "
+                             f"steps; got {boundaries}")
+        for value in values:
+            _positive("PiecewiseConstantDecay", "values", value)
+        self.boundaries, self.values, self.name = boundaries, [float(v) for v in values], name
+
+    def encode(self):
+        return numpy.array([reference.SCHEDULE_PIECEWISE, len(self.boundaries),
+                            *self.boundaries, *self.values], dtype=numpy.float64)
+
+    def get_config(self):
+        return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
+
+
+class CosineDecay(LearningRateSchedule):
+    """Keras 3's ``CosineDecay(initial_learning_rate, decay_steps, alpha=0.0,
+    name="CosineDecay", warmup_target=None, warmup_steps=0)``: with ``warmup_target`` a
+    linear warm-up from ``initial_learning_rate`` to it over ``warmup_steps``, then a
+    cosine decay over ``decay_steps`` down to ``alpha`` times the rate it started from."""
+
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay",
+                 warmup_target=None, warmup_steps=0):
+        owner = type(self).__name__
+        if isinstance(initial_learning_rate, bool) or not isinstance(
+                initial_learning_rate, (int, float)) or initial_learning_rate < 0:
+            raise ValueError(f"{owner}: initial_learning_rate: expected a number >= 0; got "
+                             f"{initial_learning_rate!r}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = _positive(owner, "decay_steps", decay_steps)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or \
+                not 0 <= alpha <= 1:
+            raise ValueError(f"{owner}: alpha: expected a number in [0, 1]; got {alpha!r}")
+        self.alpha = float(alpha)
+        self.warmup_target = None if warmup_target is None else float(
+            _positive(owner, "warmup_target", warmup_target))
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or \
+                warmup_steps < 0:
+            raise ValueError(f"{owner}: warmup_steps: expected an integer >= 0; got "
+                             f"{warmup_steps!r}")
+        if self.warmup_target is not None and warmup_steps == 0:
+            raise ValueError(f"{owner}: warmup_steps: expected > 0 with a warmup_target; "
+                             f"got 0")
+        self.warmup_steps, self.name = warmup_steps, name
+
+    def encode(self):
+        warm = self.warmup_target is not None
+        return numpy.array([reference.SCHEDULE_COSINE, self.initial_learning_rate,
+                            self.decay_steps, self.alpha, float(warm),
+                            self.warmup_target if warm else 0.0, self.warmup_steps],
+                           dtype=numpy.float64)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_steps": self.decay_steps, "alpha": self.alpha, "name": self.name,
+                "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}
+
+
+SCHEDULES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay,
+                                           CosineDecay)}
+
+
+def serialize(schedule):
+    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+
+
+def deserialize(config):
+    cls = SCHEDULES.get(config.get("class_name"))
+    if cls is None:
+        raise ValueError(f"learning_rate: expected a schedule of {', '.join(SCHEDULES)}; "
+                         f"got {config.get('class_name')!r}")
+    return cls(**config["config"])
