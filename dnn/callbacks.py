@@ -278,6 +278,10 @@ class ReduceLROnPlateau(Callback):
         self.best = self.wait = self.cooldown_left = None
 
     def on_train_begin(self, logs=None):
+        schedule = self.model.optimizer.schedule
+        if schedule is not None:
+            raise ValueError(f"ReduceLROnPlateau: the optimizer's learning_rate: expected a "
+                             f"number it can lower; got {type(schedule).__name__}")
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = self.cooldown_left = 0
 

@@ -456,7 +456,6 @@ class Normalization(Layer):
                              f"got mean={mean!r}, variance={variance!r}")
         self._given = None if mean is None else (numpy.asarray(mean, numpy.float64).ravel(),
                                                   numpy.asarray(variance, numpy.float64).ravel())
-        self.adapted = mean is not None
 
     def build(self, input_dim):
         super().build(input_dim)
@@ -489,7 +488,6 @@ class Normalization(Layer):
             raise ValueError("Normalization.adapt: data: expected finite values")
         mean, variance = x.mean(axis=0), x.var(axis=0)
         self._given = (mean, variance)
-        self.adapted = True
         if self.state:  # built: write the statistics into the model's weights
             if x.shape[1] != self.input_dim:
                 raise ValueError(f"Normalization.adapt: data: expected {self.input_dim} "

@@ -148,7 +148,14 @@ class Sequential:
             metrics = []
         elif isinstance(metrics, (str, metrics_mod.Metric)):
             metrics = [metrics]
-        self.metrics = [metrics_mod.get(m) for m in metrics]
+        metrics = [metrics_mod.get(m) for m in metrics]
+        names = [m.name for m in metrics]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            # Their values would share one key in the logs and history.
+            raise ValueError(f"metrics: expected distinct names; got {twice[0]!r} more than "
+                             f"once")
+        self.metrics = metrics
         if self.built:
             self._configure_compiled()
         return self

@@ -6,7 +6,7 @@ def summary_text(model):
     rows = [("Layer", "Output shape", "Params")]
     for layer in model.layers:
         shape = f"(None, {layer.output_dim})" if layer.output_dim is not None else "?"
-        count = sum(_prod(s) for _, s in layer.param_shapes)
+        count = sum(_prod(s) for _, s in layer.param_shapes + layer.state_shapes)
         rows.append((layer.describe(), shape, f"{count:,}"))
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
     rule = "-" * sum(widths)
@@ -19,14 +19,17 @@ def summary_text(model):
     if model.built:
         total = model.count_params()
         info = model.backend.describe()
+        frozen = sum(_prod(s) for layer in model.layers for _, s in layer.state_shapes)
         lines.append(f"Total params: {total:,} ({total * model.dtype.itemsize:,} bytes)")
+        lines.append(f"Trainable params: {total - frozen:,}")
+        lines.append(f"Non-trainable params: {frozen:,}")
         dtype = model.dtype.name if not model.mixed else (
             f"{model.dtype_policy} ({model.dtype.name} weights, {model.compute_dtype.name} "
             f"compute)")
         lines.append(f"Input dim: {model.input_dim}   Backend: {info['backend']}   "
                      f"Device: {info.get('name', info['device'])}   dtype: {dtype}")
     else:
-        lines.append("Not built yet: parameters are created on the first fit (or build).")
+        lines.append("Not built yet: give the model input_dim= (or call fit) to create weights.")
     return "\n".join(lines)
 
 

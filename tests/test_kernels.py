@@ -11,6 +11,7 @@ from hypothesis import example, given, strategies as st
 from hypothesis.extra.numpy import arrays
 from support import python
 
+import dnn
 from dnn.backends import NumpyBackend
 from dnn.kernels import catalogue, host, launch, reference
 from dnn.kernels.catalogue import CatalogueError
@@ -730,3 +731,23 @@ def test_top_k_binary_count_and_histogram_kernels(k, dtype):
         positive, negative = reference.threshold_histogram(probs.astype(numpy.float64),
                                                            targets, m)
         numpy.testing.assert_array_equal(histogram, numpy.concatenate([positive, negative]))
+
+
+SCHEDULES = [
+    dnn.optimizers.schedules.ExponentialDecay(0.1, 7, 0.5),
+    dnn.optimizers.schedules.ExponentialDecay(0.1, 7, 0.5, staircase=True),
+    dnn.optimizers.schedules.PiecewiseConstantDecay([3, 10], [0.3, 0.2, 0.1]),
+    dnn.optimizers.schedules.CosineDecay(0.1, 20, alpha=0.1),
+    dnn.optimizers.schedules.CosineDecay(0.0, 20, warmup_target=0.2, warmup_steps=5),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
+def test_scheduled_rate_kernel_against_the_reference(k, dtype, schedule):
+    encoded = schedule.encode()
+    lr = numpy.zeros(1, dtype)
+    for update in (1, 2, 3, 4, 5, 6, 8, 11, 12, 25, 26, 40, 10**6):
+        k.scheduled_rate(encoded, numpy.array([update], numpy.int64), lr)
+        want = reference.scheduled_rate(encoded, update - 1)  # the steps taken before it
+        numpy.testing.assert_allclose(lr[0], want, rtol=1e-6 if dtype == "float32" else 1e-14)
