@@ -31,7 +31,42 @@ def _cases(backend, n_params, rows, cols, dtype):
     labels = be.asarray(rng.integers(0, 10, rows))
     targets = be.asarray(rng.integers(0, 2, (rows, cols)), dtype=dtype)
     generic = Backend
-    return [
+    gamma, beta, feat = buf(cols), buf(cols), be.empty((cols,), dtype)
+    mean, var = be.zeros((cols,), dtype), be.asarray(numpy.ones(cols), dtype=dtype)
+    xhat, scratch, rstd = be.empty((rows, cols), dtype), be.empty((rows, cols), dtype), \
+        be.empty((rows,), dtype)
+    dgamma, dbeta = be.empty((cols,), dtype), be.empty((cols,), dtype)
+    scores = be.asarray(rng.uniform(0, 1, (rows * 16, 1)), dtype=dtype)
+    labels01 = be.asarray(rng.integers(0, 2, (rows * 16, 1)), dtype=dtype)
+    histogram = be.zeros((2 * 201,), dtype)
+    # Bytes one pass must move: BN forward reads x twice (statistics, then normalize)
+    # and writes y and xhat; its backward reads dy and xhat, writes dx.
+    normalization = [
+        ("batch_norm_forward", 4 * rows * cols * item,
+         lambda: be.batch_norm_forward(z, gamma, beta, 1e-3, out, xhat, feat, mean, var, 0.99,
+                                       scratch),
+         lambda: generic.batch_norm_forward(be, z, gamma, beta, 1e-3, out, xhat, feat, mean,
+                                            var, 0.99, scratch)),
+        ("batch_norm_backward", 3 * rows * cols * item,
+         lambda: be.batch_norm_backward(dy, xhat, gamma, var, 1e-3, dgamma, dbeta, out,
+                                        scratch, True),
+         lambda: generic.batch_norm_backward(be, dy, xhat, gamma, var, 1e-3, dgamma, dbeta,
+                                             out, scratch, True)),
+        ("layer_norm_forward", 3 * rows * cols * item,
+         lambda: be.layer_norm_forward(z, gamma, beta, 1e-3, out, xhat, rstd),
+         lambda: generic.layer_norm_forward(be, z, gamma, beta, 1e-3, out, xhat, rstd)),
+        ("layer_norm_backward", 3 * rows * cols * item,
+         lambda: be.layer_norm_backward(dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch),
+         lambda: generic.layer_norm_backward(be, dy, xhat, gamma, rstd, dgamma, dbeta, out,
+                                             scratch)),
+        ("standardize", 2 * rows * cols * item,
+         lambda: be.standardize(z, mean, var, out),
+         lambda: generic.standardize(be, z, mean, var, out)),
+        ("auc_histogram(200)", 2 * rows * 16 * item,
+         lambda: be.add_threshold_histogram(scores, labels01, 200, histogram),
+         lambda: generic.add_threshold_histogram(be, scores, labels01, 200, histogram)),
+    ]
+    return normalization + [
         ("adam_update", 7 * n_params * item,
          lambda: be.adam_update(p, g, m, v, step, lr),
          lambda: generic.adam_update(be, p, g, m, v, step, lr)),

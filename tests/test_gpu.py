@@ -109,3 +109,52 @@ def test_warmup_compiles_the_kernels():
         model.build()
     model.warmup()
     assert "dnn_adam_f32" in be.kernels.runtime.modules  # and every kernel of a step
+
+
+def _deep_model(x_train, loss, units, metrics):
+    from dnn.layers import BatchNormalization, LayerNormalization, Normalization
+    from dnn.optimizers.schedules import CosineDecay
+
+    norm = Normalization(input_dim=x_train.shape[1])
+    model = dnn.Sequential([
+        norm, Dense(32, "relu", kernel_initializer="he_normal", kernel_regularizer="l2"),
+        BatchNormalization(), Dropout(0.2), Dense(32, "gelu", bias_regularizer="l1"),
+        LayerNormalization(), Dense(units, "sigmoid" if units == 1 else "softmax")],
+        seed=3, dtype="float64")
+    norm.adapt(x_train)
+    model.compile(loss=loss, optimizer=dnn.optimizers.AdamW(
+        CosineDecay(1e-3, 60, warmup_target=5e-3, warmup_steps=6), weight_decay=1e-3),
+        metrics=metrics)
+    return model
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_new_layers_losses_metrics_and_schedules_agree_across_backends(task):
+    """float64, a captured step on CuPy: every kernel of issue 12 (normalization layers,
+    penalties, label smoothing, sample weights, device metrics, the scheduled rate)."""
+    if task == "binary":
+        x, y = make_moons(400, noise=0.3, seed=0)
+        loss = dnn.losses.BinaryCrossentropy(label_smoothing=0.1)
+        units, metrics = 1, ["binary_accuracy", "precision", "recall", "auc"]
+    else:
+        x, y = make_spirals(400, 4, seed=0)
+        loss = dnn.losses.SparseCategoricalCrossentropy(label_smoothing=0.1)
+        units, metrics = 4, ["sparse_categorical_accuracy",
+                             dnn.metrics.SparseTopKCategoricalAccuracy(k=2)]
+    x = x * [30.0, 0.5] + [100.0, -3.0]
+    w = numpy.random.default_rng(0).uniform(0.5, 2.0, len(x))
+    results = {}
+    for name in ("numpy", "cupy"):
+        with dnn.use_backend(name):
+            model = _deep_model(x, loss, units, metrics)
+            history = model.fit(x, y, epochs=6, batch_size=40, verbose=0, sample_weight=w,
+                                validation_split=0.2).history
+            results[name] = (history, model.get_weights(), model.predict(x))
+    (h_np, w_np, p_np), (h_cp, w_cp, p_cp) = results["numpy"], results["cupy"]
+    assert h_np.keys() == h_cp.keys()
+    for key in h_np:
+        numpy.testing.assert_allclose(h_cp[key], h_np[key], rtol=1e-9, atol=1e-12,
+                                      err_msg=key)
+    for a, b in zip(w_cp, w_np):
+        numpy.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    numpy.testing.assert_allclose(p_cp, p_np, rtol=1e-8, atol=1e-10)
