@@ -52,8 +52,10 @@ class Sequential:
         # Optimizer steps taken, counted on the host (the device has its own count in
         # optimizer.iterations, which keys the dropout masks), saved for resume.
         self.train_steps = 0
-        # JSON-serialisable extras saved with the model (e.g. the CLI's feature scaling).
+        # JSON-serialisable extras saved with the model (the CLI keeps the data's feature
+        # and target names here).
         self.metadata = {}
+        self._class_names = None
         self.weights = None  # Parameters: the flat weight, gradient and state buffers
         self.buffers = None  # BufferCache: everything whose shape follows the batch size
         self._logits = False  # whether the output layer hands logits to the loss
@@ -62,6 +64,27 @@ class Sequential:
             self.add(layer)
         if self.input_dim is not None and self.layers and not self.built:
             self.build()
+
+    @property
+    def class_names(self):
+        """The name of each class, in the order of the output's class indices (for a
+        single sigmoid unit: the class of output 0, then of output 1), or None. Saved with
+        the model; ``dnn train`` sets it from text labels and ``dnn predict`` writes it."""
+        return self._class_names
+
+    @class_names.setter
+    def class_names(self, names):
+        if names is not None:
+            names = list(names)
+            if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+                raise ValueError(f"class_names: expected distinct strings; got {names!r}")
+            classes = None if not self.built else \
+                (2 if self.output_dim == 1 else self.output_dim)
+            if classes is not None and len(names) != classes:
+                raise ValueError(f"class_names: expected {classes} names (the output has "
+                                 f"{self.output_dim} unit{'s' * (self.output_dim > 1)}); got "
+                                 f"{len(names)}")
+        self._class_names = names
 
     @property
     def mixed(self):
@@ -288,7 +311,7 @@ class Sequential:
     # ---------------------------------------------------------------- save/show
     def get_config(self):
         return {"name": self.name, "input_dim": self.input_dim, "seed": self.seed,
-                "dtype": self.dtype_policy,
+                "dtype": self.dtype_policy, "class_names": self.class_names,
                 "layers": [layer.get_config() for layer in self.layers]}
 
     def save(self, path):
@@ -301,6 +324,17 @@ class Sequential:
         model_file.write(path, self.get_config(), self.get_weights(), compiled,
                          None if compiled is None else self.optimizer.get_state(),
                          self.epochs_done, self.train_steps, self.metadata)
+
+    def export(self, path, format="onnx"):
+        """Write the model for inference outside dnn: ``format="onnx"`` (needs the
+        ``onnx`` extra) gives one graph from raw features to the output layer's
+        activation, with a dynamic batch dimension (see ``dnn.onnx_export``)."""
+        self._require_built("export")
+        if format != "onnx":
+            raise ValueError(f"export: format: expected 'onnx'; got {format!r}")
+        from .onnx_export import export as export_onnx  # the onnx extra, loaded on use
+
+        export_onnx(self, path)
 
     def summary(self, print_fn=print):
         """Print layers, output shapes and parameter counts, and the backend, device

@@ -1,6 +1,7 @@
 """Save/load round trips, atomic writes and hostile files."""
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -8,10 +9,11 @@ import zipfile
 
 import numpy
 import pytest
-from support import popen
+from support import ROOT, popen, python
 
 import dnn
 from dnn.data import make_moons
+from dnn.files import OutputPathError
 from dnn.layers import Dense, Dropout
 
 
@@ -58,7 +60,7 @@ def test_file_is_npz_with_versioned_json_header(tmp_path):
     model.save(tmp_path / "m.npz")
     with numpy.load(tmp_path / "m.npz", allow_pickle=False) as data:
         header = json.loads(data["header"].tobytes())
-    assert header["format"] == "dnn-model" and header["format_version"] == 1
+    assert header["format"] == "dnn-model" and header["format_version"] == 2
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
@@ -81,9 +83,76 @@ def test_pickle_carrying_file_is_refused_without_running_code(tmp_path):
 
     path = tmp_path / "evil.npz"
     numpy.savez(path, header=numpy.array([Evil()], dtype=object))
-    with pytest.raises(dnn.ModelFileError, match="evil.npz"):
+    with pytest.raises(dnn.ModelFileError, match="evil.npz") as error:
         dnn.load_model(path)
     assert not marker.exists()
+    assert "holds Python objects, which dnn never writes and does not load" in str(error.value)
+    assert "allow_pickle" not in str(error.value)
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"a,b,label\n1,2,x\n", "this file is not a .npz archive"),
+    (None, r"it holds arrays \['x', 'y'\] but no dnn header"),
+])
+def test_a_file_that_is_not_a_model_says_so_and_never_advises_unpickling(tmp_path, content,
+                                                                        reason):
+    path = tmp_path / "data.csv"
+    if content is None:
+        path = tmp_path / "data.npz"
+        numpy.savez(path, x=numpy.ones(3), y=numpy.zeros(3))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(dnn.ModelFileError) as error:
+        dnn.load_model(path)
+    message = str(error.value)
+    assert repr(str(path)) in message and "expected a .npz written by model.save" in message
+    assert re.search(reason, message) and "pickle" not in message
+
+
+def test_a_truncated_file_is_closed_after_the_error(tmp_path):
+    model, _, _ = trained(epochs=1)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    out = python("-X", "dev", "-W", "error::ResourceWarning", "-c",
+                 f"import dnn\ntry:\n    dnn.load_model({str(path)!r})\n"
+                 f"except dnn.ModelFileError as e:\n    print('refused:', e)")
+    assert out.returncode == 0 and "refused:" in out.stdout, out.stderr
+    assert "ResourceWarning" not in out.stderr, out.stderr
+
+
+def test_saved_files_get_the_usual_mode_not_mkstemp_0600(tmp_path):
+    model, _, _ = trained(epochs=1)
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.npz").st_mode & 0o777 == 0o644
+
+
+def test_save_to_a_missing_directory_names_the_users_path(tmp_path):
+    model, _, _ = trained(epochs=1)
+    target = tmp_path / "no" / "such" / "m.npz"
+    with pytest.raises(OutputPathError, match=r"save: path: the directory .* of "
+                                                         + re.escape(repr(str(target)))):
+        model.save(target)
+    assert ".tmp" not in str(target)
+
+
+def test_format_1_models_load_and_answer_as_they_did(use):
+    """A model written by dnn 0.1's dnn train (its feature scaling in the metadata, text
+    labels big/small) loads with the scaling as a Normalization layer: raw features in,
+    dnn 0.1's own predictions out."""
+    data = ROOT / "tests" / "data"
+    model = dnn.load_model(data / "format1_cli_model.npz")
+    assert type(model.layers[0]).__name__ == "Normalization"
+    assert "standardizer" not in model.metadata
+    table = dnn.data.read_csv(data / "format1_people.csv")
+    then = numpy.loadtxt(data / "format1_predictions.csv", delimiter=",", skiprows=1)
+    numpy.testing.assert_allclose(model.predict(table.x)[:, 0], then[:, 0], rtol=2e-6,
+                                  atol=1e-6)
+    assert model.optimizer.get_state()["iterations"][0] == 30  # the Adam state came along
 
 
 def test_tampered_header_gives_clear_error(tmp_path):
@@ -148,3 +217,16 @@ def test_model_checkpoint_writes_each_epoch(tmp_path):
     model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
     assert sorted(os.listdir(tmp_path)) == ["ckpt-01.npz", "ckpt-02.npz", "ckpt-03.npz"]
     assert zipfile.is_zipfile(tmp_path / "ckpt-03.npz")
+
+
+def test_model_checkpoint_to_a_missing_directory_fails_before_the_first_epoch(tmp_path):
+    x, y = make_moons(100, seed=0)
+    model = dnn.Sequential([Dense(4, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=0)
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    before = model.get_weights()
+    cb = dnn.callbacks.ModelCheckpoint(str(tmp_path / "missing" / "ckpt-{epoch:02d}.npz"))
+    with pytest.raises(OutputPathError, match=r"ModelCheckpoint: filepath: the directory "
+                                              r".*missing.* does not exist"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
+    for a, b in zip(before, model.get_weights()):
+        numpy.testing.assert_array_equal(a, b)
