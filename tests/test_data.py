@@ -92,11 +92,49 @@ def test_load_csv_with_header_and_string_target(tmp_path):
         data.load_csv(path, target="nope")
 
 
-def test_load_csv_rejects_non_numeric_features(tmp_path):
+def test_load_csv_rejects_non_numeric_features_with_line_and_column(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("a,b\n1,2\nx,3\n")
-    with pytest.raises(ValueError, match="column a: expected numbers; got 'x'"):
+    with pytest.raises(ValueError, match="line 3, column a: expected a finite number; "
+                                         "got 'x'"):
         data.load_csv(path, target="b")
+
+
+@pytest.mark.parametrize("cell", ["", "NA", "nan", " "])
+def test_a_missing_value_names_its_line_and_column(tmp_path, cell):
+    path = tmp_path / "gap.csv"
+    path.write_text(f"age,height,label\n30,1.7,a\n41,{cell},b\n25,1.8,a\n")
+    with pytest.raises(ValueError, match="line 3, column height: expected a finite number; "
+                                         "got a missing value"):
+        data.load_csv(path)
+    path.write_text("age,label\n30,a\n41,\n")
+    with pytest.raises(ValueError, match="line 3, column label \\(the target\\): expected a "
+                                         "label; got a missing value"):
+        data.load_csv(path)
+
+
+def test_the_delimiter_is_detected_and_a_wrong_one_gets_a_hint(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("size;weight;kind\n1,5;2;big\n0,5;1;small\n")  # decimal commas too
+    table = data.read_csv(path)
+    assert table.delimiter == ";" and table.feature_names == ["size", "weight"]
+    path.write_text("size;weight;kind\n1.5;2;big\n0.5;1;small\n")
+    table = data.read_csv(path)
+    numpy.testing.assert_array_equal(table.x, [[1.5, 2.0], [0.5, 1.0]])
+    assert table.target_name == "kind" and table.class_names == ["big", "small"]
+    assert table.y.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="expected at least two columns .* separated by ','; "
+                                         "got one; the file looks ';'-separated: pass "
+                                         "delimiter=';'"):
+        data.load_csv(path, delimiter=",")
+
+
+def test_a_headerless_table_names_columns_by_position(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text("1,2,0\n3,4,1\n")
+    table = data.read_csv(path)
+    assert table.feature_names == ["column 0", "column 1"] and table.target_name == "column 2"
+    assert table.class_names is None
 
 
 def test_load_npz(tmp_path):

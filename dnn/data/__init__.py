@@ -1,11 +1,11 @@
 """Datasets and data preparation (host-side NumPy)."""
 from .datasets import (STUDENT_FEATURES, load_digits, make_circles, make_moons, make_spirals,
                        make_student, make_xor)
-from .io import load_csv, load_idx, load_npz, write_idx
+from .io import CsvTable, csv_columns, load_csv, load_idx, load_npz, read_csv, write_idx
 from .preprocessing import Standardizer, encode_labels, one_hot, train_test_split
 
 __all__ = [
-    "STUDENT_FEATURES", "Standardizer", "encode_labels", "load_csv", "load_digits", "load_idx",
-    "load_npz", "make_circles", "make_moons", "make_spirals", "make_student", "make_xor",
-    "one_hot", "train_test_split", "write_idx",
+    "CsvTable", "STUDENT_FEATURES", "Standardizer", "csv_columns", "encode_labels", "load_csv",
+    "load_digits", "load_idx", "load_npz", "make_circles", "make_moons", "make_spirals",
+    "make_student", "make_xor", "one_hot", "read_csv", "train_test_split", "write_idx",
 ]

@@ -28,32 +28,80 @@ def _is_number(text):
     return True
 
 
-def load_csv(path, target=-1, delimiter=","):
-    """Read a CSV file into ``(x, y)``.
+_DELIMITERS = ",;\t|"
+
+
+def _detect_delimiter(first_line):
+    """The delimiter of a CSV file from its first line: the most frequent of , ; tab |
+    (a comma when none appears: a one-column file)."""
+    counts = {d: first_line.count(d) for d in _DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _delimiter_name(d):
+    return {"\t": "tab"}.get(d, repr(d))
+
+
+class CsvTable:
+    """What ``read_csv`` found: ``x`` (float64, samples x features), ``y`` (targets;
+    int64 codes for text labels), ``feature_names``, ``target_name``, ``class_names``
+    (the labels in code order when the target column held text, else None) and the
+    ``delimiter`` used."""
+
+    def __init__(self, x, y, feature_names, target_name, class_names, delimiter):
+        self.x, self.y = x, y
+        self.feature_names, self.target_name = feature_names, target_name
+        self.class_names, self.delimiter = class_names, delimiter
+
+
+def read_csv(path, target=-1, delimiter=None):
+    """Read a CSV file into a ``CsvTable``.
 
     ``target`` is the target column, by header name or integer position (negative
-    counts from the end). A first row with any non-numeric cell is taken as the header.
-    Non-numeric targets are label-encoded to int64 codes in sorted order.
+    counts from the end), or None for a table of features only. A first row with any
+    non-numeric cell is taken as the header.
+    ``delimiter`` None detects one of , ; tab | from the first line; with ";" a decimal
+    comma (1,5) reads as a decimal point, as those locales write it. Every feature cell
+    must be a finite number: a missing or non-numeric cell is reported with its line
+    and column. Non-numeric targets are label-encoded to int64 codes in sorted order.
     """
     path = _check_file(path, "load_csv")
     with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
+        text = f.read()
+    first = text.split("\n", 1)[0]
+    chosen = _detect_delimiter(first) if delimiter is None else delimiter
+    rows = [(line, row) for line, row in enumerate(csv.reader(text.splitlines(),
+                                                               delimiter=chosen), 1) if row]
     if not rows:
         raise ValueError(f"load_csv: {path!r} is empty")
     header = None
-    if not all(_is_number(cell) for cell in rows[0]):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    if not all(_is_number(cell) for cell in rows[0][1]):
+        header, rows = [c.strip() for c in rows[0][1]], rows[1:]
     if not rows:
         raise ValueError(f"load_csv: {path!r} has a header but no data rows")
-    width = len(rows[0])
-    for i, row in enumerate(rows):
+    width = len(rows[0][1])
+    for line, row in rows:
         if len(row) != width:
-            raise ValueError(f"load_csv: {path!r} line {i + 1 + (header is not None)}: "
-                             f"expected {width} columns; got {len(row)}")
-    if isinstance(target, str) and not target.lstrip("-").isdigit():
+            raise ValueError(f"load_csv: {path!r} line {line}: expected {width} columns "
+                             f"(as the first row); got {len(row)}")
+    if width < (1 if target is None else 2):
+        other = _detect_delimiter(first)
+        hint = f"; the file looks {_delimiter_name(other)}-separated: pass delimiter=" \
+               f"{other!r} (--delimiter in the CLI)" if other != chosen else ""
+        raise ValueError(f"load_csv: {path!r}: expected at least two columns (features and "
+                         f"a target) separated by {_delimiter_name(chosen)}; got one{hint}")
+    if target is None and width == 1 and _detect_delimiter(first) != chosen:
+        raise ValueError(f"load_csv: {path!r}: one column separated by "
+                         f"{_delimiter_name(chosen)}; the file looks "
+                         f"{_delimiter_name(_detect_delimiter(first))}-separated")
+    names = header or [f"column {j}" for j in range(width)]
+    if target is None:  # features only (data to predict on)
+        col = None
+    elif isinstance(target, str) and not target.lstrip("-").isdigit():
         if header is None or target not in header:
-            names = header if header is not None else "none (the file has no header)"
-            raise ValueError(f"load_csv: target: expected a column name from {names} or an "
+            known = header if header is not None else "none (the file has no header)"
+            raise ValueError(f"load_csv: target: expected a column name from {known} or an "
                              f"integer position; got {target!r}")
         col = header.index(target)
     else:
@@ -62,30 +110,63 @@ def load_csv(path, target=-1, delimiter=","):
             raise ValueError(f"load_csv: target: expected a column position in "
                              f"[{-width}, {width}); got {target!r}")
         col %= width
-    columns = list(zip(*rows))
-    features = []
-    for j, column in enumerate(columns):
-        if j == col:
-            continue
-        try:
-            features.append(numpy.array([float(v) for v in column]))
-        except ValueError:
-            name = header[j] if header else f"#{j}"
-            bad = next(v for v in column if not _is_number(v))
-            raise ValueError(f"load_csv: {path!r} column {name}: expected numbers; "
-                             f"got {bad!r}") from None
-    if not features:
-        raise ValueError(f"load_csv: {path!r}: expected at least one feature column besides "
-                         f"the target")
-    x = numpy.stack(features, 1)
-    raw = columns[col]
-    if all(_is_number(v) for v in raw):
-        y = numpy.array([float(v) for v in raw])
+    # Semicolon-separated files come from locales that write 1,5 for 1.5.
+    decimal_comma = chosen == ";"
+    features = [j for j in range(width) if j != col]
+    x = numpy.empty((len(rows), len(features)))
+    for i, (line, row) in enumerate(rows):
+        for k, j in enumerate(features):
+            cell = row[j].strip()
+            try:
+                value = float(cell.replace(",", ".") if decimal_comma else cell)
+            except ValueError:
+                value = None
+            if value is None or not numpy.isfinite(value):
+                what = "a missing value" if cell.lower() in ("", "na", "nan", "null", "none",
+                                                             "?") else repr(cell)
+                raise ValueError(f"load_csv: {path!r} line {line}, column {names[j]}: "
+                                 f"expected a finite number; got {what}")
+            x[i, k] = value
+    if col is None:
+        return CsvTable(x, None, [names[j] for j in features], None, None, chosen)
+    raw = [row[col].strip() for _, row in rows]
+    class_names = None
+    numbers = [v.replace(",", ".") for v in raw] if decimal_comma else raw
+    if all(_is_number(v) for v in numbers):
+        y = numpy.array([float(v) for v in numbers])
+        bad = numpy.flatnonzero(~numpy.isfinite(y))
+        if bad.size:
+            raise ValueError(f"load_csv: {path!r} line {rows[bad[0]][0]}, column "
+                             f"{names[col]} (the target): expected a finite number; got "
+                             f"{raw[bad[0]]!r}")
         if numpy.array_equal(y, numpy.round(y)):
             y = y.astype(numpy.int64)
     else:
-        y, _ = encode_labels([v.strip() for v in raw])
-    return x, y
+        missing = [i for i, v in enumerate(raw) if v == ""]
+        if missing:
+            raise ValueError(f"load_csv: {path!r} line {rows[missing[0]][0]}, column "
+                             f"{names[col]} (the target): expected a label; got a missing "
+                             f"value")
+        y, classes = encode_labels(raw)
+        class_names = [str(c) for c in classes]
+    return CsvTable(x, y, [names[j] for j in features], names[col], class_names, chosen)
+
+
+def csv_columns(path, delimiter=None):
+    """``(header names or None, number of columns)`` from the first row of a CSV file."""
+    path = _check_file(path, "load_csv")
+    with open(path, newline="") as f:
+        first = f.readline()
+    chosen = _detect_delimiter(first) if delimiter is None else delimiter
+    row = next(csv.reader([first], delimiter=chosen), [])
+    names = None if all(_is_number(c) for c in row) else [c.strip() for c in row]
+    return names, len(row)
+
+
+def load_csv(path, target=-1, delimiter=None):
+    """``(x, y)`` of a CSV file: ``read_csv(path, target, delimiter)``'s arrays."""
+    table = read_csv(path, target, delimiter)
+    return table.x, table.y
 
 
 def load_npz(path, x_key="x", y_key="y"):
