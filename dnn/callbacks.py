@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
+
+from .files import check_output_directory
+from .progress import ProgressDisplay
 
 
 class Callback:
@@ -83,72 +84,9 @@ class History(Callback):
             self.history.setdefault(key, []).append(value)
 
 
-def _format_logs(logs):
-    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-
-
-def _format_duration(seconds):
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
-    if seconds >= 1:
-        return f"{seconds:.0f}s"
-    return f"{seconds * 1000:.0f}ms"
-
-
-class ProgressLogger(Callback):
-    """Keras-style progress. On a TTY with verbose=1: a bar per epoch with ETA,
-    samples/s and the running loss. Otherwise (or verbose=2): one line per epoch."""
-
-    BAR_WIDTH = 30
-    REFRESH_S = 0.1
-
-    def __init__(self, verbose=1, stream=None):
-        self.verbose = verbose
-        self.stream = stream
-
-    def on_train_begin(self, logs=None):
-        self.out = self.stream or sys.stdout
-        isatty = getattr(self.out, "isatty", lambda: False)()
-        self.bar = self.verbose in (1, "auto") and isatty
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = self.last_draw = time.perf_counter()
-        self.seen = 0
-        if self.bar:
-            self.out.write(f"Epoch {epoch + 1}/{self.params['epochs']}\n")
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not self.bar:
-            return
-        self.seen = logs.get("seen", self.seen)
-        now = time.perf_counter()
-        steps = self.params["steps"]
-        if now - self.last_draw < self.REFRESH_S and batch + 1 < steps:
-            return
-        self.last_draw = now
-        elapsed = now - self.epoch_start
-        done = (batch + 1) / steps
-        filled = int(self.BAR_WIDTH * done)
-        bar = "=" * max(filled - 1, 0) + (">" if filled < self.BAR_WIDTH else "=")
-        eta = elapsed / done * (1 - done)
-        rate = self.seen / elapsed if elapsed > 0 else 0.0
-        self.out.write(f"\r{batch + 1}/{steps} [{bar:<{self.BAR_WIDTH}}] - ETA "
-                       f"{_format_duration(eta)} - {rate:,.0f} samples/s - "
-                       f"loss: {logs['loss']:.4f}\x1b[K")
-        self.out.flush()
-
-    def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.perf_counter() - self.epoch_start
-        steps = self.params["steps"]
-        if self.bar:
-            self.out.write(f"\r{steps}/{steps} [{'=' * self.BAR_WIDTH}] - "
-                           f"{_format_duration(elapsed)} - {_format_logs(logs)}\x1b[K\n")
-        else:
-            self.out.write(f"Epoch {epoch + 1}/{self.params['epochs']} - "
-                           f"{_format_duration(elapsed)} - {_format_logs(logs)}\n")
-        self.out.flush()
+class ProgressLogger(ProgressDisplay, Callback):
+    """Keras-style progress: a bar on a terminal (verbose=1), one line per epoch
+    otherwise. ``fit(verbose=...)`` adds one; the display is ``dnn.progress``'s."""
 
 
 class TerminateOnNaN(Callback):
@@ -222,6 +160,11 @@ class ModelCheckpoint(Callback):
                              f"got {mode!r}")
         self.mode = mode
         self.best = math.inf if mode == "min" else -math.inf
+
+    def on_train_begin(self, logs=None):
+        # Fail now, not after the first epoch (unless the directory itself is a template).
+        if "{" not in os.path.dirname(self.filepath):
+            check_output_directory(self.filepath, "ModelCheckpoint: filepath")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
