@@ -50,7 +50,8 @@ def _parse_args(argv):
     p.add_argument("--batches", help="comma list of batch sizes (default 32..4096)")
     p.add_argument("--backends", help="comma list (default: every available backend)")
     p.add_argument("--precisions", help="comma list (default: float32, and float64 on numpy)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is kept")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed repeats; the median is kept (default 5)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--no-kernels", action="store_true", help="skip the kernel micro-benchmarks")
     p.add_argument("--no-accuracy", action="store_true",

@@ -78,7 +78,10 @@ class Trainer:
         self.captured.fallback = cuda_graph == "auto"
         cb.on_train_begin()
         try:
-            with StopOnInterrupt(model):
+            # Overflow in a diverging run is the NaN guard's to report, with the epoch and
+            # step and what to do; NumPy's RuntimeWarnings would only print before it.
+            with StopOnInterrupt(model), numpy.errstate(over="ignore", invalid="ignore",
+                                                        divide="ignore"):
                 for epoch in range(initial_epoch, epochs):
                     cb.on_epoch_begin(epoch)
                     logs, complete = self._run_epoch(x, y, w, batch_size, epoch, shuffle,
