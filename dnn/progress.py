@@ -14,6 +14,7 @@ import time
 
 BAR_WIDTH = 30  # the bar's width when the terminal has room
 MIN_BAR_WIDTH = 6  # narrower than this, the bar says too little: drop fields instead
+SHORT_BAR_WIDTH = 12  # the narrowest bar an epoch's last line shrinks to before wrapping
 
 
 def format_duration(seconds):
@@ -107,14 +108,21 @@ def wrap_fields(columns, head, items, indent):
 
 def epoch_lines(columns, step, steps, elapsed, logs):
     """The bar's last state for an epoch, ``29/29 [=====] - 12ms - loss: ...``, as lines
-    of at most ``columns - 1`` characters. The first line keeps the bar at its full
-    width where it can, shrinking it (to 6 characters, then dropping it) only as far as
-    the counter, the bar, the time and the first log (the loss) need; the logs that do
-    not fit after them wrap onto continuation lines aligned under the bar."""
+    of at most ``columns - 1`` characters: one line when the bar can shrink to 12
+    characters or more and leave room for every log. Otherwise the first line keeps the
+    bar at its full width where it can, shrinking it (to 6 characters, then dropping it)
+    only as far as the counter, the bar, the time and the first log (the loss) need; the
+    logs that do not fit after them wrap onto continuation lines aligned under the bar."""
     width = _usable(columns)
     counter = _counter(step, steps)
     items = _log_items(logs)
     time_text = f" - {format_duration(elapsed)}"
+    # One line when a bar of SHORT_BAR_WIDTH or more leaves room for every log (loss
+    # and accuracy at 80 columns, the common case), as Keras prints it.
+    rest = time_text + "".join(" - " + item for item in items)
+    room = width - len(counter) - len(" []") - len(rest)
+    if room >= SHORT_BAR_WIDTH:
+        return [f"{counter} [{_bar(min(room, BAR_WIDTH), 1.0)}]{rest}"]
     for first in (items[:1], []):
         rest = time_text + "".join(" - " + item for item in first)
         room = width - len(counter) - len(" []") - len(rest)

@@ -62,10 +62,14 @@ def test_bar_gives_way_in_order_bar_then_rate_then_eta():
     assert len(bar_line(10, 12, 29, 123456.0)) == 9  # cut at the width as a last resort
 
 
-def test_epoch_line_keeps_the_bar_and_wraps_the_logs():
+def test_epoch_line_shrinks_the_bar_to_stay_one_line_then_wraps_the_logs():
     lines = epoch_lines(80, 102, 102, 0.213, {"loss": 1.0986, "accuracy": 0.3333})
-    assert lines == ["102/102 [==============================] - 213ms - loss: 1.0986",
-                     "        - accuracy: 0.3333"]
+    assert lines == ["102/102 [===========================] - 213ms - loss: 1.0986 - "
+                     "accuracy: 0.3333"]
+    many = {"loss": 1.0986, "accuracy": 0.3333, "val_loss": 1.2, "val_accuracy": 0.25}
+    assert epoch_lines(80, 102, 102, 0.213, many) == [
+        "102/102 [==============================] - 213ms - loss: 1.0986",
+        "        - accuracy: 0.3333 - val_loss: 1.2000 - val_accuracy: 0.2500"]
     assert epoch_lines(80, 29, 29, 0.012, {"loss": 0.1234, "accuracy": 0.9876}) == [
         "29/29 [==============================] - 12ms - loss: 0.1234 - accuracy: 0.9876"]
     narrow = epoch_lines(40, 29, 29, 0.012, {"loss": 0.1234, "accuracy": 0.9876})
