@@ -359,3 +359,9 @@ def test_export_writes_an_onnx_file_that_takes_raw_features(tmp_path):
     numpy.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["class_names"] == '["big", "small"]'
+
+
+def test_bench_help_is_plain_text_with_its_defaults():
+    out = dnn_cmd("bench", "--help")
+    assert out.returncode == 0 and out.stdout.startswith("usage: dnn bench")
+    assert "``" not in out.stdout and "(default 5)" in out.stdout
