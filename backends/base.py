@@ -460,17 +460,19 @@ class Backend:
         return lr
 
     # ------------------------------------------------------------------------ rng
-    def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):
+    def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None, offset=0):
         """Inverted-dropout mask: 0 with probability ``rate``, else ``1/(1-rate)``.
 
-        A pure function of ``(seed, counter)`` (a splitmix64 hash, the same on every
-        backend), so a resumed run draws the same masks. ``counter`` is an int or a
-        1-element int64 device array (the optimizer's step count).
+        A pure function of ``(seed, counter, offset)`` (a splitmix64 hash of each
+        element's index plus ``offset``, the same on every backend), so a resumed run
+        draws the same masks, and a rank holding rows r.. of a global batch draws those
+        rows of its mask. ``counter`` is an int or a 1-element int64 device array (the
+        optimizer's step count).
         """
         count = int(self.to_numpy(counter).reshape(-1)[0]) if hasattr(counter, "shape") \
             else int(counter)
         n = int(numpy.prod(shape))
-        mask = reference.dropout_mask(n, rate, seed, count, dtype).reshape(shape)
+        mask = reference.dropout_mask(n, rate, seed, count, dtype, offset).reshape(shape)
         return self._assign(out, self.xp.asarray(mask))
 
     # -------------------------------------------------------------------- helpers

@@ -539,17 +539,18 @@ class CupyBackend(Backend):
         return self.kernels.scheduled_rate(schedule, step, lr)
 
     # ------------------------------------------------------------------ dropout
-    def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None):
+    def dropout_mask(self, shape, rate, seed, counter, dtype="float32", out=None, offset=0):
         if not isinstance(counter, self.xp.ndarray):
             counter = self.xp.asarray([int(counter)], dtype=numpy.int64)
         mask = self.empty(shape, dtype) if out is None else out
         if self._fusable(mask):
             try:
-                return self.kernels.dropout_mask(mask, seed, counter, rate)
+                return self.kernels.dropout_mask(mask, seed, counter, rate, offset)
             except KernelUnavailable:
                 pass
         self._generic("dropout_mask", mask)
-        return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out)
+        return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out,
+                                    offset=offset)
 
     # ------------------------------------------------------------------- graphs
     def capture(self, fn):

@@ -252,6 +252,9 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate: expected a number in [0, 1); got {rate!r}")
         self.rate = float(rate)
         self.seed = 0  # set by the model from its seed and this layer's position
+        # Where this batch's rows start in the step's global batch (data-parallel
+        # training sets it per rank): rank r draws rows r.. of the one-rank mask.
+        self.row_offset = 0
         self._active = False  # whether the last forward dropped anything
         self._mask = None
 
@@ -265,7 +268,8 @@ class Dropout(Layer):
             return x
         be = self.backend
         mask, y = self._workspace(x.shape[0])
-        be.dropout_mask(x.shape, self.rate, self.seed, step, dtype=mask.dtype, out=mask)
+        be.dropout_mask(x.shape, self.rate, self.seed, step, dtype=mask.dtype, out=mask,
+                        offset=self.row_offset * x.shape[1])
         self._mask = mask
         return be.multiply(x, mask, out=y)
 

@@ -784,18 +784,21 @@ __device__ __forceinline__ unsigned long long dnn_mix64(unsigned long long z) {
     return z ^ (z >> 31);
 }
 
-// mask[i] = 0 with probability rate, else 1/(1-rate). The counter (the optimizer's
-// step count) is read from device memory, so a replayed CUDA graph draws new masks.
+// mask[i] = 0 with probability rate, else 1/(1-rate), from the hash of element
+// offset + i. The counter (the optimizer's step count) is read from device memory, so a
+// replayed CUDA graph draws new masks; the offset places a data-parallel rank's rows
+// within the global batch, so N ranks draw the mask one rank would.
 // dnn:kernel float32 float64 bfloat16
 template <typename S>
 __device__ void dropout_mask(S* mask, unsigned long long seed, const long long* counter,
-                             long long n, dnn_compute_t<S> rate) {
+                             long long offset, long long n, dnn_compute_t<S> rate) {
     typedef dnn_compute_t<S> C;
     unsigned long long base =
         dnn_mix64(seed ^ ((unsigned long long)counter[0] * 0x9E3779B97F4A7C15ULL));
     C scale = C(1) / (C(1) - rate);
     DNN_LOOP(i, n) {
-        unsigned long long h = dnn_mix64(base + (unsigned long long)i * 0xD1B54A32D192ED03ULL);
+        unsigned long long h =
+            dnn_mix64(base + (unsigned long long)(offset + i) * 0xD1B54A32D192ED03ULL);
         C u = (C)(h >> 40) * C(5.9604644775390625e-08);  // 24 random bits / 2^24
         dnn_store(mask[i], u >= rate ? scale : C(0));
     }

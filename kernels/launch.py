@@ -290,10 +290,11 @@ class FusedKernels:
         self._launch("advance", None, THREAD, 1, (counter, amount))
 
     # -------------------------------------------------------------- mixed precision
-    def dropout_mask(self, out, seed, counter, rate):
-        """Inverted-dropout mask into ``out`` from ``(seed, counter[0])``."""
+    def dropout_mask(self, out, seed, counter, rate, offset=0):
+        """Inverted-dropout mask into ``out`` from ``(seed, counter[0])``, element ``i``
+        hashed as element ``offset + i``."""
         self._launch("dropout_mask", out.dtype.name, GRID, out.size,
-                     (out, seed, counter, out.size, rate))
+                     (out, seed, counter, offset, out.size, rate))
         return out
 
     def cast(self, x, out):

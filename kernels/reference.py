@@ -342,22 +342,23 @@ def mix64(z):
     return z ^ (z >> numpy.uint64(31))
 
 
-def counter_uniform(n, seed, counter, dtype="float32"):
+def counter_uniform(n, seed, counter, dtype="float32", offset=0):
     """The uniforms in [0, 1) of the dropout kernel: 24-bit values hashed from
-    (seed, counter, index), identical on every backend."""
+    (seed, counter, offset + index), identical on every backend."""
     with numpy.errstate(over="ignore"):
         base = mix64(numpy.uint64(seed) ^ (numpy.uint64(counter) * _GOLDEN))
-        h = mix64(base + numpy.arange(n, dtype=numpy.uint64) * _STRIDE)
+        index = numpy.arange(offset, offset + n, dtype=numpy.uint64)
+        h = mix64(base + index * _STRIDE)
     return (h >> numpy.uint64(40)).astype(dtype) * numpy.asarray(2.0 ** -24, dtype=dtype)
 
 
-def dropout_mask(n, rate, seed, counter, dtype="float32"):
+def dropout_mask(n, rate, seed, counter, dtype="float32", offset=0):
     """Inverted-dropout mask of n elements (host NumPy): 0 with probability rate, else
-    1/(1-rate).
+    1/(1-rate); element i is drawn as element ``offset + i`` of a longer mask.
 
     Computed in float64 for float64 masks and in float32 otherwise (bfloat16 masks
     are stored from float32 values, as the kernel does)."""
     compute = numpy.float64 if numpy.dtype(dtype) == numpy.float64 else numpy.float32
-    keep = counter_uniform(n, seed, counter, compute) >= compute(rate)
+    keep = counter_uniform(n, seed, counter, compute, offset) >= compute(rate)
     scale = compute(1) / (compute(1) - compute(rate))
     return (keep.astype(compute) * scale).astype(dtype)

@@ -241,6 +241,13 @@ def test_gradient_clipping(backend):
     numpy.testing.assert_allclose(backend.to_numpy(g), [-1.0, 0.2, 1.0])
 
 
+def test_dropout_mask_rows_at_an_offset_are_those_rows_of_the_whole_mask(backend):
+    whole = backend.to_numpy(backend.dropout_mask((50, 40), 0.3, seed=7, counter=3))
+    part = backend.to_numpy(backend.dropout_mask((20, 40), 0.3, seed=7, counter=3,
+                                                 offset=30 * 40))
+    numpy.testing.assert_array_equal(part, whole[30:])
+
+
 def test_dropout_mask_is_a_function_of_seed_and_counter(backend):
     a = backend.to_numpy(backend.dropout_mask((50, 40), 0.3, seed=7, counter=3))
     b = backend.to_numpy(backend.dropout_mask((50, 40), 0.3, seed=7, counter=3))

@@ -332,6 +332,12 @@ def test_rmsprop_kernel(k, dtype, momentum):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout_kernel_matches_the_numpy_backend_bit_for_bit(k, dtype):
+    whole = k.dropout_mask(numpy.empty(5000, dtype), 77, numpy.array([3], numpy.int64), 0.4)
+    tail = k.dropout_mask(numpy.empty(1800, dtype), 77, numpy.array([3], numpy.int64), 0.4,
+                          offset=3200)
+    numpy.testing.assert_array_equal(tail, whole[3200:])  # a rank's rows of the mask
+    numpy.testing.assert_array_equal(tail, reference.dropout_mask(1800, 0.4, 77, 3, dtype,
+                                                                  offset=3200))
     mask = k.dropout_mask(numpy.empty(5000, dtype), 2**63 + 12345,
                           numpy.array([41], numpy.int64), 0.25)
     want = NumpyBackend(accelerate=False).dropout_mask((5000,), 0.25, 2**63 + 12345, 41,
