@@ -55,6 +55,10 @@ class Parameters:
         self.refresh_compute()
         self.views = []  # (layer, name, view) in get_weights order: trainable, then state
         self.regularized = []  # (weight view, gradient view, Regularizer)
+        # Per layer: its penalties (as above), and the [start, stop) of its gradients in
+        # the flat buffer (layers in order, each after the last): what data-parallel
+        # training reduces as soon as the backward pass has finished the layer.
+        self.layer_penalties, self.grad_ranges = [], []
         # The step's weight penalty, then the data loss added: a device scalar.
         self.penalty = be.zeros((1,), dtype)
         for layer, params, state in layouts:
@@ -65,7 +69,11 @@ class Parameters:
             states = [be.view(self.state, o, s) for o, s in state]
             names = [name for name, _ in layer.param_shapes + layer.state_shapes]
             self.views += [(layer, name, view) for name, view in zip(names, masters + states)]
-            self.regularized += [(masters[i], grads[i], reg) for i, reg in layer.regularized()]
+            penalties = [(masters[i], grads[i], reg) for i, reg in layer.regularized()]
+            self.layer_penalties.append(penalties)
+            self.regularized += penalties
+            self.grad_ranges.append((params[0][0], params[-1][0] + int(numpy.prod(
+                params[-1][1]))) if params else None)
 
     def refresh_compute(self):
         """Refresh the low-precision copy of the trainable weights (mixed policy only)."""

@@ -50,18 +50,38 @@ def _add_penalties(model, loss, with_gradients):
     return total
 
 
-def loss_and_backward(model, xb, yb, training, step, weights=None):
+def loss_and_backward(model, xb, yb, training, step, weights=None, grad_scale=None,
+                      penalty_gradients=True, after_layer=None):
     """Forward, loss and backward of one batch: fills the gradient buffer (weight
-    penalties included) and returns ``(output, device loss)``."""
+    penalties included) and returns ``(output, device loss)``, the loss with every
+    penalty.
+
+    For data-parallel training: ``grad_scale`` multiplies the data loss's gradient (a
+    rank's share of the global batch), ``penalty_gradients`` False leaves the
+    penalties' gradients to another rank, and ``after_layer(i)`` is called once layer
+    i's gradients (its penalties' included) are final, while the layers before it are
+    still to run."""
     out, loss, grad = output_and_loss(model, xb, yb, training, step, weights, penalty=False)
     be = model.backend
+    if grad_scale is not None:
+        be.multiply(grad, grad_scale, out=grad)
     if model.mixed:
         grad = be.cast(grad, out=_batch_buffer(model, xb.shape[0], "mixed_grad",
                                                model.compute_dtype))
+    regularized = bool(model.weights.regularized)
+    total = model.weights.penalty
+    if regularized:
+        be.fill(total, 0)
     for i in range(len(model.layers) - 1, -1, -1):
         grad = model.layers[i].backward(grad, need_dx=i > 0)
-    if model.weights.regularized:
-        loss = _add_penalties(model, loss, with_gradients=True)
+        for param, g, regularizer in model.weights.layer_penalties[i]:
+            be.add_regularization(param, g if penalty_gradients else None, regularizer.l1,
+                                  regularizer.l2, total)
+        if after_layer is not None:
+            after_layer(i)
+    if regularized:
+        be.accumulate(total, loss, 1.0)
+        return out, total
     return out, loss
 
 
