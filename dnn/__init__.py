@@ -15,7 +15,8 @@ if _importlib_util.find_spec(__name__ + ".backends") is None:
                       f"the dnn command (and pip install . in the checkout if dnn is not "
                       f"installed yet)")
 
-from . import backends, callbacks, data, layers, losses, metrics, optimizers, plot  # noqa: E402
+from . import (backends, callbacks, data, distributed, layers, losses, metrics,  # noqa: E402
+               optimizers, plot)
 from .backend_scope import get_backend, set_backend, use_backend  # noqa: E402
 from .model import NonFiniteLossError, Sequential  # noqa: E402
 from .model_file import ModelFileError  # noqa: E402
@@ -24,7 +25,7 @@ from .version import __version__  # noqa: E402
 
 __all__ = [
     "ModelFileError", "NonFiniteLossError", "Sequential", "backends", "callbacks", "data",
-    "get_backend",
+    "distributed", "get_backend",
     "layers", "load_model", "losses", "metrics", "optimizers", "plot", "set_backend", "use_backend",
     "__version__",
 ]

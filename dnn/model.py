@@ -60,6 +60,7 @@ class Sequential:
         self.buffers = None  # BufferCache: everything whose shape follows the batch size
         self._logits = False  # whether the output layer hands logits to the loss
         self._trainer = None  # Trainer, once both built and compiled
+        self.distribute = None  # a dnn.distributed.DataParallel, given to compile
         for layer in layers or []:
             self.add(layer)
         if self.input_dim is not None and self.layers and not self.built:
@@ -147,22 +148,37 @@ class Sequential:
         self.buffers = BufferCache()
         self.weights = Parameters(self.backend, self.layers, self.seed, self.dtype,
                                   self.compute_dtype, self.buffers)
-        for index, layer in enumerate(self.layers):
-            if isinstance(layer, Dropout):
-                layer.seed = int(numpy.random.SeedSequence([self.seed, index])
-                                 .generate_state(1, numpy.uint64)[0])
+        self.seed_dropout()
         self.built = True
         if self.loss is not None:
             self._configure_compiled()
         return self
 
+    def seed_dropout(self):
+        """Give each Dropout layer its seed, from the model's seed and its position."""
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                layer.seed = int(numpy.random.SeedSequence([self.seed, index])
+                                 .generate_state(1, numpy.uint64)[0])
+
     # -------------------------------------------------------------------- compile
-    def compile(self, loss, optimizer="rmsprop", metrics=None, steps_per_execution=1):
+    def compile(self, loss, optimizer="rmsprop", metrics=None, steps_per_execution=1,
+                distribute=None):
         """Choose the loss, optimizer and metrics, by name or object.
 
         ``steps_per_execution``: training steps per captured-graph launch (as Keras):
         with K > 1 and a captured step (a GPU, or ``fit(cuda_graph=True)``), K steps
-        replay as one graph that gathers its own batches on the device."""
+        replay as one graph that gathers its own batches on the device.
+        ``distribute``: a ``dnn.distributed.DataParallel`` strategy, to train on every
+        rank an MPI launcher started (see ``dnn.distributed``)."""
+        if distribute is not None:
+            from .distributed import DataParallel
+
+            if not isinstance(distribute, DataParallel):
+                raise TypeError(f"compile: distribute: expected a "
+                                f"dnn.distributed.DataParallel or None; got "
+                                f"{type(distribute).__name__}")
+        self.distribute = distribute
         self.steps_per_execution = check_positive_int(steps_per_execution,
                                                       "steps_per_execution")
         self.loss = losses_mod.get(loss)
@@ -195,6 +211,8 @@ class Sequential:
         for metric in self.metrics:
             metric.bind(self.loss, activation, self._logits, self.output_dim)
         self.optimizer.build(self.backend, self.flat_params.shape[0], self.dtype)
+        if self.distribute is not None:
+            self.distribute.attach(self)
         if self._trainer is not None:
             self._trainer.captured.clear()
         self._trainer = Trainer(self)
@@ -315,15 +333,25 @@ class Sequential:
                 "layers": [layer.get_config() for layer in self.layers]}
 
     def save(self, path):
-        """Write weights, config and optimizer state to ``path`` (.npz), atomically."""
+        """Write weights, config and optimizer state to ``path`` (.npz), atomically.
+        Data-parallel: rank 0 writes, and every rank returns once the file is there
+        (call it on every rank)."""
         self._require_built("save")
+        parallel = self.distribute is not None and self.distribute.parallel
+        if parallel and self.distribute.rank != 0:
+            self.distribute.barrier()
+            return
         compiled = None if self.loss is None else {
             "loss": self.loss.get_config(), "optimizer": self.optimizer.get_config(),
             "metrics": [m.get_config() for m in self.metrics],
             "steps_per_execution": self.steps_per_execution}
-        model_file.write(path, self.get_config(), self.get_weights(), compiled,
-                         None if compiled is None else self.optimizer.get_state(),
-                         self.epochs_done, self.train_steps, self.metadata)
+        try:
+            model_file.write(path, self.get_config(), self.get_weights(), compiled,
+                             None if compiled is None else self.optimizer.get_state(),
+                             self.epochs_done, self.train_steps, self.metadata)
+        finally:
+            if parallel:
+                self.distribute.barrier()
 
     def export(self, path, format="onnx"):
         """Write the model for inference outside dnn: ``format="onnx"`` (needs the

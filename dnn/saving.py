@@ -25,9 +25,11 @@ def _scaling_as_a_layer(header, weights):
     return [mean, variance] + weights
 
 
-def load_model(path):
+def load_model(path, distribute=None):
     """Rebuild a saved model on the current backend, compiled, with its optimizer state.
-    Files of format 1 load too (see ``dnn.model_file``)."""
+    Files of format 1 load too (see ``dnn.model_file``). ``distribute``: a
+    ``dnn.distributed.DataParallel`` to resume data-parallel training with (the file
+    is read on every rank)."""
     header, arrays = read(path)
     try:
         config = header["config"]
@@ -45,7 +47,8 @@ def load_model(path):
         if compiled:
             model.compile(loss=compiled["loss"], optimizer=compiled["optimizer"],
                           metrics=compiled["metrics"],
-                          steps_per_execution=compiled.get("steps_per_execution", 1))
+                          steps_per_execution=compiled.get("steps_per_execution", 1),
+                          distribute=distribute)
             prefix = "optimizer_"
             model.optimizer.set_state({k[len(prefix):]: v for k, v in arrays.items()
                                        if k.startswith(prefix)})

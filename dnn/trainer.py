@@ -17,7 +17,9 @@ import numpy
 from . import data_adapter, step as step_math
 from .callbacks import CallbackList, History, ProgressLogger, TerminateOnNaN
 from .captured_steps import CapturedSteps
+from .distributed import split_rows
 from .interrupt import StopOnInterrupt
+from .layers import Dropout
 from .nan_guard import NanGuard
 from .validation import check_nonnegative_int, check_positive_int
 
@@ -34,6 +36,8 @@ class Trainer:
         self._eval_totals = _Totals(self.backend, model.metrics, model.dtype)
         self._order = None  # int64 (n,) device buffer: this epoch's sample order
         self._cursor = self.backend.zeros((1,), "int64")  # the next row of the order
+        self._step_loss = self.backend.zeros((1,), model.dtype)  # data-parallel: global
+        self._dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
         self._position = [0, 0, 0]  # (epoch, step, steps) of the step running now
 
     # ------------------------------------------------------------------------ fit
@@ -67,14 +71,17 @@ class Trainer:
         nan_guard = any(isinstance(c, TerminateOnNaN) for c in cbs)
         model.history = History()
         cbs.insert(0, model.history)
-        if verbose:
-            cbs.append(ProgressLogger(verbose=verbose))
+        if verbose and (self.parallel is None or self.parallel.rank == 0):
+            cbs.append(ProgressLogger(verbose=verbose))  # data-parallel: rank 0 reports
         cb = CallbackList(cbs, model=model, params={
             "epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size,
             "verbose": verbose, "metrics": self._log_names(val is not None)})
         model.stop_training = False
         use_graph = cuda_graph is True or (
             cuda_graph == "auto" and be.supports_graphs and model.optimizer.clipnorm is None)
+        if self.parallel is not None and be.supports_graphs and \
+                not self.parallel.collectives.capturable:
+            use_graph = False  # MPI runs on the host: a CUDA graph cannot hold its calls
         self.captured.fallback = cuda_graph == "auto"
         cb.on_train_begin()
         try:
@@ -113,11 +120,15 @@ class Trainer:
         ``steps_per_execution`` K > 1 too, K steps replay as one graph that gathers its
         own batches from the epoch's order in device memory, so the host does nothing per
         step. The steps left over, and the last partial batch, run one at a time (the
-        partial one eagerly). Returns ``(logs, complete)``."""
+        partial one eagerly). Data-parallel, the order is this rank's share of each
+        global batch (``DataParallel.rank_order``), so all of this holds per rank.
+        Returns ``(logs, complete)``."""
         model, be = self.model, self.backend
+        parallel = self.parallel
         n = x_dev.shape[0]
-        steps, full = -(-n // batch_size), n // batch_size
-        order = self._epoch_order(n, epoch, shuffle)
+        order, steps, last = self._epoch_order(n, epoch, shuffle, batch_size)
+        rows = order.shape[0]  # this rank's rows in the epoch
+        full = rows // batch_size if last is None else steps - 1
         guard = self.nan_guard if nan_guard else None
         flags = guard.begin_epoch() if guard else None
         host_check = guard is not None and guard.on_host
@@ -128,53 +139,94 @@ class Trainer:
         chunks = full // k if k > 1 else 0
         step, seen = 0, n
         data = [a for a in (x_dev, y_dev, w_dev) if a is not None]
+        share = self._share(batch_size, None)  # a full batch's (scale, row offset)
         if chunks:
             be.fill(self._cursor, 0)
             batch = self._batch_buffers(data, batch_size)
             body = functools.partial(self._train_steps, k, data, order, batch, flags, totals,
-                                     host_check)
+                                     host_check, share)
         while step < steps:
             self._position[:] = epoch, step, steps
             if step < chunks * k:
                 self.captured.run(batch_size, body, steps=k, pins=tuple(data))
                 done = k
             else:
-                start, stop = step * batch_size, min(n, (step + 1) * batch_size)
-                batch = self._batch_buffers(data, stop - start)
-                for source, target in zip(data, batch):
-                    be.take_rows(source, order[start:stop], out=target)
-                # Bound now: a replayed step keeps the buffers it was captured with.
-                one = functools.partial(self._train_step, batch, flags, totals, host_check)
-                if use_graph and stop - start == batch_size:
-                    self.captured.run(batch_size, one)
-                else:
-                    one()
+                start, stop = step * batch_size, min(rows, (step + 1) * batch_size)
+                one_share = self._share(batch_size, last if step == steps - 1 else None)
+                if stop > start:
+                    batch = self._batch_buffers(data, stop - start)
+                    for source, target in zip(data, batch):
+                        be.take_rows(source, order[start:stop], out=target)
+                    # Bound now: a replayed step keeps the buffers it was captured with.
+                    one = functools.partial(self._train_step, batch, flags, totals,
+                                            host_check, one_share)
+                    if use_graph and stop - start == batch_size:
+                        self.captured.run(batch_size, one)
+                    else:
+                        one()
+                else:  # a rank with no rows in the last, short global batch
+                    self._empty_step(flags, host_check)
                 done = 1
             step += done
             model.train_steps += done
-            stop = min(n, step * batch_size)
-            if cb.wants_batch_logs and _crossed(step, done, every, steps):
+            stop = min(n, step * batch_size * self.world)
+            if _crossed(step, done, every, steps) and (cb.wants_batch_logs or parallel):
+                # Data-parallel, every rank checks the guard at the same steps, whatever
+                # its callbacks, so that all stop together.
                 if flags is not None:
                     guard.check_flags(epoch, steps)
-                cb.on_train_batch_end(step - 1, {"loss": be.to_float(totals.loss[0]) / stop,
-                                                 "seen": stop})
+                if cb.wants_batch_logs:
+                    local = min(rows, step * batch_size)
+                    cb.on_train_batch_end(step - 1, {
+                        "loss": be.to_float(totals.loss[0]) / max(local, 1), "seen": stop})
             if model.stop_training:
                 seen = stop
                 break
         if flags is not None:
             guard.check_flags(epoch, steps)
+        if parallel:
+            parallel.reduce_totals(totals.buffer)
         return step_math.logs(model, totals.read(), seen), seen == n
 
-    def _epoch_order(self, n, epoch, shuffle):
-        """The epoch's sample order, in a device buffer that lives as long as the trainer
-        (a captured multi-step graph reads it)."""
+    @property
+    def parallel(self):
+        """The model's DataParallel strategy when it has more than one rank, else None."""
+        strategy = self.model.distribute
+        return strategy if strategy is not None and strategy.parallel else None
+
+    @property
+    def world(self):
+        return 1 if self.parallel is None else self.parallel.world_size
+
+    def _share(self, batch_size, last):
+        """``(scale, row offset)`` of this rank's batch within the global one: the
+        factor on the loss gradient (its rows over the global batch's) and where its
+        rows start (for the dropout mask). ``last``: the short global batch's ``(start,
+        stop, rows)``, or None for a full one. ``(None, 0)`` without data parallelism."""
+        parallel = self.parallel
+        if parallel is None:
+            return None, 0
+        if last is None:
+            return 1.0 / parallel.world_size, parallel.rank * batch_size
+        start, stop, rows = last
+        return (stop - start) / rows, start
+
+    def _epoch_order(self, n, epoch, shuffle, batch_size):
+        """The epoch's sample order (this rank's share of it when data-parallel), in a
+        device buffer that lives as long as the trainer (a captured multi-step graph
+        reads it). Returns ``(order, steps, last)`` (see ``DataParallel.rank_order``)."""
         order = numpy.random.default_rng([self.model.seed, epoch]).permutation(n) \
             if shuffle else numpy.arange(n)
-        if self._order is None or self._order.shape[0] != n:
-            self._order = self.backend.empty((n,), "int64")
+        last = None
+        if self.parallel is not None:
+            order, steps, last = self.parallel.rank_order(order, batch_size)
+        else:
+            steps = -(-n // batch_size)
+        if self._order is None or self._order.shape[0] != order.shape[0]:
+            self._order = self.backend.empty((order.shape[0],), "int64")
             self.captured.release_pins()
         self.backend.copy(self.backend.asarray(order), out=self._order)
-        return self._order
+        return self._order, steps, last
 
     def _batch_buffers(self, data, rows):
         """The fixed batch buffers of ``rows`` rows for the arrays ``data`` (features,
@@ -184,32 +236,75 @@ class Trainer:
         return self.model.buffers.get(rows, key, lambda r: tuple(
             be.empty((r,) + tuple(a.shape[1:]), a.dtype) for a in data))
 
-    def _train_steps(self, k, data, order, batch, flags, totals, host_check):
+    def _train_steps(self, k, data, order, batch, flags, totals, host_check, share):
         """``k`` training steps, each gathering its batch at the cursor in device memory."""
         be = self.backend
         for _ in range(k):
             for source, target in zip(data, batch):
                 be.gather_rows(source, order, self._cursor, out=target)
             be.advance(self._cursor, batch[0].shape[0])
-            self._train_step(batch, flags, totals, host_check)
+            self._train_step(batch, flags, totals, host_check, share)
             self._position[1] += 1  # for the host check's message (a re-run, not a graph)
 
-    def _train_step(self, batch, flags, totals, host_check):
+    def _train_step(self, batch, flags, totals, host_check, share=(None, 0)):
         """Forward, loss, backward, update, and the batch's loss and metrics added to the
         device totals, all on the device. ``batch``: (x, y) or (x, y, sample weights).
         ``host_check`` asks for the host-side non-finite check before the update;
-        ``flags`` for the device-side one."""
+        ``flags`` for the device-side one. ``share``: see ``_share``."""
         model, be, optimizer = self.model, self.backend, self.model.optimizer
         xb, yb = batch[:2]
         wb = batch[2] if len(batch) > 2 else None
-        out, loss = step_math.loss_and_backward(model, xb, yb, True, optimizer.iterations, wb)
+        parallel = self.parallel
+        if parallel is None:
+            out, loss = step_math.loss_and_backward(model, xb, yb, True, optimizer.iterations,
+                                                    wb)
+            checked = loss
+        else:
+            scale, offset = share
+            for layer in self._dropouts:
+                layer.row_offset = offset
+            reducer = parallel.reducer
+            out, loss = step_math.loss_and_backward(
+                model, xb, yb, True, optimizer.iterations, wb, grad_scale=scale,
+                penalty_gradients=parallel.rank == 0, after_layer=reducer.layer_done)
+            reducer.finish()
+            checked = self._global_loss(loss, scale)
+        self._apply(checked, flags, host_check)
+        be.accumulate(totals.loss, loss, xb.shape[0])
+        step_math.update_metrics(model, out, yb, totals.metrics)
+
+    def _empty_step(self, flags, host_check):
+        """Data-parallel: this rank's part of a step in which it has no rows (the last
+        global batch is shorter than the number of ranks): zero gradients, no loss."""
+        model, be, parallel = self.model, self.backend, self.parallel
+        be.fill(model.flat_grads, 0)
+        for i in range(len(model.layers) - 1, -1, -1):
+            parallel.reducer.layer_done(i)
+        parallel.reducer.finish()
+        self._apply(self._global_loss(None, 0.0), flags, host_check)
+
+    def _global_loss(self, loss, scale):
+        """Data-parallel: the global batch's loss on every rank (each rank's loss
+        weighted by its share, summed across ranks), for the NaN guard."""
+        be = self.backend
+        total = self._step_loss
+        be.fill(total, 0)
+        if loss is not None:
+            be.accumulate(total, loss, scale)
+        self.parallel.collectives.allreduce(total)
+        return total.reshape(())
+
+    def _apply(self, loss, flags, host_check):
+        """The update, unless the NaN guard says no; data-parallel, then the moving
+        statistics are averaged across ranks."""
+        model, optimizer = self.model, self.model.optimizer
         if host_check:
             self.nan_guard.check_loss(loss, *self._position)
         skip = self.nan_guard.guard(loss, flags) if flags is not None else None
         optimizer.apply_gradients(model.flat_params, model.flat_grads, skip=skip)
         model.refresh_compute_weights()
-        be.accumulate(totals.loss, loss, xb.shape[0])
-        step_math.update_metrics(model, out, yb, totals.metrics)
+        if self.parallel is not None:
+            self.parallel.average_state(model)
 
     # ------------------------------------------------------------------- evaluate
     def evaluate(self, x_dev, y_dev, w_dev, batch_size):
@@ -219,14 +314,20 @@ class Trainer:
         model, be = self.model, self.backend
         totals = self._eval_totals
         be.fill(totals.buffer, 0)
-        for start in range(0, x_dev.shape[0], batch_size):
-            rows = slice(start, start + batch_size)
+        n = x_dev.shape[0]
+        first, last = 0, n
+        if self.parallel is not None:  # each rank evaluates its share of the rows
+            first, last = split_rows(n, self.parallel.world_size, self.parallel.rank)
+        for start in range(first, last, batch_size):
+            rows = slice(start, min(start + batch_size, last))
             xb, yb = x_dev[rows], y_dev[rows]
             out, loss, _ = step_math.output_and_loss(
                 model, xb, yb, weights=None if w_dev is None else w_dev[rows])
             be.accumulate(totals.loss, loss, xb.shape[0])
             step_math.update_metrics(model, out, yb, totals.metrics)
-        return step_math.logs(model, totals.read(), x_dev.shape[0])
+        if self.parallel is not None:
+            self.parallel.reduce_totals(totals.buffer)
+        return step_math.logs(model, totals.read(), n)
 
 
 def _crossed(step, done, every, steps):

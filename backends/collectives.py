@@ -1,0 +1,184 @@
+"""Collective operations over a backend's arrays, for data-parallel training: MPI (through
+mpi4py) between processes and machines, NCCL (through ``cupy.cuda.nccl``) between GPUs.
+
+Every class has one interface: ``start_allreduce(buf)`` begins an in-place sum across
+ranks and returns a handle, ``wait(handles)`` completes them, ``allreduce(buf)`` does
+both, ``broadcast(buf)`` copies rank 0's array everywhere, and ``barrier()``.
+
+- ``LocalCollectives``: a world of one; every operation leaves the arrays as they are.
+- ``MpiCollectives``: host arrays go to MPI as they are (``Iallreduce`` in place, so a
+  bucket of gradients is summed while the backward pass goes on; ``progress()`` lets
+  MPI move it along between layers). Device arrays are staged through pinned host
+  memory, for ranks that share a GPU. Waits poll with a timeout: a rank that never
+  arrives raises ``TimeoutError`` here instead of hanging every rank.
+- ``NcclCollectives``: device arrays summed by NCCL on the current stream, in the
+  stream's order (so "waiting" is the stream's business), which a CUDA graph can
+  capture (NCCL >= 2.9). NCCL's own unique id travels over MPI.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy
+
+
+class LocalCollectives:
+    """A world of one."""
+
+    name = "local"
+    capturable = True  # nothing to capture
+
+    def __init__(self):
+        self.rank, self.size = 0, 1
+
+    def start_allreduce(self, buf):
+        return None
+
+    def wait(self, handles):
+        pass
+
+    def progress(self):
+        pass
+
+    def allreduce(self, buf):
+        return buf
+
+    def broadcast(self, buf):
+        return buf
+
+    def barrier(self):
+        pass
+
+
+class MpiCollectives:
+    """Collectives over an mpi4py communicator for ``backend``'s arrays."""
+
+    name = "mpi"
+    capturable = False  # MPI calls run on the host: a CUDA graph cannot hold them
+
+    def __init__(self, comm, backend, timeout=300.0):
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.backend = backend
+        self.timeout = float(timeout)
+        self._device = not isinstance(backend.empty((1,), "float32"), numpy.ndarray)
+        # (device address, size, dtype) -> pinned host buffer (device arrays only): one
+        # per bucket, so that buckets in flight at once never share one.
+        self._staging = {}
+        self._pending = []  # requests started and not yet completed
+
+    def _host(self, buf):
+        """A pinned host array shaped like the device array ``buf``, holding its values
+        (the stream is synchronized by the copy)."""
+        key = (buf.data.ptr, buf.size, buf.dtype.str)
+        host = self._staging.get(key)
+        if host is None:
+            import cupyx
+
+            host = self._staging[key] = cupyx.empty_pinned((buf.size,), buf.dtype)
+        buf.ravel().get(out=host)
+        return host
+
+    def start_allreduce(self, buf):
+        if buf.size == 0:
+            return None
+        host = self._host(buf) if self._device else buf
+        request = self.comm.Iallreduce(self._mpi.IN_PLACE, host, op=self._mpi.SUM)
+        self._pending.append(request)
+        return request, buf, host
+
+    def progress(self):
+        """Let MPI advance the transfers in flight (it moves only inside MPI calls)."""
+        if self._pending:
+            self._mpi.Request.Testall(self._pending)
+
+    def wait(self, handles):
+        handles = [h for h in handles if h is not None]
+        requests = [h[0] for h in handles]
+        deadline = time.monotonic() + self.timeout
+        while not self._mpi.Request.Testall(requests):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"data-parallel: rank {self.rank} waited {self.timeout:g} s "
+                                   f"for an allreduce that not every rank of {self.size} "
+                                   f"joined (did one rank stop, or call fit or save alone?)")
+            time.sleep(0)  # yield the core to a rank sharing it
+        self._pending = [r for r in self._pending if all(r is not q for q in requests)]
+        if self._device:
+            for _, buf, host in handles:
+                if buf is not None:
+                    buf.ravel().set(host)
+
+    def allreduce(self, buf):
+        self.wait([self.start_allreduce(buf)])
+        return buf
+
+    def broadcast(self, buf):
+        host = self._host(buf) if self._device else buf
+        request = self.comm.Ibcast(host, root=0)
+        self.wait([(request, buf, host)])
+        return buf
+
+    def barrier(self):
+        self.wait([(self.comm.Ibarrier(), None, None)])
+
+
+class NcclCollectives:
+    """Collectives over NCCL for CuPy arrays, one GPU per rank; ``comm`` (mpi4py) only
+    carries NCCL's unique id."""
+
+    name = "nccl"
+    capturable = True
+
+    def __init__(self, comm, backend):
+        from cupy.cuda import nccl
+
+        self._nccl = nccl
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.backend = backend
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        uid = comm.bcast(uid, root=0)
+        import cupy
+
+        with cupy.cuda.Device(backend.device_id):  # NCCL binds the current device
+            self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self._types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
+                       "int64": nccl.NCCL_INT64, "int32": nccl.NCCL_INT32}
+
+    def _type(self, buf):
+        try:
+            return self._types[buf.dtype.name]
+        except KeyError:
+            raise TypeError(f"NCCL allreduce: expected float32, float64, int32 or int64; "
+                            f"got {buf.dtype}") from None
+
+    def _stream(self):
+        import cupy
+
+        return cupy.cuda.get_current_stream().ptr
+
+    def start_allreduce(self, buf):
+        if buf.size:
+            self.comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self._type(buf),
+                                self._nccl.NCCL_SUM, self._stream())
+        return None
+
+    def wait(self, handles):
+        pass  # NCCL runs in the stream's order: what follows on the stream sees the sums
+
+    def progress(self):
+        pass
+
+    def allreduce(self, buf):
+        self.start_allreduce(buf)
+        return buf
+
+    def broadcast(self, buf):
+        if buf.size:
+            self.comm.bcast(buf.data.ptr, buf.size, self._type(buf), 0, self._stream())
+        return buf
+
+    def barrier(self):
+        self.backend.synchronize()

@@ -1,0 +1,109 @@
+"""One rank of a data-parallel run, started by tests/test_distributed.py under mpiexec:
+``python distributed_worker.py SCENARIO OUTDIR``. Each rank writes what it ended with
+to OUTDIR/rank<r>.npz (weights, history) for the test to compare."""
+import json
+import os
+import sys
+import time
+
+import numpy
+
+import dnn
+from dnn.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from dnn.data import make_spirals
+from dnn.layers import Dense, Dropout
+
+BACKEND = os.environ.get("DNN_TEST_BACKEND", "numpy")
+
+
+def model(strategy, seed=3, dtype="float64", lr=1e-3, steps_per_execution=1):
+    m = dnn.Sequential([Dense(32, "tanh", kernel_regularizer="l2"), Dropout(0.2),
+                        Dense(16, "relu"), Dense(3, "softmax")], input_dim=2, seed=seed,
+                       dtype=dtype)
+    m.compile(loss="sparse_categorical_crossentropy", optimizer=dnn.optimizers.Adam(lr),
+              metrics=["accuracy"], distribute=strategy,
+              steps_per_execution=steps_per_execution)
+    return m
+
+
+def data():
+    # 300 rows: batches of 2 x 16 leave a last global batch of 12 rows, 6 per rank.
+    return make_spirals(300, n_classes=3, noise=0.2, seed=0)
+
+
+def report(strategy, m, **extra):
+    numpy.savez(os.path.join(sys.argv[2], f"rank{strategy.rank}.npz"), *m.get_weights(),
+                meta=numpy.frombuffer(json.dumps(extra).encode(), numpy.uint8))
+
+
+class RaiseOnRank(Callback):
+    def __init__(self, rank, epoch):
+        self.rank, self.epoch = rank, epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.distribute.rank == self.rank and epoch == self.epoch:
+            raise ValueError(f"boom on rank {self.rank} at epoch {epoch + 1}")
+
+
+def main(scenario, out):
+    dnn.set_backend(BACKEND)
+    strategy = dnn.distributed.DataParallel(os.environ.get("DNN_TEST_COMMUNICATOR", "auto"))
+    x, y = data()
+    if scenario in ("equivalence", "equivalence-captured"):
+        # captured: the captured-step code path, 3 steps per replay (on NumPy a replay
+        # runs the step again; on a GPU with NCCL it is a CUDA graph).
+        captured = scenario == "equivalence-captured"
+        m = model(strategy, steps_per_execution=3 if captured else 1)
+        history = m.fit(x, y, epochs=2, batch_size=16, verbose=0, cuda_graph=captured)
+        report(strategy, m, history=history.history, world=strategy.world_size,
+               train_steps=m.train_steps, communicator=strategy.collectives.name)
+    elif scenario == "checkpoint":
+        m = model(strategy)
+        path = os.path.join(out, "ckpt-{epoch}.npz")
+        m.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[ModelCheckpoint(path)])
+        loaded = dnn.load_model(os.path.join(out, "ckpt-2.npz"))
+        same = all(numpy.array_equal(a, b) for a, b in zip(m.get_weights(),
+                                                           loaded.get_weights()))
+        report(strategy, m, loaded_equal=same)
+    elif scenario == "resume":
+        straight = model(strategy)
+        straight.fit(x, y, epochs=4, batch_size=16, verbose=0)
+        first = model(strategy)
+        first.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        path = os.path.join(out, "half.npz")
+        first.save(path)
+        resumed = dnn.load_model(path, distribute=strategy)
+        resumed.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, verbose=0)
+        same = all(numpy.array_equal(a, b) for a, b in zip(straight.get_weights(),
+                                                           resumed.get_weights()))
+        report(strategy, resumed, resumed_equal=same)
+    elif scenario == "early_stopping":
+        m = model(strategy, lr=1e-12)  # the loss cannot improve: stop after patience
+        history = m.fit(x, y, epochs=20, batch_size=16, verbose=0,
+                        callbacks=[EarlyStopping(monitor="loss", patience=2, min_delta=1e-3)])
+        report(strategy, m, epochs=len(history.history["loss"]), history=history.history)
+    elif scenario == "nan":
+        m = dnn.Sequential([Dense(8, "relu"), Dense(1)], input_dim=2, seed=1)
+        m.compile(loss="mse", optimizer=dnn.optimizers.SGD(1e3), distribute=strategy)
+        try:
+            m.fit(x * 100, y * 1e3, epochs=5, batch_size=16, verbose=0)
+            message = None
+        except dnn.NonFiniteLossError as exc:
+            message = str(exc)
+        report(strategy, m, message=message, train_steps=m.train_steps)
+    elif scenario == "timeout":
+        strategy.timeout = 2.0
+        m = model(strategy)
+        if strategy.rank == 1:
+            time.sleep(60)  # a rank that never joins: rank 0 must not wait forever
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    elif scenario == "raise":
+        m = model(strategy)
+        m.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[RaiseOnRank(1, 1)])
+        report(strategy, m)  # not reached: rank 1 raises, and every rank is aborted
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

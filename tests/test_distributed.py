@@ -1,0 +1,287 @@
+"""Data-parallel training under a real ``mpiexec -n 2`` (mpich from the test extra):
+two ranks equal one rank with twice the batch, replicas stay bitwise identical, rank 0
+saves, a resume is exact, every rank stops together, and a rank that raises ends the
+run instead of hanging it. Without mpiexec, a strategy is a world of one."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy
+import pytest
+from support import NEUTRAL_DIR, ROOT
+
+import dnn
+from dnn.distributed import DataParallel, split_rows
+
+WORKER = ROOT / "tests" / "distributed_worker.py"
+sys.path.insert(0, str(WORKER.parent))
+import distributed_worker as worker  # noqa: E402
+
+
+def _mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = here if os.path.exists(here) else shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    return found
+
+
+MPIEXEC = _mpiexec()
+needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec or mpi4py is missing "
+                                                       "(pip install '.[test]' brings both)")
+
+
+def run_ranks(n, *args, timeout=120, env=None):
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # One BLAS thread per rank: two ranks on two cores, as a real job would be laid out.
+    environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   NUMBA_NUM_THREADS="1", DNN_BACKEND="numpy", **(env or {}))
+    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *map(str, args)],
+                          cwd=NEUTRAL_DIR, env=environ, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ranks(scenario, tmp_path, n=2, env=None):
+    out = run_ranks(n, WORKER, scenario, tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = []
+    for r in range(n):
+        with numpy.load(tmp_path / f"rank{r}.npz") as data:
+            weights = [data[f"arr_{i}"] for i in range(len(data.files) - 1)]
+            results.append((weights, json.loads(data["meta"].tobytes())))
+    return results
+
+
+def assert_bitwise_equal_replicas(results):
+    first = results[0][0]
+    for weights, _ in results[1:]:
+        for a, b in zip(first, weights):
+            numpy.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ under mpiexec
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.parametrize("scenario", ["equivalence", "equivalence-captured"])
+def test_two_ranks_of_batch_b_train_as_one_rank_of_batch_2b(tmp_path, scenario):
+    """float64, Adam, two epochs of 300 rows (the last global batch 12 rows, 6 per
+    rank), with dropout and an L2 penalty: within 1e-6 of one process, and the two
+    replicas bitwise equal."""
+    results = ranks(scenario, tmp_path)
+    assert_bitwise_equal_replicas(results)
+    with dnn.use_backend("numpy"):
+        single = worker.model(None)
+        x, y = worker.data()
+        history = single.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    weights, meta = results[0]
+    assert meta["world"] == 2 and meta["train_steps"] == single.train_steps == 20
+    for a, b in zip(weights, single.get_weights()):
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    numpy.testing.assert_allclose(meta["history"]["loss"], history.history["loss"],
+                                  rtol=1e-9)
+    assert meta["history"]["accuracy"] == history.history["accuracy"]
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_rank_0_writes_the_checkpoint_and_every_rank_loads_it(tmp_path):
+    results = ranks("checkpoint", tmp_path)
+    assert_bitwise_equal_replicas(results)
+    assert all(meta["loaded_equal"] for _, meta in results)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-1.npz", "ckpt-2.npz", "rank0.npz", "rank1.npz"]  # no temp files left
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_a_data_parallel_resume_is_exact(tmp_path):
+    results = ranks("resume", tmp_path)
+    assert all(meta["resumed_equal"] for _, meta in results)
+    assert_bitwise_equal_replicas(results)
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_early_stopping_and_the_nan_guard_stop_every_rank_at_the_same_point(tmp_path):
+    (tmp_path / "a").mkdir()
+    stopped = ranks("early_stopping", tmp_path / "a")
+    assert stopped[0][1]["epochs"] == stopped[1][1]["epochs"] == 4  # patience 2 after 1
+    assert stopped[0][1]["history"] == stopped[1][1]["history"]
+    (tmp_path / "b").mkdir()
+    diverged = ranks("nan", tmp_path / "b")
+    messages = [meta["message"] for _, meta in diverged]
+    assert messages[0] is not None and messages[0] == messages[1]
+    assert "non-finite loss" in messages[0]
+    assert diverged[0][1]["train_steps"] == diverged[1][1]["train_steps"]
+    assert_bitwise_equal_replicas(diverged)  # both kept the same last finite weights
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_a_rank_that_raises_ends_every_rank_with_its_message(tmp_path):
+    out = run_ranks(2, WORKER, "raise", tmp_path, timeout=60)
+    assert out.returncode != 0
+    assert "ValueError: boom on rank 1 at epoch 2" in out.stderr
+    assert "rank 1 of 2 raised ValueError; aborting every rank" in out.stderr
+    assert not list(tmp_path.glob("rank*.npz"))
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_a_rank_that_never_joins_times_out_instead_of_hanging(tmp_path):
+    out = run_ranks(2, WORKER, "timeout", tmp_path, timeout=60)
+    assert out.returncode != 0
+    assert "TimeoutError: data-parallel: rank 0 waited 2 s for an allreduce" in out.stderr
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_mpiexec_dnn_train_trains_data_parallel_and_prints_once(tmp_path):
+    model = tmp_path / "m.npz"
+    out = run_ranks(2, "-m", "dnn", "train", "moons", "--epochs", "4", "--verbose", "2",
+                    "--save", model)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("data-parallel: 2 ranks over MPI, batch 32 per rank") == 1
+    assert out.stdout.count("Epoch 1/4") == 1 and out.stdout.count("test accuracy") == 1
+    assert out.stdout.count(f"saved model to {model}") == 1
+    with dnn.use_backend("numpy"):
+        assert dnn.load_model(model).epochs_done == 4
+
+
+# ------------------------------------------------------------------ on a GPU
+def _single_process_reference():
+    with dnn.use_backend("numpy"):
+        single = worker.model(None)
+        x, y = worker.data()
+        single.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    return single.get_weights()
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.gpu
+def test_two_ranks_sharing_one_gpu_go_through_mpi_and_match_one_rank(tmp_path):
+    if dnn.backends.backend_status()["cupy"] is not None:
+        pytest.skip(str(dnn.backends.backend_status()["cupy"]))
+    results = ranks("equivalence", tmp_path, env={"DNN_TEST_BACKEND": "cupy"})
+    assert results[0][1]["communicator"] == "mpi"  # "auto": the ranks share the GPU
+    assert_bitwise_equal_replicas(results)
+    for a, b in zip(results[0][0], _single_process_reference()):
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.gpu
+def test_nccl_with_one_rank_trains_as_without_a_strategy(tmp_path):
+    if dnn.backends.backend_status()["cupy"] is not None:
+        pytest.skip(str(dnn.backends.backend_status()["cupy"]))
+    results = ranks("equivalence", tmp_path, n=1, env={"DNN_TEST_BACKEND": "cupy",
+                                                       "DNN_TEST_COMMUNICATOR": "nccl"})
+    assert results[0][1]["communicator"] == "nccl" and results[0][1]["world"] == 1
+    with dnn.use_backend("cupy"):
+        plain = worker.model(None)
+        x, y = worker.data()
+        plain.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        want = plain.get_weights()
+    for a, b in zip(results[0][0], want):
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.gpu
+def test_nccl_and_mpi_allreduce_agree_on_the_same_data():
+    if dnn.backends.backend_status()["cupy"] is not None:
+        pytest.skip(str(dnn.backends.backend_status()["cupy"]))
+    from mpi4py import MPI
+
+    from dnn.backends.collectives import MpiCollectives, NcclCollectives
+
+    be = dnn.backends.get_backend("cupy")
+    values = numpy.random.default_rng(0).normal(size=1_000_003)
+    results = {}
+    for name, make in (("mpi", lambda: MpiCollectives(MPI.COMM_WORLD, be)),
+                       ("nccl", lambda: NcclCollectives(MPI.COMM_WORLD, be))):
+        collectives = make()
+        for dtype in ("float32", "float64"):
+            buf = be.asarray(values, dtype=dtype)
+            collectives.allreduce(buf[1:])  # an unaligned view, as a gradient bucket is
+            collectives.broadcast(buf)
+            be.synchronize()
+            results[name, dtype] = be.to_numpy(buf)
+    for dtype in ("float32", "float64"):
+        numpy.testing.assert_array_equal(results["mpi", dtype], results["nccl", dtype])
+        numpy.testing.assert_array_equal(results["mpi", dtype], values.astype(dtype))
+
+
+# ------------------------------------------------------------------ a world of one
+def test_without_mpiexec_a_strategy_is_a_world_of_one_that_changes_nothing(use):
+    strategy = DataParallel()
+    assert (strategy.rank, strategy.world_size) == (0, 1)
+    x, y = worker.data()
+    plain = worker.model(None)
+    plain.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    parallel = worker.model(strategy)
+    parallel.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    for a, b in zip(plain.get_weights(), parallel.get_weights()):
+        numpy.testing.assert_array_equal(a, b)
+
+
+def test_rows_split_as_evenly_as_they_go():
+    assert [split_rows(12, 2, r) for r in range(2)] == [(0, 6), (6, 12)]
+    assert [split_rows(7, 3, r) for r in range(3)] == [(0, 3), (3, 5), (5, 7)]
+    assert [split_rows(1, 3, r) for r in range(3)] == [(0, 1), (1, 1), (1, 1)]
+
+
+def test_a_rank_takes_its_share_of_each_global_batch():
+    strategy = DataParallel()
+    strategy.world_size, strategy.rank = 2, 1  # as rank 1 of 2 would see it
+    order = numpy.arange(70)
+    rows, steps, last = strategy.rank_order(order, 16)
+    assert steps == 3 and last == (3, 6, 6)
+    assert rows.tolist() == list(range(16, 32)) + list(range(48, 64)) + [67, 68, 69]
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(communicator="gloo"), r"communicator: expected one of 'auto', 'mpi', 'nccl'; "
+                                r"got 'gloo'"),
+    (dict(bucket_mb=0), r"bucket_mb: expected a number > 0; got 0"),
+    (dict(timeout=-1), r"timeout: expected a number > 0; got -1"),
+])
+def test_bad_strategy_arguments_are_named(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        DataParallel(**kwargs)
+
+
+def test_compile_refuses_what_is_not_a_strategy(use):
+    model = dnn.Sequential([dnn.layers.Dense(1)], input_dim=2)
+    with pytest.raises(TypeError, match="distribute: expected a dnn.distributed.DataParallel"):
+        model.compile(loss="mse", distribute="mpi")
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_the_distributed_bench_worker_reports_rank_0s_figures():
+    out = run_ranks(2, "-m", "dnn.bench.distributed", "--model", "tiny", "--batch", "8",
+                    "--steps", "3", "--repeats", "1")
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1  # rank 0 alone
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["world"] == 2 and result["communicator"] == "mpi"
+    assert result["samples_per_s"] > 0 and result["allreduce_s"] > 0
+
+
+def test_the_scaling_model_is_a_ring_allreduce_against_the_step():
+    from dnn.bench.distributed import scaling_model
+
+    rows = scaling_model(0.02, 100e6, ranks=(8,), links_gbit=(100,))
+    comm = 2 * 7 / 8 * 100e6 / 12.5e9  # 14 ms
+    assert rows[0]["allreduce_s"] == pytest.approx(comm)
+    assert rows[0]["efficiency_no_overlap"] == pytest.approx(0.02 / (0.02 + comm))
+    assert rows[0]["efficiency_overlap"] == 1.0
