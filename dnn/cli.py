@@ -15,6 +15,7 @@ import numpy
 from . import backends
 
 from .version import __version__
+from .distributed import launched_rank, launched_world_size
 from .data import (csv_columns, load_digits, load_idx, load_npz, make_circles, make_moons,
                    make_spirals, make_student, make_xor, read_csv, train_test_split)
 from .files import OutputPathError, atomic_write, check_output_path
@@ -278,8 +279,17 @@ def cmd_train(args):
                            "features": data.feature_names})
     opt_kwargs = {} if args.lr is None else {"learning_rate": args.lr}
     metrics = ["accuracy"] if classification else ["mae"]
+    strategy = None
+    if launched_world_size() > 1:  # started by mpiexec: train data-parallel
+        from .distributed import DataParallel
+
+        strategy = DataParallel()
     model.compile(loss=loss, optimizer=dnn.optimizers.get(args.optimizer, **opt_kwargs),
-                  metrics=metrics)
+                  metrics=metrics, distribute=strategy)
+    if strategy is not None:
+        print(f"data-parallel: {strategy.world_size} ranks over "
+              f"{strategy.collectives.name.upper()}, batch {args.batch_size} per rank "
+              f"({args.batch_size * strategy.world_size} per step)")
     if args.verbose:
         n_train, n_val, _ = _split_sizes(len(x), args.test_split, args.val_split)
         features = f" ({_names_text(data.feature_names)})" if data.feature_names else ""
@@ -312,6 +322,8 @@ def cmd_train(args):
     if args.save:
         model.save(args.save)
         print(f"saved model to {args.save}")
+    if launched_rank() != 0:
+        return 0  # rank 0 writes the plots
     if args.plot:
         from .plot import history as plot_history
 
@@ -458,6 +470,11 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if launched_world_size() > 1 and launched_rank() != 0:
+        # Under mpiexec every rank runs this command; rank 0 alone speaks (an error
+        # every rank hits alike is rank 0's to print; the launcher ends the others).
+        sys.stdout = open(os.devnull, "w")
+        sys.stderr = open(os.devnull, "w")
     parser = _build_parser()
     if argv and argv[0] == "bench":  # everything after 'bench' belongs to the benchmark
         args = argparse.Namespace(command="bench", args=argv[1:])
