@@ -61,6 +61,12 @@ def _parse_args(argv):
     p.add_argument("--out", help="JSON path (default: bench-<device>.json in the current "
                    "directory)")
     p.add_argument("--plot", help="also write a PNG of samples/s against batch size")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel instead: medium at 1 and 2 ranks under mpiexec (one "
+                   "thread each), the allreduce against the copy bandwidth, and a model of "
+                   "8-512 ranks (see bench/distributed.py; uses --batch-per-rank, --out)")
+    p.add_argument("--batch-per-rank", type=int, default=256,
+                   help="--distributed: rows per rank per step (default 256)")
     return p.parse_args(argv)
 
 
@@ -311,6 +317,12 @@ def _plot(record, path):
 def main(argv=None):
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     args.argv = argv
+    if args.distributed:
+        from .distributed import run as run_distributed
+
+        args.batch, args.steps = args.batch_per_rank, 10
+        run_distributed(args)
+        return 0
     run(args)
     return 0
 

@@ -38,6 +38,8 @@ except ImportError:
     print("torch absent")
 PY
     python3 -m dnn info
+    # The data-parallel GPU tests (tests/test_distributed.py, marked gpu and mpi) need it.
+    echo "mpiexec: $(command -v mpiexec || echo absent: the gpu+mpi tests skip)"
 } > "$out/env.txt" 2>&1
 
 python3 -m dnn.kernels --check > "$out/kernels.txt" 2>&1
