@@ -55,22 +55,23 @@ _MISSING_MPI = ("DataParallel: MPI needs mpi4py and an MPI library: pip install 
                 "mpich (or pip install '.[mpi]' in the dnn checkout)")
 
 
-def launched_world_size():
-    """The number of ranks an MPI launcher started, from the environment (1 if none)."""
-    for name in _WORLD_SIZE_VARS:
+def _launcher_value(names, default):
+    """The first of the environment variables ``names`` that holds a number."""
+    for name in names:
         value = os.environ.get(name)
         if value and value.isdigit():
             return int(value)
-    return 1
+    return default
+
+
+def launched_world_size():
+    """The number of ranks an MPI launcher started, from the environment (1 if none)."""
+    return _launcher_value(_WORLD_SIZE_VARS, 1)
 
 
 def launched_rank():
     """This process's rank as an MPI launcher set it in the environment (0 if none)."""
-    for name in _RANK_VARS:
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 0
+    return _launcher_value(_RANK_VARS, 0)
 
 
 def split_rows(count, world, rank):

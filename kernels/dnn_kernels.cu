@@ -845,11 +845,12 @@ __device__ __forceinline__ long long row_argmax(const T* xr, long long cols, boo
     return -dnn_group_max(-first, g);
 }
 
-// Rows whose argmax is the integer label.
+// Rows whose argmax is the label: labels holds int64 ids, or is null with target rows
+// (one-hot or probabilities) whose argmax is the label, as top_k_matches takes them.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void argmax_matches_sparse(const T* scores, const long long* labels, T* partials,
-                                      long long rows, long long cols, long long group) {
+__device__ void argmax_matches(const T* scores, const long long* labels, const T* targets,
+                               T* partials, long long rows, long long cols, long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
     T total = T(0);
@@ -857,24 +858,8 @@ __device__ void argmax_matches_sparse(const T* scores, const long long* labels, 
         const long long r = base + threadIdx.x / g;
         const bool active = r < rows;
         long long best = row_argmax(scores + r * cols, cols, active, lane, g);
-        if (active && lane == 0 && best == labels[r]) total += T(1);
-    }
-    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
-}
-
-// Rows whose argmax is the argmax of the target row (one-hot or probabilities).
-// dnn:kernel float32 float64
-template <typename T>
-__device__ void argmax_matches_dense(const T* scores, const T* targets, T* partials,
-                                     long long rows, long long cols, long long group) {
-    const int g = dnn_row_group(group), lane = threadIdx.x % g;
-    const long long per_block = blockDim.x / g;
-    T total = T(0);
-    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
-        const long long r = base + threadIdx.x / g;
-        const bool active = r < rows;
-        long long best = row_argmax(scores + r * cols, cols, active, lane, g);
-        long long label = row_argmax(targets + r * cols, cols, active, lane, g);
+        long long label = labels ? (active ? labels[r] : 0)
+                                 : row_argmax(targets + r * cols, cols, active, lane, g);
         if (active && lane == 0 && best == label) total += T(1);
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));

@@ -197,9 +197,10 @@ class FusedKernels:
         argmax of the target row."""
         rows, cols = scores.shape
         group = row_group(cols)
-        kernel = "argmax_matches_sparse" if labels.ndim == 1 else "argmax_matches_dense"
-        self._launch(kernel, scores.dtype.name, ROWS_REDUCE, rows,
-                     (scores, labels, partials, rows, cols, group), group=group)
+        sparse = labels.ndim == 1
+        self._launch("argmax_matches", scores.dtype.name, ROWS_REDUCE, rows,
+                     (scores, labels if sparse else None, None if sparse else labels,
+                      partials, rows, cols, group), group=group)
         return self._reduce_partials(partials, total, add=True)
 
     def add_threshold_matches(self, scores, targets, threshold, partials, total):
