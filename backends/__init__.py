@@ -80,6 +80,16 @@ def backend_status():
     return out
 
 
+def gpu_count():
+    """The number of CUDA devices CuPy sees (0 when the cupy backend is unusable)."""
+    if backend_status().get("cupy") is not None:
+        return 0
+    from .cupy_backend import _import_cupy
+
+    cupy, _ = _import_cupy()
+    return cupy.cuda.runtime.getDeviceCount()
+
+
 def available_backends():
     """Names of the backends usable on this machine, NumPy first."""
     return [name for name, reason in backend_status().items() if reason is None]

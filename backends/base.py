@@ -497,6 +497,12 @@ class Backend:
         backend; a GPU backend records a CUDA graph instead."""
         return _Rerun(fn)
 
+    def limit_threads(self, threads):
+        """Use at most ``threads`` host threads from now on (processes that share a
+        machine's cores). Returns the pools that were limited: none here, where the work
+        runs on a device."""
+        return []
+
     def time_device(self, fn, repeats):
         """Seconds per call of ``fn()`` on the device's clock, over ``repeats`` calls in a
         row (the host clock here, with nothing queued; CUDA events on a GPU)."""

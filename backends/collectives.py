@@ -13,13 +13,28 @@ both, ``broadcast(buf)`` copies rank 0's array everywhere, and ``barrier()``.
   arrives raises ``TimeoutError`` here instead of hanging every rank.
 - ``NcclCollectives``: device arrays summed by NCCL on the current stream, in the
   stream's order (so "waiting" is the stream's business), which a CUDA graph can
-  capture (NCCL >= 2.9). NCCL's own unique id travels over MPI.
+  capture (NCCL >= 2.9). NCCL's own unique id, and barriers, go over MPI. NCCL
+  operations themselves have no timeout.
 """
 from __future__ import annotations
 
 import time
 
 import numpy
+
+
+def wait_all(requests, timeout, what, rank, size):
+    """Complete mpi4py requests, polling, or raise TimeoutError after ``timeout`` s: a
+    rank that never arrives must not hang the others for ever."""
+    from mpi4py import MPI
+
+    deadline = time.monotonic() + timeout
+    while not MPI.Request.Testall(requests):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"data-parallel: rank {rank} waited {timeout:g} s for {what} "
+                               f"that not every rank of {size} joined (did one rank stop, "
+                               f"or call fit, evaluate or save alone?)")
+        time.sleep(0)  # yield the core to a rank sharing it
 
 
 class LocalCollectives:
@@ -95,16 +110,10 @@ class MpiCollectives:
         if self._pending:
             self._mpi.Request.Testall(self._pending)
 
-    def wait(self, handles):
+    def wait(self, handles, what="an allreduce"):
         handles = [h for h in handles if h is not None]
         requests = [h[0] for h in handles]
-        deadline = time.monotonic() + self.timeout
-        while not self._mpi.Request.Testall(requests):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"data-parallel: rank {self.rank} waited {self.timeout:g} s "
-                                   f"for an allreduce that not every rank of {self.size} "
-                                   f"joined (did one rank stop, or call fit or save alone?)")
-            time.sleep(0)  # yield the core to a rank sharing it
+        wait_all(requests, self.timeout, what, self.rank, self.size)
         self._pending = [r for r in self._pending if all(r is not q for q in requests)]
         if self._device:
             for _, buf, host in handles:
@@ -118,11 +127,11 @@ class MpiCollectives:
     def broadcast(self, buf):
         host = self._host(buf) if self._device else buf
         request = self.comm.Ibcast(host, root=0)
-        self.wait([(request, buf, host)])
+        self.wait([(request, buf, host)], "a broadcast")
         return buf
 
     def barrier(self):
-        self.wait([(self.comm.Ibarrier(), None, None)])
+        self.wait([(self.comm.Ibarrier(), None, None)], "a barrier")
 
 
 class NcclCollectives:
@@ -132,10 +141,11 @@ class NcclCollectives:
     name = "nccl"
     capturable = True
 
-    def __init__(self, comm, backend):
+    def __init__(self, comm, backend, timeout=300.0):
         from cupy.cuda import nccl
 
         self._nccl = nccl
+        self.mpi_comm, self.timeout = comm, float(timeout)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.backend = backend
         uid = nccl.get_unique_id() if self.rank == 0 else None
@@ -151,7 +161,7 @@ class NcclCollectives:
         try:
             return self._types[buf.dtype.name]
         except KeyError:
-            raise TypeError(f"NCCL allreduce: expected float32, float64, int32 or int64; "
+            raise TypeError(f"NCCL: expected a float32, float64, int32 or int64 array; "
                             f"got {buf.dtype}") from None
 
     def _stream(self):
@@ -181,4 +191,7 @@ class NcclCollectives:
         return buf
 
     def barrier(self):
+        # The device's work first (a save's weights were read), then every rank: NCCL
+        # has no barrier of its own, MPI does.
         self.backend.synchronize()
+        wait_all([self.mpi_comm.Ibarrier()], self.timeout, "a barrier", self.rank, self.size)

@@ -607,6 +607,8 @@ class CupyBackend(Backend):
             "memory_total_bytes": int(total), "memory_free_bytes": int(free),
             "cupy": cupy.__version__, "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
             "driver": cupy.cuda.runtime.driverGetVersion(), "tf32": self.tf32,
+            # The device itself, whatever index CUDA_VISIBLE_DEVICES gave it here.
+            "pci_bus_id": cupy.cuda.Device(self.device_id).pci_bus_id,
         }
 
 

@@ -47,6 +47,8 @@ class NumpyBackend(Backend):
         self._local = threading.local()
         self._pool = None
         self._lock = threading.Lock()
+        self._max_threads = None  # set by limit_threads
+        self._blas_limit = None  # threadpoolctl's handle, kept while the limit holds
 
     def __repr__(self):
         return f"NumpyBackend(accelerate={self.accelerated})"
@@ -74,7 +76,30 @@ class NumpyBackend(Backend):
         return buf[:size]
 
     def _threads(self):
-        return max(1, min(os.cpu_count() or 1, 4))
+        cores = max(1, min(os.cpu_count() or 1, 4))
+        return cores if self._max_threads is None else min(cores, self._max_threads)
+
+    def limit_threads(self, threads):
+        """Use at most ``threads`` threads from now on: in BLAS (through threadpoolctl,
+        when it is installed), in numba's kernels and in this backend's own pool. For
+        processes that share a machine's cores (data-parallel ranks). Returns the
+        pools that were limited."""
+        threads = max(1, int(threads))
+        self._max_threads = threads
+        limited = ["dnn"]
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            self._blas_limit = threadpool_limits(limits=threads, user_api="blas")
+            limited.append("BLAS")
+        if self.accelerated:
+            import numba
+
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            limited.append("numba")
+        return limited
 
     def _chunked(self, n, work):
         """Run ``work(lo, hi)`` over [0, n) in cache-sized chunks, split across threads

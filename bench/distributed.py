@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -68,15 +67,17 @@ def worker(argv):
     result = {"model": spec.name, "world": world, "batch_per_rank": args.batch,
               "step_s": seconds / args.steps,
               "samples_per_s": args.batch * world * args.steps / seconds,
-              "first_epoch_s": epochs[0], "communicator": strategy.collectives.name,
+              "first_epoch_s": epochs[0], "communicator": model.replica.collectives.name,
               "grad_bytes": int(model.flat_grads.nbytes)}
     if world > 1:
         grads = backend.zeros(model.flat_grads.shape, "float32")
+        replica = model.replica
         times = []
         for _ in range(2 + 10):
-            strategy.barrier()
+            replica.barrier()
             start = time.perf_counter()
-            strategy.collectives.allreduce(grads)
+            replica.collectives.allreduce(grads)
+            backend.synchronize()  # NCCL only enqueues: time the sum itself
             times.append(time.perf_counter() - start)
         result["allreduce_s"] = statistics.median(times[2:])
     if strategy.rank == 0:
@@ -84,11 +85,6 @@ def worker(argv):
 
 
 # ------------------------------------------------------------------ the orchestrator
-def _mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.path.exists(here) else shutil.which("mpiexec")
-
-
 def _launch(mpiexec, world, model, batch, steps, repeats):
     env = {**os.environ, **SINGLE_THREAD}
     env.pop("PYTHONPATH", None)
@@ -134,7 +130,9 @@ def scaling_model(step_s, grad_bytes, ranks=RANKS, links_gbit=LINKS_GBIT):
 
 def run(args):
     """Measure, print and write the JSON record. ``args``: batch, steps, repeats, out."""
-    mpiexec = _mpiexec()
+    from dnn.distributed import find_mpiexec
+
+    mpiexec = find_mpiexec()
     if mpiexec is None:
         raise SystemExit("bench --distributed: mpiexec not found: pip install mpi4py mpich "
                          "(or pip install '.[mpi]' in the dnn checkout)")

@@ -10,46 +10,64 @@ share of every batch, and the gradients are summed across ranks before each upda
 
 Semantics, chosen so that N ranks train exactly as one rank would on N times the batch:
 
-- every rank passes the same ``x`` and ``y``; ``batch_size`` is per rank. The epoch's
-  order comes from ``(seed, epoch)`` as always; each global batch of ``batch_size x
-  N`` rows is split by rank (the last, short one as evenly as it goes);
+- every rank passes the same ``x`` and ``y`` and the same fit arguments (checked at
+  the start of ``fit``: a mismatch is a ValueError on every rank); ``batch_size`` is
+  per rank. The epoch's order comes from ``(seed, epoch)`` as always; each global
+  batch of ``batch_size x N`` rows is split by rank (the last, short one as evenly as
+  it goes, and always run eagerly, never from a graph captured for full batches);
 - weights start identical: rank 0's seed and weights are broadcast when the strategy
-  is attached;
+  is attached (at compile, or ``load_model(path, distribute=)``);
 - each rank scales its loss gradient by its share of the global batch and the sums
-  are taken with allreduce over the flat gradient buffer, in buckets of whole layers
-  that start while the backward pass is still running the layers before them; weight
-  penalties' gradients are added on rank 0 only. Dropout draws, on each rank, its rows
-  of the mask one rank would draw for the global batch;
+  are taken with allreduce over the flat gradient buffer, in buckets of whole layers.
+  On host arrays a bucket's non-blocking MPI allreduce starts as soon as the backward
+  pass has finished its layers; NCCL runs on the compute stream after them, and MPI
+  staged from a GPU copies each bucket out as it is ready. Weight penalties' gradients
+  are added on rank 0 only. Dropout draws, on each rank, its rows of the mask one rank
+  would draw for the global batch;
 - one more allreduce per step carries the global loss, so the NaN guard stops every
-  rank at the same step; BatchNormalization's moving statistics are averaged across
-  ranks after every step (its batch statistics are each rank's own, as with PyTorch's
-  DDP without SyncBatchNorm), so the replicas stay identical;
+  rank at the same step; ``stop_training`` (a callback's, or Ctrl-C's) is agreed at
+  each progress point, so every rank stops at the same step; BatchNormalization's
+  moving statistics are averaged across ranks after every step (its batch statistics
+  are each rank's own, as with PyTorch's DDP without SyncBatchNorm);
 - epoch losses and metrics are summed across ranks, so every rank (and EarlyStopping
-  on every rank) sees the same logs; validation and ``evaluate`` split their rows
-  across ranks; ``predict`` runs whole on each rank;
+  on every rank) sees the same epoch logs (batch logs are rank 0's own rows);
+  validation and ``evaluate`` split their rows across ranks, so call ``evaluate`` on
+  every rank; ``predict`` runs whole on each rank;
 - progress output is rank 0's alone; ``model.save`` writes on rank 0 and returns on
-  every rank once the file is there (call it on every rank, as ModelCheckpoint does);
+  every rank once the file is there, or raises on every rank if rank 0 could not
+  write it (call it on every rank, as ModelCheckpoint does);
 - an uncaught exception on any rank prints its traceback and aborts every rank (MPI
-  Abort), and MPI waits time out (``timeout`` seconds) rather than hang.
+  Abort); MPI waits time out (``timeout`` seconds) rather than hang (NCCL operations
+  have no timeout).
 
-Launched without mpiexec, a strategy is a world of one and training is unchanged.
+On GPUs each rank should use its own: ``dnn.use_backend(f"cupy:{local_rank()}")``.
+"auto" launched without mpiexec is a world of one, and training is unchanged.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import time
+import warnings
 
 import numpy
 
-from .backends.collectives import LocalCollectives, MpiCollectives, NcclCollectives
+from .backends.collectives import (LocalCollectives, MpiCollectives, NcclCollectives,
+                                   wait_all)
 from .layers import BatchNormalization
 
 COMMUNICATORS = ("auto", "mpi", "nccl")
+ABORT_GRACE_S = 0.5  # how long an aborting rank lets its last output drain
+# Thread counts a user may have set; then the ranks' share of the cores is theirs.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS", "BLIS_NUM_THREADS")
 # What MPI launchers put in each rank's environment: MPICH's Hydra, Open MPI, PMIx.
-_WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
-_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MPI_LOCALRANKID")
+_WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+# The rank within its node (for choosing a GPU): Hydra, Open MPI, Slurm.
+_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 
 _MISSING_MPI = ("DataParallel: MPI needs mpi4py and an MPI library: pip install mpi4py "
                 "mpich (or pip install '.[mpi]' in the dnn checkout)")
@@ -74,12 +92,41 @@ def launched_rank():
     return _launcher_value(_RANK_VARS, 0)
 
 
+def local_rank():
+    """This process's rank among the ranks on its machine (0 if not launched): use GPU
+    ``local_rank() % gpus`` so that ranks on one node take different GPUs."""
+    return _launcher_value(_LOCAL_RANK_VARS, 0)
+
+
+def find_mpiexec():
+    """The mpiexec beside this Python (a venv with the mpich wheel), else on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.path.exists(here) else shutil.which("mpiexec")
+
+
 def split_rows(count, world, rank):
     """``(start, stop)`` of rank ``rank``'s share of ``count`` rows: contiguous shares,
     the first ``count % world`` ranks one row longer."""
     base, extra = divmod(count, world)
     start = rank * base + min(rank, extra)
     return start, start + base + (rank < extra)
+
+
+def rank_order(order, batch_size, world, rank):
+    """Rank ``rank``'s rows of an epoch's order (host int64): its share of every global
+    batch of ``batch_size x world`` rows, in step order. Returns ``(rows, steps,
+    last)``: the rows, the number of global steps, and ``(start, stop, global rows)``
+    of the last, short global batch (or None when every batch is full)."""
+    n = order.shape[0]
+    step_rows = batch_size * world
+    full, remainder = divmod(n, step_rows)
+    mine = [order[:full * step_rows].reshape(full, world, batch_size)[:, rank].ravel()]
+    last = None
+    if remainder:
+        start, stop = split_rows(remainder, world, rank)
+        mine.append(order[full * step_rows + start:full * step_rows + stop])
+        last = (start, stop, remainder)
+    return numpy.concatenate(mine), full + (remainder > 0), last
 
 
 def _mpi_world():
@@ -101,6 +148,9 @@ def _abort_on_uncaught_exception(comm):
                          f"raised {kind.__name__}; aborting every rank\n")
         sys.stderr.flush()
         sys.stdout.flush()
+        # The launcher forwards a rank's output through a pipe; an abort at once can
+        # kill the rank before its message is read (1 run in 8 lost it).
+        time.sleep(ABORT_GRACE_S)
         comm.Abort(1)
 
     sys.excepthook = hook
@@ -111,7 +161,11 @@ class DataParallel:
     module docstring. ``communicator``: "mpi", "nccl", or "auto" (NCCL when the model
     is on the cupy backend and every rank has a GPU of its own, MPI otherwise).
     ``bucket_mb``: the gradient bytes per allreduce (whole layers, the last first).
-    ``timeout``: seconds an MPI wait may take before it raises TimeoutError."""
+    ``timeout``: seconds an MPI wait may take before it raises TimeoutError.
+
+    "auto" launched without mpiexec is a world of one that trains exactly as without a
+    strategy; "mpi" or "nccl" named explicitly always take the data-parallel path, a
+    world of one included (where every sum is the value itself)."""
 
     def __init__(self, communicator="auto", bucket_mb=4.0, timeout=300.0):
         if communicator not in COMMUNICATORS:
@@ -131,51 +185,44 @@ class DataParallel:
         self.world_size = 1 if self.comm is None else self.comm.Get_size()
         if self.world_size > 1:
             _abort_on_uncaught_exception(self.comm)
-        self.collectives = LocalCollectives()
-        self.reducer = None
+        self._collectives = {}  # id(backend) -> its collectives (shared by the models)
+        self._own_gpus_answer = None
+        self._cores_shared = False
 
     def __repr__(self):
-        kind = self.collectives.name if self.reducer is not None else self.communicator
-        return (f"DataParallel(communicator={kind!r}, rank={self.rank}, "
+        return (f"DataParallel(communicator={self.communicator!r}, rank={self.rank}, "
                 f"world_size={self.world_size})")
 
     @property
     def parallel(self):
-        """Whether there is more than one rank (a world of one trains as without it)."""
-        return self.world_size > 1
+        """Whether training takes the data-parallel path (see the class docstring)."""
+        return self.world_size > 1 or self.communicator != "auto"
 
     # ------------------------------------------------------------------- attach
     def attach(self, model):
-        """Bind to a built, compiled model: choose the collectives for its backend, make
-        rank 0's seed and weights every rank's, and lay out the gradient buckets."""
-        self.collectives = self._collectives_for(model.backend)
-        self.reducer = GradientReducer(model, self.collectives, self.bucket_bytes)
-        self.averages_state = any(isinstance(layer, BatchNormalization)
-                                  for layer in model.layers)
-        if not self.parallel:
-            return
-        seed = int(self._broadcast_host(numpy.array([model.seed], numpy.uint64))[0])
-        if seed != model.seed:
-            model.seed = seed
-            model.seed_dropout()
-        self.collectives.broadcast(model.flat_params)
-        self.collectives.broadcast(model.weights.state)
-        model.refresh_compute_weights()
+        """Bind a built, compiled model: its ``Replica`` (the model keeps it). Rank 0's
+        seed and weights become every rank's."""
+        collectives = self.collectives_for(model.backend)
+        replica = Replica(self, model, collectives)
+        self._share_cores(model.backend)
+        if self.parallel:
+            seed = int(self._broadcast_host(numpy.array([model.seed], numpy.uint64))[0])
+            if seed != model.seed:
+                model.seed = seed
+                model.seed_dropout()
+            collectives.broadcast(model.flat_params)
+            collectives.broadcast(model.weights.state)
+            model.refresh_compute_weights()
+        return replica
 
-    def _broadcast_host(self, array):
-        """Rank 0's values of a host array on every rank, waiting at most ``timeout``."""
-        from mpi4py import MPI
+    def collectives_for(self, backend):
+        """The collectives for ``backend``'s arrays (made once per backend)."""
+        found = self._collectives.get(id(backend))
+        if found is None:
+            found = self._collectives[id(backend)] = self._make_collectives(backend)
+        return found
 
-        request = self.comm.Ibcast(array, root=0)
-        deadline = time.monotonic() + self.timeout
-        while not MPI.Request.Test(request):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"data-parallel: rank {self.rank} waited {self.timeout:g} "
-                                   f"s for rank 0's seed (did every rank compile the model?)")
-            time.sleep(0)
-        return array
-
-    def _collectives_for(self, backend):
+    def _make_collectives(self, backend):
         kind = self.communicator
         on_gpu = getattr(backend, "device_id", None) is not None
         if kind == "auto":
@@ -188,42 +235,109 @@ class DataParallel:
                                  f"backend; the model is on {backend.name!r}")
             if not self._own_gpus(backend):
                 raise ValueError("DataParallel: communicator: 'nccl' needs a GPU per rank; "
-                                 "ranks share one (use 'mpi' or 'auto')")
-            return NcclCollectives(self.comm, backend)
+                                 "ranks share one (use 'mpi' or 'auto', or give each rank "
+                                 "its GPU: dnn.use_backend(f'cupy:{local_rank()}'))")
+            return NcclCollectives(self.comm, backend, self.timeout)
         return MpiCollectives(self.comm, backend, self.timeout)
 
+    def _share_cores(self, backend):
+        """Ranks on one machine split its cores: each rank's BLAS, numba and own thread
+        pools get cores / ranks-on-this-machine threads, unless the user chose a count
+        (OMP_NUM_THREADS and the like). Two ranks of two BLAS threads each on two cores
+        trained digits 4-20x slower than one process."""
+        if self._cores_shared or self.world_size == 1:
+            return
+        self._cores_shared = True
+        if any(name in os.environ for name in _THREAD_VARS):
+            return
+        from mpi4py import MPI
+
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+        threads = max(1, (os.cpu_count() or 1) // local)
+        limited = backend.limit_threads(threads)
+        if limited and "BLAS" not in limited and self.rank == 0:
+            warnings.warn(f"DataParallel: {local} ranks share this machine's "
+                          f"{os.cpu_count()} cores, but the BLAS thread pool cannot be "
+                          f"limited without threadpoolctl (pip install threadpoolctl, or "
+                          f"pip install '.[mpi]' in the dnn checkout); or set "
+                          f"OMP_NUM_THREADS={threads}", RuntimeWarning, stacklevel=3)
+
     def _own_gpus(self, backend):
-        places = self.comm.allgather((socket.gethostname(), backend.device_id))
-        return len(set(places)) == len(places)
+        """Whether every rank's GPU is a different device. Compared by PCI bus id, not
+        index: with a per-rank CUDA_VISIBLE_DEVICES every rank's GPU is index 0."""
+        if self._own_gpus_answer is None:
+            bus = backend.describe()["pci_bus_id"]
+            places = self.comm.allgather((socket.gethostname(), bus))
+            self._own_gpus_answer = len(set(places)) == len(places)
+        return self._own_gpus_answer
 
-    # ------------------------------------------------------------ the step's parts
+    # -------------------------------------------------------------- agreement
+    def _broadcast_host(self, array):
+        """Rank 0's values of a host array on every rank, waiting at most ``timeout``."""
+        wait_all([self.comm.Ibcast(array, root=0)], self.timeout, "rank 0's values",
+                 self.rank, self.world_size)
+        return array
+
+    def _gather_host(self, array):
+        """Every rank's values of a host array, as rows, waiting at most ``timeout``."""
+        out = numpy.empty((self.world_size,) + array.shape, array.dtype)
+        wait_all([self.comm.Iallgather(array, out)], self.timeout, "every rank's values",
+                 self.rank, self.world_size)
+        return out
+
+    def check_same(self, what, **values):
+        """Raise ValueError, on every rank alike, unless every rank passed the same
+        integer ``values`` (fit's arguments and data sizes): ranks that disagree would
+        pair unrelated collectives or wait for ever."""
+        if self.comm is None:
+            return
+        names = list(values)
+        mine = numpy.array([int(values[n]) for n in names], numpy.int64)
+        table = self._gather_host(mine)
+        for j, name in enumerate(names):
+            column = table[:, j]
+            if (column != column[0]).any():
+                raise ValueError(f"{what}: {name}: expected the same value on every rank "
+                                 f"(every rank passes the same data and arguments); got "
+                                 f"{', '.join(f'rank {r}: {v}' for r, v in enumerate(column))}")
+
+    def any_rank(self, flag):
+        """Whether ``flag`` is true on any rank (the same answer on every rank)."""
+        if self.comm is None:
+            return bool(flag)
+        return bool(self._gather_host(numpy.array([int(bool(flag))], numpy.int64)).any())
+
+
+class Replica:
+    """One model's part in data-parallel training: its gradient buckets, which of its
+    non-trainable weights are averaged across ranks, and its epoch order per rank."""
+
+    def __init__(self, strategy, model, collectives):
+        self.strategy = strategy
+        self.model = model
+        self.collectives = collectives
+        self.rank, self.world_size = strategy.rank, strategy.world_size
+        self.parallel = strategy.parallel
+        self.reducer = GradientReducer(model, collectives, strategy.bucket_bytes)
+        # BatchNormalization's moving statistics drift apart across ranks (each sees
+        # its own batch); other non-trainable weights (Normalization's) never change.
+        self.moving = [view for layer, name, view in model.weights.views
+                       if isinstance(layer, BatchNormalization) and name.startswith("moving_")]
+
     def rank_order(self, order, batch_size):
-        """This rank's rows of an epoch's order (host int64): its share of every global
-        batch, in step order. Returns ``(rows, steps, last)``: the rows, the number of
-        global steps, and ``(start, stop, global rows)`` of the last, short global
-        batch (or None when every batch is full)."""
-        n, world, rank = order.shape[0], self.world_size, self.rank
-        step_rows = batch_size * world
-        full, remainder = divmod(n, step_rows)
-        mine = [order[:full * step_rows].reshape(full, world, batch_size)[:, rank].ravel()]
-        last = None
-        if remainder:
-            start, stop = split_rows(remainder, world, rank)
-            mine.append(order[full * step_rows + start:full * step_rows + stop])
-            last = (start, stop, remainder)
-        return numpy.concatenate(mine), full + (remainder > 0), last
+        """This rank's rows of an epoch's order: see ``rank_order``."""
+        return rank_order(order, batch_size, self.world_size, self.rank)
 
-    def average_state(self, model):
-        """Average the moving statistics across ranks (after a training step)."""
-        if self.averages_state:
-            state = model.weights.state
-            self.collectives.allreduce(state)
-            model.backend.multiply(state, 1.0 / self.world_size, out=state)
+    def average_state(self):
+        """Average BatchNormalization's moving statistics across ranks (after a step)."""
+        be = self.model.backend
+        for view in self.moving:
+            self.collectives.allreduce(view)
+            be.multiply(view, 1.0 / self.world_size, out=view)
 
     def reduce_totals(self, buffer):
         """Sum an epoch's device totals (loss times rows, metric counts) across ranks."""
-        if self.parallel:
-            self.collectives.allreduce(buffer)
+        self.collectives.allreduce(buffer)
         return buffer
 
     def barrier(self):
@@ -237,7 +351,7 @@ class GradientReducer:
 
     def __init__(self, model, collectives, bucket_bytes):
         self.collectives = collectives
-        grads = model.flat_grads
+        be, grads = model.backend, model.flat_grads
         limit = max(1, bucket_bytes // grads.dtype.itemsize)
         self.buckets = {}  # the layer whose completion starts a bucket -> its view
         start = stop = None
@@ -249,10 +363,10 @@ class GradientReducer:
             stop = span[1] if stop is None else stop
             start, opener = span[0], i
             if stop - start >= limit:
-                self.buckets[opener] = grads[start:stop]
+                self.buckets[opener] = be.view(grads, start, (stop - start,))
                 start = stop = None
         if stop is not None:
-            self.buckets[opener] = grads[start:stop]
+            self.buckets[opener] = be.view(grads, start, (stop - start,))
         self._handles = []
 
     def layer_done(self, i):

@@ -8,6 +8,8 @@ builds it: its weights exist before any ``fit``. Weights live in flat device buf
 """
 from __future__ import annotations
 
+import os
+
 import numpy
 
 from . import backend_scope, data_adapter, losses as losses_mod, metrics as metrics_mod
@@ -61,6 +63,7 @@ class Sequential:
         self._logits = False  # whether the output layer hands logits to the loss
         self._trainer = None  # Trainer, once both built and compiled
         self.distribute = None  # a dnn.distributed.DataParallel, given to compile
+        self.replica = None  # this model's binding to it (dnn.distributed.Replica)
         for layer in layers or []:
             self.add(layer)
         if self.input_dim is not None and self.layers and not self.built:
@@ -211,11 +214,29 @@ class Sequential:
         for metric in self.metrics:
             metric.bind(self.loss, activation, self._logits, self.output_dim)
         self.optimizer.build(self.backend, self.flat_params.shape[0], self.dtype)
-        if self.distribute is not None:
-            self.distribute.attach(self)
+        self._bind_strategy()
+
+    def _bind_strategy(self):
+        """Attach ``self.distribute`` (if any) and start a Trainer for this setup: a new
+        Trainer drops the captured steps and the NaN guard's snapshot."""
+        self.replica = None if self.distribute is None else self.distribute.attach(self)
         if self._trainer is not None:
             self._trainer.captured.clear()
         self._trainer = Trainer(self)
+
+    def distribute_with(self, strategy):
+        """Train a compiled model data-parallel from now on, keeping its optimizer state
+        (``load_model(path, distribute=)`` does this to resume)."""
+        from .distributed import DataParallel
+
+        self._require_compiled("distribute_with")
+        if not isinstance(strategy, DataParallel):
+            raise TypeError(f"distribute_with: strategy: expected a "
+                            f"dnn.distributed.DataParallel; got {type(strategy).__name__}")
+        self.distribute = strategy
+        if self.built:
+            self._bind_strategy()
+        return self
 
     def _output_activation(self):
         last = self.layers[-1]
@@ -262,7 +283,8 @@ class Sequential:
                                  terminate_on_nan, cuda_graph)
 
     def evaluate(self, x, y, batch_size=256, verbose=0, sample_weight=None):
-        """Mean loss and metrics over (x, y): ``{"loss": ..., "accuracy": ...}``."""
+        """Mean loss and metrics over (x, y): ``{"loss": ..., "accuracy": ...}``.
+        Data-parallel, the ranks share the rows: call it on every rank."""
         self._require_compiled("evaluate")
         batch_size = check_positive_int(batch_size, "batch_size")
         x, y, w = data_adapter.features_and_targets(self, x, y, what="evaluate",
@@ -334,24 +356,34 @@ class Sequential:
 
     def save(self, path):
         """Write weights, config and optimizer state to ``path`` (.npz), atomically.
-        Data-parallel: rank 0 writes, and every rank returns once the file is there
-        (call it on every rank)."""
+        Data-parallel: call it on every rank; rank 0 writes, and every rank returns once
+        the file is there, or raises if rank 0 could not write it."""
         self._require_built("save")
-        parallel = self.distribute is not None and self.distribute.parallel
-        if parallel and self.distribute.rank != 0:
-            self.distribute.barrier()
-            return
+        replica = self.replica if self.replica is not None and self.replica.parallel \
+            else None
+        if replica is None:
+            return self._write(path)
+        error = None
+        if replica.rank == 0:
+            try:
+                self._write(path)
+            except Exception as exc:  # every rank must still reach the agreement below
+                error = exc
+        failed = replica.strategy.any_rank(error is not None)
+        if error is not None:
+            raise error
+        if failed:
+            raise OSError(f"save: rank 0 could not write {os.fspath(path)!r} (its error is "
+                          f"in rank 0's output)")
+
+    def _write(self, path):
         compiled = None if self.loss is None else {
             "loss": self.loss.get_config(), "optimizer": self.optimizer.get_config(),
             "metrics": [m.get_config() for m in self.metrics],
             "steps_per_execution": self.steps_per_execution}
-        try:
-            model_file.write(path, self.get_config(), self.get_weights(), compiled,
-                             None if compiled is None else self.optimizer.get_state(),
-                             self.epochs_done, self.train_steps, self.metadata)
-        finally:
-            if parallel:
-                self.distribute.barrier()
+        model_file.write(path, self.get_config(), self.get_weights(), compiled,
+                         None if compiled is None else self.optimizer.get_state(),
+                         self.epochs_done, self.train_steps, self.metadata)
 
     def export(self, path, format="onnx"):
         """Write the model for inference outside dnn: ``format="onnx"`` (needs the

@@ -47,8 +47,7 @@ def load_model(path, distribute=None):
         if compiled:
             model.compile(loss=compiled["loss"], optimizer=compiled["optimizer"],
                           metrics=compiled["metrics"],
-                          steps_per_execution=compiled.get("steps_per_execution", 1),
-                          distribute=distribute)
+                          steps_per_execution=compiled.get("steps_per_execution", 1))
             prefix = "optimizer_"
             model.optimizer.set_state({k[len(prefix):]: v for k, v in arrays.items()
                                        if k.startswith(prefix)})
@@ -60,4 +59,10 @@ def load_model(path, distribute=None):
             raise
         raise ModelFileError(f"load_model: {os.fspath(path)!r}: the file does not describe a "
                              f"valid model: {exc}") from exc
+    if distribute is not None:
+        if model.loss is None:
+            raise ValueError(f"load_model: distribute: expected a file of a compiled model; "
+                             f"{os.fspath(path)!r} holds an uncompiled one (compile it with "
+                             f"distribute= instead)")
+        model.distribute_with(distribute)
     return model

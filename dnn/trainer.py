@@ -63,7 +63,24 @@ class Trainer:
         x, y, w, val = data_adapter.split_validation(model, x, y, w, validation_split,
                                                      validation_data)
         n = x.shape[0]
-        steps = -(-n // batch_size)
+        use_graph = cuda_graph is True or (
+            cuda_graph == "auto" and be.supports_graphs and model.optimizer.clipnorm is None)
+        parallel = self.parallel
+        if parallel is not None:
+            parallel.strategy.check_same(
+                "fit", **{"rows of x": n, "batch_size": batch_size, "epochs": epochs,
+                          "initial_epoch": initial_epoch, "shuffle": bool(shuffle),
+                          "sample weights": w is not None,
+                          "validation rows": 0 if val is None else val[0].shape[0],
+                          "steps_per_execution": model.steps_per_execution,
+                          "cuda_graph": {"auto": 2, True: 1, False: 0}[cuda_graph]})
+            if be.supports_graphs and not parallel.collectives.capturable:
+                if cuda_graph is True:
+                    raise ValueError(f"cuda_graph: expected 'auto' or False with the "
+                                     f"{parallel.collectives.name!r} communicator (its calls "
+                                     f"run on the host, outside any CUDA graph); got True")
+                use_graph = False
+        steps = -(-n // (batch_size * self.world))
 
         cbs = list(callbacks or [])
         if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in cbs):
@@ -77,11 +94,6 @@ class Trainer:
             "epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size,
             "verbose": verbose, "metrics": self._log_names(val is not None)})
         model.stop_training = False
-        use_graph = cuda_graph is True or (
-            cuda_graph == "auto" and be.supports_graphs and model.optimizer.clipnorm is None)
-        if self.parallel is not None and be.supports_graphs and \
-                not self.parallel.collectives.capturable:
-            use_graph = False  # MPI runs on the host: a CUDA graph cannot hold its calls
         self.captured.fallback = cuda_graph == "auto"
         cb.on_train_begin()
         try:
@@ -99,10 +111,14 @@ class Trainer:
                     if complete:  # a partial epoch is not resumable as done
                         model.epochs_done = epoch + 1
                     cb.on_epoch_end(epoch, logs)
+                    if parallel is not None:  # one rank's stop is every rank's
+                        model.stop_training = parallel.strategy.any_rank(model.stop_training)
                     if model.stop_training:
                         break
         finally:
             self.captured.release_pins()  # multi-step graphs hold this call's data
+            for layer in self._dropouts:
+                layer.row_offset = 0  # a rank's place in fit's batches, not beyond them
             cb.on_train_end()
         return model.history
 
@@ -160,7 +176,10 @@ class Trainer:
                     # Bound now: a replayed step keeps the buffers it was captured with.
                     one = functools.partial(self._train_step, batch, flags, totals,
                                             host_check, one_share)
-                    if use_graph and stop - start == batch_size:
+                    # The last global batch never replays a full batch's graph: a rank
+                    # may hold batch_size rows of it with another share and offset.
+                    if use_graph and stop - start == batch_size and (
+                            last is None or step < steps - 1):
                         self.captured.run(batch_size, one)
                     else:
                         one()
@@ -170,7 +189,8 @@ class Trainer:
             step += done
             model.train_steps += done
             stop = min(n, step * batch_size * self.world)
-            if _crossed(step, done, every, steps) and (cb.wants_batch_logs or parallel):
+            crossed = _crossed(step, done, every, steps)
+            if crossed and (cb.wants_batch_logs or parallel):
                 # Data-parallel, every rank checks the guard at the same steps, whatever
                 # its callbacks, so that all stop together.
                 if flags is not None:
@@ -179,7 +199,15 @@ class Trainer:
                     local = min(rows, step * batch_size)
                     cb.on_train_batch_end(step - 1, {
                         "loss": be.to_float(totals.loss[0]) / max(local, 1), "seen": stop})
-            if model.stop_training:
+            if parallel is not None:
+                # A stop (a callback's, Ctrl-C's) is agreed at the progress points, so
+                # that every rank leaves after the same step.
+                if crossed and step < steps and parallel.strategy.any_rank(
+                        model.stop_training):
+                    model.stop_training = True
+                    seen = stop
+                    break
+            elif model.stop_training:
                 seen = stop
                 break
         if flags is not None:
@@ -190,9 +218,10 @@ class Trainer:
 
     @property
     def parallel(self):
-        """The model's DataParallel strategy when it has more than one rank, else None."""
-        strategy = self.model.distribute
-        return strategy if strategy is not None and strategy.parallel else None
+        """The model's ``dnn.distributed.Replica`` when training is data-parallel, else
+        None."""
+        replica = self.model.replica
+        return replica if replica is not None and replica.parallel else None
 
     @property
     def world(self):
@@ -304,7 +333,7 @@ class Trainer:
         optimizer.apply_gradients(model.flat_params, model.flat_grads, skip=skip)
         model.refresh_compute_weights()
         if self.parallel is not None:
-            self.parallel.average_state(model)
+            self.parallel.average_state()
 
     # ------------------------------------------------------------------- evaluate
     def evaluate(self, x_dev, y_dev, w_dev, batch_size):

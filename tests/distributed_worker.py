@@ -26,9 +26,11 @@ def model(strategy, seed=3, dtype="float64", lr=1e-3, steps_per_execution=1):
     return m
 
 
-def data():
+def data(n=300):
     # 300 rows: batches of 2 x 16 leave a last global batch of 12 rows, 6 per rank.
-    return make_spirals(300, n_classes=3, noise=0.2, seed=0)
+    # 319: the last global batch has 31 rows, so rank 0 holds a full 16 of them, with
+    # another share of the gradient and another mask offset than a full batch's.
+    return make_spirals(n, n_classes=3, noise=0.2, seed=0)
 
 
 def report(strategy, m, **extra):
@@ -49,14 +51,18 @@ def main(scenario, out):
     dnn.set_backend(BACKEND)
     strategy = dnn.distributed.DataParallel(os.environ.get("DNN_TEST_COMMUNICATOR", "auto"))
     x, y = data()
-    if scenario in ("equivalence", "equivalence-captured"):
+    if scenario in ("equivalence", "equivalence-captured", "equivalence-last"):
         # captured: the captured-step code path, 3 steps per replay (on NumPy a replay
-        # runs the step again; on a GPU with NCCL it is a CUDA graph).
-        captured = scenario == "equivalence-captured"
-        m = model(strategy, steps_per_execution=3 if captured else 1)
+        # runs the step again; on a GPU with NCCL it is a CUDA graph). last: 319 rows,
+        # one step per replay, so the last batch meets a full batch's captured step.
+        captured = scenario != "equivalence"
+        if scenario == "equivalence-last":
+            x, y = data(319)
+        m = model(strategy, steps_per_execution=3 if scenario == "equivalence-captured"
+                  else 1)
         history = m.fit(x, y, epochs=2, batch_size=16, verbose=0, cuda_graph=captured)
         report(strategy, m, history=history.history, world=strategy.world_size,
-               train_steps=m.train_steps, communicator=strategy.collectives.name)
+               train_steps=m.train_steps, communicator=m.replica.collectives.name)
     elif scenario == "checkpoint":
         m = model(strategy)
         path = os.path.join(out, "ckpt-{epoch}.npz")
@@ -91,6 +97,41 @@ def main(scenario, out):
         except dnn.NonFiniteLossError as exc:
             message = str(exc)
         report(strategy, m, message=message, train_steps=m.train_steps)
+    elif scenario == "stop":
+        class StopOnRank0(Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if strategy.rank == 0 and batch == 3:
+                    self.model.stop_training = True
+
+        m = model(strategy)
+        m.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[StopOnRank0()])
+        report(strategy, m, train_steps=m.train_steps)
+    elif scenario == "two-models":
+        a = model(strategy)
+        b = model(strategy, seed=9)  # one strategy, a second model attached after
+        a.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        b.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        report(strategy, a, train_steps=a.train_steps)
+    elif scenario == "mismatch":
+        m = model(strategy)
+        rows = 300 if strategy.rank == 0 else 250  # Horovod's habit: a shard per rank
+        m.fit(x[:rows], y[:rows], epochs=1, batch_size=16, verbose=0)
+    elif scenario == "save-fail":
+        m = model(strategy)
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        try:
+            m.save(os.path.join(out, "missing", "m.npz"))
+            message = None
+        except (OSError, ValueError) as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        report(strategy, m, message=message)
+    elif scenario == "threads":
+        from threadpoolctl import threadpool_info
+
+        m = model(strategy)
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        report(strategy, m, blas=blas, backend=m.backend._threads(),
+               cores=os.cpu_count())
     elif scenario == "timeout":
         strategy.timeout = 2.0
         m = model(strategy)

@@ -4,7 +4,6 @@ saves, a resume is exact, every rank stops together, and a rank that raises ends
 run instead of hanging it. Without mpiexec, a strategy is a world of one."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 from support import NEUTRAL_DIR, ROOT
 
 import dnn
-from dnn.distributed import DataParallel, split_rows
+from dnn.distributed import DataParallel, find_mpiexec, rank_order, split_rows
 
 WORKER = ROOT / "tests" / "distributed_worker.py"
 sys.path.insert(0, str(WORKER.parent))
@@ -21,13 +20,11 @@ import distributed_worker as worker  # noqa: E402
 
 
 def _mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = here if os.path.exists(here) else shutil.which("mpiexec")
     try:
         import mpi4py  # noqa: F401
     except ImportError:
         return None
-    return found
+    return find_mpiexec()
 
 
 MPIEXEC = _mpiexec()
@@ -35,18 +32,23 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec or mpi4py is mis
                                                        "(pip install '.[test]' brings both)")
 
 
-def run_ranks(n, *args, timeout=120, env=None):
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    # One BLAS thread per rank: two ranks on two cores, as a real job would be laid out.
-    environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   NUMBA_NUM_THREADS="1", DNN_BACKEND="numpy", **(env or {}))
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMBA_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def run_ranks(n, *args, timeout=120, env=None, threads_set=True):
+    environ = {k: v for k, v in os.environ.items()
+               if k != "PYTHONPATH" and k not in THREAD_VARS}
+    if threads_set:  # one thread per rank, as a real job would be laid out
+        environ.update({name: "1" for name in THREAD_VARS})
+    environ.update(DNN_BACKEND="numpy", **(env or {}))
     return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *map(str, args)],
                           cwd=NEUTRAL_DIR, env=environ, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def ranks(scenario, tmp_path, n=2, env=None):
-    out = run_ranks(n, WORKER, scenario, tmp_path, env=env)
+def ranks(scenario, tmp_path, n=2, env=None, threads_set=True):
+    out = run_ranks(n, WORKER, scenario, tmp_path, env=env, threads_set=threads_set)
     assert out.returncode == 0, out.stderr[-3000:]
     results = []
     for r in range(n):
@@ -66,16 +68,18 @@ def assert_bitwise_equal_replicas(results):
 # ------------------------------------------------------------------ under mpiexec
 @needs_mpi
 @pytest.mark.mpi
-@pytest.mark.parametrize("scenario", ["equivalence", "equivalence-captured"])
+@pytest.mark.parametrize("scenario", ["equivalence", "equivalence-captured",
+                                      "equivalence-last"])
 def test_two_ranks_of_batch_b_train_as_one_rank_of_batch_2b(tmp_path, scenario):
     """float64, Adam, two epochs of 300 rows (the last global batch 12 rows, 6 per
-    rank), with dropout and an L2 penalty: within 1e-6 of one process, and the two
+    rank), or 319 through captured steps (rank 0 holds a full 16 rows of the last
+    batch), with dropout and an L2 penalty: within 1e-6 of one process, and the two
     replicas bitwise equal."""
     results = ranks(scenario, tmp_path)
     assert_bitwise_equal_replicas(results)
     with dnn.use_backend("numpy"):
         single = worker.model(None)
-        x, y = worker.data()
+        x, y = worker.data(319 if scenario == "equivalence-last" else 300)
         history = single.fit(x, y, epochs=2, batch_size=32, verbose=0)
     weights, meta = results[0]
     assert meta["world"] == 2 and meta["train_steps"] == single.train_steps == 20
@@ -122,6 +126,58 @@ def test_early_stopping_and_the_nan_guard_stop_every_rank_at_the_same_point(tmp_
 
 @needs_mpi
 @pytest.mark.mpi
+def test_ranks_on_one_machine_split_its_cores_unless_told_otherwise(tmp_path):
+    pytest.importorskip("threadpoolctl")
+    results = ranks("threads", tmp_path, threads_set=False)
+    share = max(1, results[0][1]["cores"] // 2)
+    for _, meta in results:
+        assert meta["blas"] and all(t == share for t in meta["blas"]), meta
+        assert meta["backend"] <= share
+    (tmp_path / "set").mkdir()
+    chosen = ranks("threads", tmp_path / "set", threads_set=True)  # OMP_NUM_THREADS=1
+    assert all(t == 1 for t in chosen[0][1]["blas"])
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_a_stop_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    results = ranks("stop", tmp_path)
+    assert results[0][1]["train_steps"] == results[1][1]["train_steps"] == 4
+    assert_bitwise_equal_replicas(results)
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_one_strategy_serves_two_models(tmp_path):
+    results = ranks("two-models", tmp_path)
+    assert_bitwise_equal_replicas(results)
+    with dnn.use_backend("numpy"):
+        single = worker.model(None)
+        x, y = worker.data()
+        single.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    for a, b in zip(results[0][0], single.get_weights()):
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_ranks_with_different_data_are_told_so_instead_of_hanging(tmp_path):
+    out = run_ranks(2, WORKER, "mismatch", tmp_path, timeout=60)
+    assert out.returncode != 0
+    assert "fit: rows of x: expected the same value on every rank (every rank passes the " \
+           "same data and arguments); got rank 0: 300, rank 1: 250" in out.stderr
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_a_save_rank_0_cannot_write_fails_on_every_rank(tmp_path):
+    results = ranks("save-fail", tmp_path)
+    assert results[0][1]["message"].startswith("OutputPathError: save: path: the directory")
+    assert results[1][1]["message"].startswith("OSError: save: rank 0 could not write")
+
+
+@needs_mpi
+@pytest.mark.mpi
 def test_a_rank_that_raises_ends_every_rank_with_its_message(tmp_path):
     out = run_ranks(2, WORKER, "raise", tmp_path, timeout=60)
     assert out.returncode != 0
@@ -135,7 +191,8 @@ def test_a_rank_that_raises_ends_every_rank_with_its_message(tmp_path):
 def test_a_rank_that_never_joins_times_out_instead_of_hanging(tmp_path):
     out = run_ranks(2, WORKER, "timeout", tmp_path, timeout=60)
     assert out.returncode != 0
-    assert "TimeoutError: data-parallel: rank 0 waited 2 s for an allreduce" in out.stderr
+    assert "TimeoutError: data-parallel: rank 0 waited 2 s for every rank's values that " \
+           "not every rank of 2 joined" in out.stderr  # fit's first agreement
 
 
 @needs_mpi
@@ -232,6 +289,25 @@ def test_without_mpiexec_a_strategy_is_a_world_of_one_that_changes_nothing(use):
         numpy.testing.assert_array_equal(a, b)
 
 
+def test_a_named_communicator_in_a_world_of_one_takes_the_parallel_path_unchanged(use):
+    """"mpi" named in a world of one runs the data-parallel step (buckets, scaled
+    gradients, agreed stops, summed totals) with sums that are the values themselves:
+    the result must be what training without a strategy gives, bit for bit."""
+    pytest.importorskip("mpi4py")
+    if use.name != "numpy":
+        pytest.skip("MPI staging from a GPU is covered by the gpu+mpi tests")
+    strategy = DataParallel("mpi", bucket_mb=1e-6)  # a bucket per layer
+    x, y = worker.data()
+    plain = worker.model(None)
+    plain.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1)
+    parallel = worker.model(strategy)
+    assert parallel.replica.parallel and len(parallel.replica.reducer.buckets) == 3
+    parallel.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1)
+    for a, b in zip(plain.get_weights(), parallel.get_weights()):
+        numpy.testing.assert_array_equal(a, b)
+    assert parallel.evaluate(x, y) == plain.evaluate(x, y)
+
+
 def test_rows_split_as_evenly_as_they_go():
     assert [split_rows(12, 2, r) for r in range(2)] == [(0, 6), (6, 12)]
     assert [split_rows(7, 3, r) for r in range(3)] == [(0, 3), (3, 5), (5, 7)]
@@ -239,10 +315,7 @@ def test_rows_split_as_evenly_as_they_go():
 
 
 def test_a_rank_takes_its_share_of_each_global_batch():
-    strategy = DataParallel()
-    strategy.world_size, strategy.rank = 2, 1  # as rank 1 of 2 would see it
-    order = numpy.arange(70)
-    rows, steps, last = strategy.rank_order(order, 16)
+    rows, steps, last = rank_order(numpy.arange(70), 16, world=2, rank=1)
     assert steps == 3 and last == (3, 6, 6)
     assert rows.tolist() == list(range(16, 32)) + list(range(48, 64)) + [67, 68, 69]
 
