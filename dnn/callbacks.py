@@ -9,6 +9,27 @@ from .files import check_output_directory
 from .progress import ProgressDisplay
 
 
+def _mode(owner, mode, monitor):
+    """"min" or "max" for a monitored value; "auto": "max" for accuracies (Keras)."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{owner}: mode: expected 'auto', 'min' or 'max'; got {mode!r}")
+    if mode == "auto":
+        return "max" if "acc" in monitor and "loss" not in monitor else "min"
+    return mode
+
+
+def _count(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner}: {name}: expected an integer >= 0; got {value!r}")
+    return value
+
+
+def _says(model):
+    """Whether this process prints a callback's messages: data-parallel, rank 0 alone."""
+    replica = getattr(model, "replica", None)
+    return replica is None or replica.rank == 0
+
+
 class Callback:
     """Hooks called by ``fit``. ``self.model`` and ``self.params`` are set first."""
 
@@ -102,14 +123,10 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
                  restore_best_weights=False, baseline=None):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"EarlyStopping: mode: expected 'auto', 'min' or 'max'; got {mode!r}")
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
-        self.patience = int(patience)
-        if mode == "auto":
-            mode = "max" if ("acc" in monitor and "loss" not in monitor) else "min"
-        self.mode = mode
+        self.patience = _count("EarlyStopping", "patience", patience)
+        self.mode = _mode("EarlyStopping", mode, monitor)
         self.restore_best_weights = restore_best_weights
         self.baseline = baseline
 
@@ -153,13 +170,8 @@ class ModelCheckpoint(Callback):
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
         self.save_best_only = save_best_only
-        if mode == "auto":
-            mode = "max" if ("acc" in monitor and "loss" not in monitor) else "min"
-        if mode not in ("min", "max"):
-            raise ValueError(f"ModelCheckpoint: mode: expected 'auto', 'min' or 'max'; "
-                             f"got {mode!r}")
-        self.mode = mode
-        self.best = math.inf if mode == "min" else -math.inf
+        self.mode = _mode("ModelCheckpoint", mode, monitor)
+        self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_train_begin(self, logs=None):
         # Fail now, not after the first epoch (unless the directory itself is a template).
@@ -194,7 +206,7 @@ class LearningRateScheduler(Callback):
             raise ValueError(f"LearningRateScheduler: schedule({epoch}, ...) must return a "
                              f"finite number > 0; got {lr!r}")
         optimizer.learning_rate = float(lr)
-        if self.verbose:
+        if self.verbose and _says(self.model):
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
 
 
@@ -210,14 +222,12 @@ class ReduceLROnPlateau(Callback):
         if not isinstance(factor, (int, float)) or not 0 < factor < 1:
             raise ValueError(f"ReduceLROnPlateau: factor: expected a number in (0, 1); got "
                              f"{factor!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"ReduceLROnPlateau: mode: expected 'auto', 'min' or 'max'; "
-                             f"got {mode!r}")
-        self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
+        owner = "ReduceLROnPlateau"
+        self.monitor, self.factor = monitor, float(factor)
+        self.patience = _count(owner, "patience", patience)
         self.verbose, self.min_delta = verbose, abs(float(min_delta))
-        self.cooldown, self.min_lr = int(cooldown), float(min_lr)
-        self.mode = ("max" if "acc" in monitor and "loss" not in monitor else "min") \
-            if mode == "auto" else mode
+        self.cooldown, self.min_lr = _count(owner, "cooldown", cooldown), float(min_lr)
+        self.mode = _mode(owner, mode, monitor)
         self.best = self.wait = self.cooldown_left = None
 
     def on_train_begin(self, logs=None):
@@ -251,7 +261,7 @@ class ReduceLROnPlateau(Callback):
             new = max(old * self.factor, self.min_lr)
             if new < old:
                 optimizer.learning_rate = new
-                if self.verbose:
+                if self.verbose and _says(self.model):
                     print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to "
                           f"{new:g}.")
             self.cooldown_left, self.wait = self.cooldown, 0

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy
 
 from . import backends
 
 from .version import __version__
-from .distributed import launched_rank, launched_world_size
+from .distributed import ABORT_GRACE_S, launched_rank, launched_world_size, local_rank
 from .data import (csv_columns, load_digits, load_idx, load_npz, make_circles, make_moons,
                    make_spirals, make_student, make_xor, read_csv, train_test_split)
 from .files import OutputPathError, atomic_write, check_output_path
@@ -117,8 +118,8 @@ def default_layers(n_features, n_outputs):
 
 def _parse_layers(text):
     try:
-        units = [int(u) for u in text.split(",") if u.strip()]
-    except ValueError:
+        units = [int(u) for u in text.split(",")]
+    except ValueError:  # a word, or an empty item as in 16,,16
         units = None
     if not units or any(u <= 0 for u in units):
         raise UsageError(f"--layers: expected comma-separated positive integers such as "
@@ -236,12 +237,24 @@ def _split_sizes(n, test_split, val_split):
     return n_train, n_fit - n_train, n_test
 
 
+def _backend_for_rank(name):
+    """Under mpiexec, each rank on a machine takes its own GPU (by its local rank), as
+    NCCL wants; elsewhere the backend as asked."""
+    if launched_world_size() == 1 or name not in ("auto", "cupy"):
+        return name
+    gpus = backends.gpu_count()
+    return f"cupy:{local_rank() % gpus}" if gpus else name
+
+
 def cmd_train(args):
     import dnn
 
+    if args.epochs < 1:
+        raise UsageError(f"--epochs: expected a positive integer; got {args.epochs}")
     _check_outputs(args)
-    if args.backend != "auto":
-        dnn.set_backend(args.backend)
+    backend = _backend_for_rank(args.backend)
+    if backend != "auto":
+        dnn.set_backend(backend)
     data = load_data(args.data, args.target, seed=args.seed, delimiter=args.delimiter)
     x, y = data.x, data.y
     loss, units, out_act = infer_task(y)
@@ -283,12 +296,12 @@ def cmd_train(args):
     if launched_world_size() > 1:  # started by mpiexec: train data-parallel
         from .distributed import DataParallel
 
-        strategy = DataParallel()
+        strategy = _RUN["strategy"] = DataParallel()
     model.compile(loss=loss, optimizer=dnn.optimizers.get(args.optimizer, **opt_kwargs),
                   metrics=metrics, distribute=strategy)
-    if strategy is not None:
+    if strategy is not None and args.verbose:
         print(f"data-parallel: {strategy.world_size} ranks over "
-              f"{strategy.collectives.name.upper()}, batch {args.batch_size} per rank "
+              f"{model.replica.collectives.name.upper()}, batch {args.batch_size} per rank "
               f"({args.batch_size * strategy.world_size} per step)")
     if args.verbose:
         n_train, n_val, _ = _split_sizes(len(x), args.test_split, args.val_split)
@@ -303,7 +316,7 @@ def cmd_train(args):
         model.summary()
     callbacks = []
     recorder = None
-    if args.boundary:
+    if args.boundary and launched_rank() == 0:  # rank 0 draws it
         from .plot import DecisionBoundaryRecorder
 
         recorder = DecisionBoundaryRecorder(x_tr, y_tr, every=max(1, args.epochs // 25),
@@ -379,13 +392,18 @@ def _load_for_inference(args, with_target):
         dnn.set_backend(args.backend)
     model = dnn.load_model(args.model)
     target = args.target
+    if with_target and target is None and args.data.lower().endswith(".csv") and \
+            os.path.isfile(args.data):
+        header, _ = csv_columns(args.data, args.delimiter)
+        if header is not None and model.metadata.get("target") in header:
+            target = model.metadata["target"]  # the column the model was trained on
     if not with_target and target is None and args.data.lower().endswith(".csv") and \
             os.path.isfile(args.data):
         header, width = csv_columns(args.data, args.delimiter)
         trained = model.metadata.get("target")
         if header is not None and trained in header:
             target = trained
-        elif width == model.input_dim + 1:  # the last column, as train's default
+        elif header is None and width == model.input_dim + 1:  # the last, as in train
             target = -1
     data = load_data(args.data, target, delimiter=args.delimiter,
                      with_target=with_target or target is not None)
@@ -468,13 +486,33 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "export": cmd_export, "info": cmd_info, "bench": cmd_bench}
 
 
+# The data-parallel strategy of the running command, if any: an error after it exists
+# must end every rank.
+_RUN = {"strategy": None}
+
+
+def _report(command, message, code):
+    """Print a command's error. Under mpiexec, rank 0 prints what every rank hits alike
+    (before training: usage, data); once training runs, every rank prints its own and
+    the run is aborted, so that no rank waits for one that has stopped."""
+    strategy = _RUN["strategy"]
+    rank = launched_rank() if launched_world_size() > 1 else 0
+    if rank == 0 or strategy is not None:
+        where = f" (rank {rank})" if rank else ""
+        print(f"dnn {command}{where}: {message}", file=sys.stderr)
+    if strategy is not None and strategy.world_size > 1:
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)  # let the launcher forward the line first
+        strategy.comm.Abort(code)
+    return code
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    _RUN["strategy"] = None
     if launched_world_size() > 1 and launched_rank() != 0:
-        # Under mpiexec every rank runs this command; rank 0 alone speaks (an error
-        # every rank hits alike is rank 0's to print; the launcher ends the others).
+        # Under mpiexec every rank runs this command; rank 0 alone prints its output.
         sys.stdout = open(os.devnull, "w")
-        sys.stderr = open(os.devnull, "w")
     parser = _build_parser()
     if argv and argv[0] == "bench":  # everything after 'bench' belongs to the benchmark
         args = argparse.Namespace(command="bench", args=argv[1:])
@@ -489,11 +527,9 @@ def main(argv=None):
             ModelFileError, OutputPathError, backends.BackendUnavailable) as exc:
         if os.environ.get("DNN_DEBUG"):
             raise
-        print(f"dnn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _report(args.command, f"error: {exc}", 2)
     except NonFiniteLossError as exc:  # training diverged: not a usage error
-        print(f"dnn {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return _report(args.command, str(exc), 1)
     except KeyboardInterrupt:
         print(f"dnn {args.command}: interrupted", file=sys.stderr)
         return 130

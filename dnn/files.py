@@ -18,6 +18,15 @@ class OutputPathError(ValueError):
 
 
 def _umask():
+    """The process's umask. Linux reports it in /proc; elsewhere reading it means
+    setting it for a moment, which races with other threads creating files."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -61,8 +70,8 @@ def atomic_write(path, write, what="path"):
     except OSError as exc:
         raise OutputPathError(f"{what}: cannot write {path!r}: {exc.strerror}") from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # closes the descriptor whatever happens next
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())

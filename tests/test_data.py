@@ -168,3 +168,39 @@ def test_idx_hand_written_header_and_errors(tmp_path):
     (tmp_path / "junk.idx").write_bytes(b"hello world")
     with pytest.raises(ValueError, match="magic"):
         data.load_idx(tmp_path / "junk.idx")
+
+
+def test_decimal_commas_in_a_semicolon_file_do_not_confuse_the_delimiter(tmp_path):
+    path = tmp_path / "eu.csv"
+    path.write_text("1,5;2,5;0\n0,5;1,25;1\n2,0;3,0;0\n")  # as many commas as semicolons
+    table = data.read_csv(path)
+    assert table.delimiter == ";" and table.feature_names == ["column 0", "column 1"]
+    numpy.testing.assert_array_equal(table.x, [[1.5, 2.5], [0.5, 1.25], [2.0, 3.0]])
+    assert table.y.tolist() == [0, 1, 0]  # no row was taken for a header
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffa,b,label\n1,2,x\n3,4,y\n".encode("utf-8"))
+    assert data.read_csv(path).feature_names == ["a", "b"]
+    assert data.csv_columns(path) == (["a", "b", "label"], 3)
+
+
+def test_a_headerless_file_with_text_labels_keeps_its_first_row(tmp_path):
+    path = tmp_path / "iris.csv"
+    path.write_text("5.1,3.5,setosa\n7.0,3.2,versicolor\n6.3,3.3,virginica\n")
+    table = data.read_csv(path)
+    assert table.x.shape == (3, 2) and table.class_names == ["setosa", "versicolor",
+                                                             "virginica"]
+    assert data.csv_columns(path) == (None, 3)
+
+
+def test_class_names_give_a_file_of_some_classes_the_models_codes(tmp_path):
+    path = tmp_path / "small.csv"
+    path.write_text("w,kind\n1,small\n2,small\n")
+    assert data.read_csv(path).y.tolist() == [0, 0]  # sorted codes of this file alone
+    table = data.read_csv(path, class_names=["big", "small"])
+    assert table.y.tolist() == [1, 1] and table.class_names == ["big", "small"]
+    with pytest.raises(ValueError, match=r"line 2, column kind \(the target\): expected one "
+                                         r"of the classes \['big', 'medium'\]; got 'small'"):
+        data.read_csv(path, class_names=["big", "medium"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import os
 import struct
@@ -20,27 +21,64 @@ def _check_file(path, what):
     return path
 
 
-def _is_number(text):
+def _is_number(text, decimal_comma=False):
     try:
-        float(text)
+        float(text.replace(",", ".") if decimal_comma else text)
     except ValueError:
         return False
     return True
 
 
-_DELIMITERS = ",;\t|"
+# A comma may be a decimal comma, so the others are tried first.
+_DELIMITERS = ";\t|,"
+_SNIFF_LINES = 10
 
 
-def _detect_delimiter(first_line):
-    """The delimiter of a CSV file from its first line: the most frequent of , ; tab |
-    (a comma when none appears: a one-column file)."""
-    counts = {d: first_line.count(d) for d in _DELIMITERS}
+def _detect_delimiter(lines):
+    """The delimiter of a CSV file from its first lines: the first of ; tab | , that
+    appears the same (non-zero) number of times on each of them; else the most
+    frequent on the first line; a comma when none appears (a one-column file)."""
+    sample = [line for line in lines[:_SNIFF_LINES] if line.strip()]
+    for d in _DELIMITERS:
+        counts = {line.count(d) for line in sample}
+        if len(counts) == 1 and counts.pop() > 0:
+            return d
+    first = sample[0] if sample else ""
+    counts = {d: first.count(d) for d in _DELIMITERS}
     best = max(counts, key=counts.get)
     return best if counts[best] else ","
 
 
 def _delimiter_name(d):
     return {"\t": "tab"}.get(d, repr(d))
+
+
+def _has_header(rows, decimal_comma):
+    """Whether the first row names the columns: a cell that is not a number where the
+    rows below hold numbers (a headerless file's text labels are text all the way down).
+    A file of one row has a header if any of its cells is text."""
+    first, below = rows[0], rows[1:_SNIFF_LINES]
+    number = functools.partial(_is_number, decimal_comma=decimal_comma)
+    if not below:
+        return not all(number(c) for c in first)
+    return any(not number(cell) and all(j < len(r) and number(r[j]) for r in below)
+               for j, cell in enumerate(first))
+
+
+def _read_rows(path, delimiter):
+    """``(delimiter, decimal comma?, header or None, [(line number, cells)])``: the file
+    read as text (a UTF-8 byte-order mark, as Excel writes, dropped)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        text = f.read()
+    lines = text.splitlines()
+    chosen = _detect_delimiter(lines) if delimiter is None else delimiter
+    decimal_comma = chosen == ";"  # semicolon files come from locales that write 1,5
+    rows = [(line, row) for line, row in enumerate(csv.reader(lines, delimiter=chosen), 1)
+            if row]
+    header = None
+    if rows and _has_header([r for _, r in rows], decimal_comma):
+        header, rows = [c.strip() for c in rows[0][1]], rows[1:]
+    return chosen, decimal_comma, header, rows, lines
 
 
 class CsvTable:
@@ -55,29 +93,24 @@ class CsvTable:
         self.class_names, self.delimiter = class_names, delimiter
 
 
-def read_csv(path, target=-1, delimiter=None):
+def read_csv(path, target=-1, delimiter=None, class_names=None):
     """Read a CSV file into a ``CsvTable``.
 
     ``target`` is the target column, by header name or integer position (negative
-    counts from the end), or None for a table of features only. A first row with any
-    non-numeric cell is taken as the header.
-    ``delimiter`` None detects one of , ; tab | from the first line; with ";" a decimal
-    comma (1,5) reads as a decimal point, as those locales write it. Every feature cell
-    must be a finite number: a missing or non-numeric cell is reported with its line
-    and column. Non-numeric targets are label-encoded to int64 codes in sorted order.
+    counts from the end), or None for a table of features only. The first row is a
+    header when it has text where the rows below have numbers. ``delimiter`` None
+    detects one of ; tab | , from the first lines; with ";" a decimal comma (1,5) reads
+    as a decimal point, as those locales write it. Every feature cell must be a finite
+    number: a missing or non-numeric cell is reported with its line and column.
+
+    Text targets become int64 codes: by their place in ``class_names`` when given (a
+    model's ``class_names``, so that a file holding some of the classes gets the codes
+    the model was trained with), else in sorted order.
     """
     path = _check_file(path, "load_csv")
-    with open(path, newline="") as f:
-        text = f.read()
-    first = text.split("\n", 1)[0]
-    chosen = _detect_delimiter(first) if delimiter is None else delimiter
-    rows = [(line, row) for line, row in enumerate(csv.reader(text.splitlines(),
-                                                               delimiter=chosen), 1) if row]
-    if not rows:
+    chosen, decimal_comma, header, rows, lines = _read_rows(path, delimiter)
+    if not rows and header is None:
         raise ValueError(f"load_csv: {path!r} is empty")
-    header = None
-    if not all(_is_number(cell) for cell in rows[0][1]):
-        header, rows = [c.strip() for c in rows[0][1]], rows[1:]
     if not rows:
         raise ValueError(f"load_csv: {path!r} has a header but no data rows")
     width = len(rows[0][1])
@@ -86,15 +119,15 @@ def read_csv(path, target=-1, delimiter=None):
             raise ValueError(f"load_csv: {path!r} line {line}: expected {width} columns "
                              f"(as the first row); got {len(row)}")
     if width < (1 if target is None else 2):
-        other = _detect_delimiter(first)
+        other = _detect_delimiter(lines)
         hint = f"; the file looks {_delimiter_name(other)}-separated: pass delimiter=" \
                f"{other!r} (--delimiter in the CLI)" if other != chosen else ""
         raise ValueError(f"load_csv: {path!r}: expected at least two columns (features and "
                          f"a target) separated by {_delimiter_name(chosen)}; got one{hint}")
-    if target is None and width == 1 and _detect_delimiter(first) != chosen:
+    if target is None and width == 1 and _detect_delimiter(lines) != chosen:
         raise ValueError(f"load_csv: {path!r}: one column separated by "
                          f"{_delimiter_name(chosen)}; the file looks "
-                         f"{_delimiter_name(_detect_delimiter(first))}-separated")
+                         f"{_delimiter_name(_detect_delimiter(lines))}-separated")
     names = header or [f"column {j}" for j in range(width)]
     if target is None:  # features only (data to predict on)
         col = None
@@ -110,8 +143,6 @@ def read_csv(path, target=-1, delimiter=None):
             raise ValueError(f"load_csv: target: expected a column position in "
                              f"[{-width}, {width}); got {target!r}")
         col %= width
-    # Semicolon-separated files come from locales that write 1,5 for 1.5.
-    decimal_comma = chosen == ";"
     features = [j for j in range(width) if j != col]
     x = numpy.empty((len(rows), len(features)))
     for i, (line, row) in enumerate(rows):
@@ -130,7 +161,6 @@ def read_csv(path, target=-1, delimiter=None):
     if col is None:
         return CsvTable(x, None, [names[j] for j in features], None, None, chosen)
     raw = [row[col].strip() for _, row in rows]
-    class_names = None
     numbers = [v.replace(",", ".") for v in raw] if decimal_comma else raw
     if all(_is_number(v) for v in numbers):
         y = numpy.array([float(v) for v in numbers])
@@ -147,25 +177,33 @@ def read_csv(path, target=-1, delimiter=None):
             raise ValueError(f"load_csv: {path!r} line {rows[missing[0]][0]}, column "
                              f"{names[col]} (the target): expected a label; got a missing "
                              f"value")
-        y, classes = encode_labels(raw)
-        class_names = [str(c) for c in classes]
+        if class_names is None:
+            y, classes = encode_labels(raw)
+            class_names = [str(c) for c in classes]
+        else:
+            class_names = [str(c) for c in class_names]
+            codes = {name: i for i, name in enumerate(class_names)}
+            unknown = next((i for i, v in enumerate(raw) if v not in codes), None)
+            if unknown is not None:
+                raise ValueError(f"load_csv: {path!r} line {rows[unknown][0]}, column "
+                                 f"{names[col]} (the target): expected one of the classes "
+                                 f"{class_names}; got {raw[unknown]!r}")
+            y = numpy.array([codes[v] for v in raw], dtype=numpy.int64)
     return CsvTable(x, y, [names[j] for j in features], names[col], class_names, chosen)
 
 
 def csv_columns(path, delimiter=None):
-    """``(header names or None, number of columns)`` from the first row of a CSV file."""
+    """``(header names or None, number of columns)`` of a CSV file, as ``read_csv``
+    sees them."""
     path = _check_file(path, "load_csv")
-    with open(path, newline="") as f:
-        first = f.readline()
-    chosen = _detect_delimiter(first) if delimiter is None else delimiter
-    row = next(csv.reader([first], delimiter=chosen), [])
-    names = None if all(_is_number(c) for c in row) else [c.strip() for c in row]
-    return names, len(row)
+    _, _, header, rows, _ = _read_rows(path, delimiter)
+    return header, len(header) if header is not None else (len(rows[0][1]) if rows else 0)
 
 
-def load_csv(path, target=-1, delimiter=None):
-    """``(x, y)`` of a CSV file: ``read_csv(path, target, delimiter)``'s arrays."""
-    table = read_csv(path, target, delimiter)
+def load_csv(path, target=-1, delimiter=None, class_names=None):
+    """``(x, y)`` of a CSV file: ``read_csv(path, target, delimiter, class_names)``'s
+    arrays."""
+    table = read_csv(path, target, delimiter, class_names)
     return table.x, table.y
 
 
