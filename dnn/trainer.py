@@ -156,6 +156,7 @@ class Trainer:
         step, seen = 0, n
         data = [a for a in (x_dev, y_dev, w_dev) if a is not None]
         share = self._share(batch_size, None)  # a full batch's (scale, row offset)
+        last_share = share if last is None else self._share(batch_size, last)
         if chunks:
             be.fill(self._cursor, 0)
             batch = self._batch_buffers(data, batch_size)
@@ -168,7 +169,7 @@ class Trainer:
                 done = k
             else:
                 start, stop = step * batch_size, min(rows, (step + 1) * batch_size)
-                one_share = self._share(batch_size, last if step == steps - 1 else None)
+                one_share = last_share if step == steps - 1 else share
                 if stop > start:
                     batch = self._batch_buffers(data, stop - start)
                     for source, target in zip(data, batch):
@@ -283,12 +284,12 @@ class Trainer:
         model, be, optimizer = self.model, self.backend, self.model.optimizer
         xb, yb = batch[:2]
         wb = batch[2] if len(batch) > 2 else None
-        parallel = self.parallel
-        if parallel is None:
+        if share[0] is None:  # not data-parallel
             out, loss = step_math.loss_and_backward(model, xb, yb, True, optimizer.iterations,
                                                     wb)
             checked = loss
         else:
+            parallel = self.parallel
             scale, offset = share
             for layer in self._dropouts:
                 layer.row_offset = offset
@@ -330,10 +331,11 @@ class Trainer:
         if host_check:
             self.nan_guard.check_loss(loss, *self._position)
         skip = self.nan_guard.guard(loss, flags) if flags is not None else None
-        optimizer.apply_gradients(model.flat_params, model.flat_grads, skip=skip)
-        model.refresh_compute_weights()
-        if self.parallel is not None:
-            self.parallel.average_state()
+        weights = model.weights
+        optimizer.apply_gradients(weights.params, weights.grads, skip=skip)
+        weights.refresh_compute()
+        if model.replica is not None and model.replica.parallel:
+            model.replica.average_state()
 
     # ------------------------------------------------------------------- evaluate
     def evaluate(self, x_dev, y_dev, w_dev, batch_size):

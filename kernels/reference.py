@@ -146,6 +146,15 @@ def _row_weights(weights, like):
     return 1 if weights is None else weights.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
+def _weighted(weights, *arrays):
+    """``arrays`` each times the per-row ``weights``; as they are when there are none
+    (a multiply by 1 is a pass over the array: the tiny model's step felt it)."""
+    if weights is None:
+        return arrays
+    w = _row_weights(weights, arrays[0])
+    return tuple(w * a for a in arrays)
+
+
 def softmax_cross_entropy(logits, labels, xp=numpy, weights=None, label_smoothing=0.0):
     """``(mean loss, d loss / d logits)`` for integer labels ``(n,)`` or target rows
     ``(n, classes)`` (one-hot or probabilities: the gradient is ``p * sum(t) - t``).
@@ -168,17 +177,18 @@ def sigmoid_binary_cross_entropy(logits, targets, xp=numpy, weights=None, label_
     weighted by ``weights``; label smoothing pulls the targets to 1/2: t (1 - ls) + ls / 2."""
     if label_smoothing:
         targets = targets * (1 - label_smoothing) + 0.5 * label_smoothing
-    w = _row_weights(weights, logits)
     e = xp.exp(-xp.abs(logits))
     per = xp.maximum(logits, 0) - logits * targets + xp.log1p(e)
-    grad = w * (_sigmoid(logits, e, xp) - targets) / logits.size
-    return (w * per).mean().astype(logits.dtype), grad.astype(logits.dtype, copy=False)
+    per, grad = _weighted(weights, per, _sigmoid(logits, e, xp) - targets)
+    grad /= logits.size  # in place: grad is a fresh array
+    return per.mean().astype(logits.dtype), grad.astype(logits.dtype, copy=False)
 
 
 def mean_squared_error(pred, target, xp=numpy, weights=None):
     """``(mean of (pred - target)**2 over all elements, gradient)``, rows weighted."""
-    diff, w = pred - target, _row_weights(weights, pred)
-    return (w * diff * diff).mean().astype(pred.dtype), (2.0 / pred.size) * w * diff
+    diff = pred - target
+    square, grad = _weighted(weights, diff * diff, diff)
+    return square.mean().astype(pred.dtype), (2.0 / pred.size) * grad
 
 
 def mean_absolute_error(pred, target, xp=numpy, weights=None):
