@@ -63,6 +63,10 @@ class Trainer:
         x, y, w, val = data_adapter.split_validation(model, x, y, w, validation_split,
                                                      validation_data)
         n = x.shape[0]
+        cbs = list(callbacks or [])
+        if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in cbs):
+            cbs.append(TerminateOnNaN())
+        nan_guard = any(isinstance(c, TerminateOnNaN) for c in cbs)
         use_graph = cuda_graph is True or (
             cuda_graph == "auto" and be.supports_graphs and model.optimizer.clipnorm is None)
         parallel = self.parallel
@@ -73,7 +77,8 @@ class Trainer:
                           "sample weights": w is not None,
                           "validation rows": 0 if val is None else val[0].shape[0],
                           "steps_per_execution": model.steps_per_execution,
-                          "cuda_graph": {"auto": 2, True: 1, False: 0}[cuda_graph]})
+                          "cuda_graph": {"auto": 2, True: 1, False: 0}[cuda_graph],
+                          "terminate_on_nan": nan_guard})
             if be.supports_graphs and not parallel.collectives.capturable:
                 if cuda_graph is True:
                     raise ValueError(f"cuda_graph: expected 'auto' or False with the "
@@ -81,14 +86,9 @@ class Trainer:
                                      f"run on the host, outside any CUDA graph); got True")
                 use_graph = False
         steps = -(-n // (batch_size * self.world))
-
-        cbs = list(callbacks or [])
-        if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in cbs):
-            cbs.append(TerminateOnNaN())
-        nan_guard = any(isinstance(c, TerminateOnNaN) for c in cbs)
         model.history = History()
         cbs.insert(0, model.history)
-        if verbose and (self.parallel is None or self.parallel.rank == 0):
+        if verbose and (parallel is None or parallel.rank == 0):
             cbs.append(ProgressLogger(verbose=verbose))  # data-parallel: rank 0 reports
         cb = CallbackList(cbs, model=model, params={
             "epochs": epochs, "steps": steps, "samples": n, "batch_size": batch_size,
