@@ -58,6 +58,22 @@ def ranks(scenario, tmp_path, n=2, env=None, threads_set=True):
     return results
 
 
+def one_rank(rows=300):
+    """The single-process run N ranks must equal: batch 32 (2 ranks x 16), 2 epochs.
+    Returns the model and its History."""
+    with dnn.use_backend("numpy"):
+        single = worker.model(None)
+        x, y = worker.data(rows)
+        history = single.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    return single, history
+
+
+def assert_matches_one_rank(weights, rows=300):
+    single, _ = one_rank(rows)
+    for a, b in zip(weights, single.get_weights()):
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def assert_bitwise_equal_replicas(results):
     first = results[0][0]
     for weights, _ in results[1:]:
@@ -77,10 +93,7 @@ def test_two_ranks_of_batch_b_train_as_one_rank_of_batch_2b(tmp_path, scenario):
     replicas bitwise equal."""
     results = ranks(scenario, tmp_path)
     assert_bitwise_equal_replicas(results)
-    with dnn.use_backend("numpy"):
-        single = worker.model(None)
-        x, y = worker.data(319 if scenario == "equivalence-last" else 300)
-        history = single.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    single, history = one_rank(319 if scenario == "equivalence-last" else 300)
     weights, meta = results[0]
     assert meta["world"] == 2 and meta["train_steps"] == single.train_steps == 20
     for a, b in zip(weights, single.get_weights()):
@@ -151,12 +164,7 @@ def test_a_stop_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
 def test_one_strategy_serves_two_models(tmp_path):
     results = ranks("two-models", tmp_path)
     assert_bitwise_equal_replicas(results)
-    with dnn.use_backend("numpy"):
-        single = worker.model(None)
-        x, y = worker.data()
-        single.fit(x, y, epochs=2, batch_size=32, verbose=0)
-    for a, b in zip(results[0][0], single.get_weights()):
-        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert_matches_one_rank(results[0][0])
 
 
 @needs_mpi
@@ -210,14 +218,6 @@ def test_mpiexec_dnn_train_trains_data_parallel_and_prints_once(tmp_path):
 
 
 # ------------------------------------------------------------------ on a GPU
-def _single_process_reference():
-    with dnn.use_backend("numpy"):
-        single = worker.model(None)
-        x, y = worker.data()
-        single.fit(x, y, epochs=2, batch_size=32, verbose=0)
-    return single.get_weights()
-
-
 @needs_mpi
 @pytest.mark.mpi
 @pytest.mark.gpu
@@ -227,8 +227,7 @@ def test_two_ranks_sharing_one_gpu_go_through_mpi_and_match_one_rank(tmp_path):
     results = ranks("equivalence", tmp_path, env={"DNN_TEST_BACKEND": "cupy"})
     assert results[0][1]["communicator"] == "mpi"  # "auto": the ranks share the GPU
     assert_bitwise_equal_replicas(results)
-    for a, b in zip(results[0][0], _single_process_reference()):
-        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert_matches_one_rank(results[0][0])
 
 
 @needs_mpi
