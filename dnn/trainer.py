@@ -298,7 +298,10 @@ class Trainer:
                 model, xb, yb, True, optimizer.iterations, wb, grad_scale=scale,
                 penalty_gradients=parallel.rank == 0, after_layer=reducer.layer_done)
             reducer.finish()
-            checked = self._global_loss(loss, scale)
+            # The global loss serves the NaN guard alone (fit checks every rank has one
+            # or none): without it, no allreduce.
+            guarded = flags is not None or host_check
+            checked = self._global_loss(loss, scale) if guarded else loss
         self._apply(checked, flags, host_check)
         be.accumulate(totals.loss, loss, xb.shape[0])
         step_math.update_metrics(model, out, yb, totals.metrics)
@@ -311,7 +314,8 @@ class Trainer:
         for i in range(len(model.layers) - 1, -1, -1):
             parallel.reducer.layer_done(i)
         parallel.reducer.finish()
-        self._apply(self._global_loss(None, 0.0), flags, host_check)
+        guarded = flags is not None or host_check
+        self._apply(self._global_loss(None, 0.0) if guarded else None, flags, host_check)
 
     def _global_loss(self, loss, scale):
         """Data-parallel: the global batch's loss on every rank (each rank's loss

@@ -288,7 +288,8 @@ def test_without_mpiexec_a_strategy_is_a_world_of_one_that_changes_nothing(use):
         numpy.testing.assert_array_equal(a, b)
 
 
-def test_a_named_communicator_in_a_world_of_one_takes_the_parallel_path_unchanged(use):
+@pytest.mark.parametrize("guard", [True, False], ids=["nan-guard", "no-guard"])
+def test_a_named_communicator_in_a_world_of_one_takes_the_parallel_path_unchanged(use, guard):
     """"mpi" named in a world of one runs the data-parallel step (buckets, scaled
     gradients, agreed stops, summed totals) with sums that are the values themselves:
     the result must be what training without a strategy gives, bit for bit."""
@@ -298,10 +299,12 @@ def test_a_named_communicator_in_a_world_of_one_takes_the_parallel_path_unchange
     strategy = DataParallel("mpi", bucket_mb=1e-6)  # a bucket per layer
     x, y = worker.data()
     plain = worker.model(None)
-    plain.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1)
+    plain.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1,
+              terminate_on_nan=guard)
     parallel = worker.model(strategy)
     assert parallel.replica.parallel and len(parallel.replica.reducer.buckets) == 3
-    parallel.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1)
+    parallel.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1,
+                 terminate_on_nan=guard)
     for a, b in zip(plain.get_weights(), parallel.get_weights()):
         numpy.testing.assert_array_equal(a, b)
     assert parallel.evaluate(x, y) == plain.evaluate(x, y)
