@@ -6,6 +6,7 @@ import math
 import os
 
 from .files import check_output_directory
+from .validation import check_nonnegative_int
 from .progress import ProgressDisplay
 
 
@@ -16,12 +17,6 @@ def _mode(owner, mode, monitor):
     if mode == "auto":
         return "max" if "acc" in monitor and "loss" not in monitor else "min"
     return mode
-
-
-def _count(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{owner}: {name}: expected an integer >= 0; got {value!r}")
-    return value
 
 
 def _says(model):
@@ -125,7 +120,7 @@ class EarlyStopping(Callback):
                  restore_best_weights=False, baseline=None):
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
-        self.patience = _count("EarlyStopping", "patience", patience)
+        self.patience = check_nonnegative_int(patience, "EarlyStopping: patience")
         self.mode = _mode("EarlyStopping", mode, monitor)
         self.restore_best_weights = restore_best_weights
         self.baseline = baseline
@@ -224,9 +219,10 @@ class ReduceLROnPlateau(Callback):
                              f"{factor!r}")
         owner = "ReduceLROnPlateau"
         self.monitor, self.factor = monitor, float(factor)
-        self.patience = _count(owner, "patience", patience)
+        self.patience = check_nonnegative_int(patience, f"{owner}: patience")
         self.verbose, self.min_delta = verbose, abs(float(min_delta))
-        self.cooldown, self.min_lr = _count(owner, "cooldown", cooldown), float(min_lr)
+        self.cooldown = check_nonnegative_int(cooldown, f"{owner}: cooldown")
+        self.min_lr = float(min_lr)
         self.mode = _mode(owner, mode, monitor)
         self.best = self.wait = self.cooldown_left = None
 

@@ -20,7 +20,7 @@ import numpy
 
 from . import initializers, regularizers
 from .backends import ACTIVATIONS_NEEDING_INPUT, check_activation
-from .validation import check_positive_int
+from .validation import check_positive_int, check_positive_number
 
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "gelu"})
 # A small positive bias keeps narrow ReLU layers alive at the start: on seed 002's
@@ -334,13 +334,6 @@ class Activation(Layer):
         return f"Activation({self.activation})"
 
 
-def _check_epsilon(owner, epsilon):
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or \
-            not math.isfinite(epsilon) or epsilon <= 0:
-        raise ValueError(f"{owner}: epsilon: expected a finite number > 0; got {epsilon!r}")
-    return float(epsilon)
-
-
 class BatchNormalization(Layer):
     """``BatchNormalization(momentum=0.99, epsilon=1e-3)``, as Keras: in training, each
     feature is normalized with the batch's mean and (biased) variance, then scaled by
@@ -356,7 +349,7 @@ class BatchNormalization(Layer):
             raise ValueError(f"BatchNormalization: momentum: expected a number in [0, 1]; "
                              f"got {momentum!r}")
         self.momentum = float(momentum)
-        self.epsilon = _check_epsilon("BatchNormalization", epsilon)
+        self.epsilon = check_positive_number(epsilon, "BatchNormalization: epsilon")
         # The last forward's normalized input and variance (the batch's in training, the
         # moving one at inference), and which it was: for the backward pass.
         self._xhat = self._var = None
@@ -415,7 +408,7 @@ class LayerNormalization(Layer):
 
     def __init__(self, epsilon=1e-3, name=None, input_dim=None):
         super().__init__(name, input_dim)
-        self.epsilon = _check_epsilon("LayerNormalization", epsilon)
+        self.epsilon = check_positive_number(epsilon, "LayerNormalization: epsilon")
         self._xhat = self._rstd = None
 
     def build(self, input_dim):

@@ -7,17 +7,14 @@ to the weight's gradient, on the device.
 """
 from __future__ import annotations
 
-import math
+from .validation import check_positive_number
 
 
 class Regularizer:
     def __init__(self, l1=0.0, l2=0.0):
-        for name, value in (("l1", l1), ("l2", l2)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not math.isfinite(value) or value < 0:
-                raise ValueError(f"{type(self).__name__}: {name}: expected a finite number "
-                                 f">= 0; got {value!r}")
-        self.l1, self.l2 = float(l1), float(l2)
+        owner = type(self).__name__
+        self.l1 = check_positive_number(l1, f"{owner}: l1", allow_zero=True)
+        self.l2 = check_positive_number(l2, f"{owner}: l2", allow_zero=True)
 
     def get_config(self):
         return {"class_name": "L1L2", "l1": self.l1, "l2": self.l2}

@@ -38,6 +38,17 @@ def check_dtype(dtype, name="dtype"):
     return dt, dt
 
 
+def check_positive_number(value, name, allow_zero=False):
+    """``value`` as a float, if it is a finite real number > 0 (>= 0 with
+    ``allow_zero``); else a ValueError naming ``name``."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        numpy.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{name}: expected {expected}; got {value!r}")
+    return float(value)
+
+
 def check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name}: expected a positive integer; got {value!r}")

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import numpy
 
+from ..validation import check_positive_number
 from . import schedules
 from .schedules import LearningRateSchedule
 
 
 def _check_positive(owner, name, value, allow_zero=False):
-    ok = isinstance(value, (int, float, numpy.floating)) and not isinstance(value, bool) \
-        and numpy.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{owner}: {name}: expected {expected}; got {value!r}")
-    return float(value)
+    return check_positive_number(value, f"{owner}: {name}", allow_zero)
 
 
 def _check_fraction(owner, name, value):

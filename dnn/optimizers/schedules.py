@@ -10,19 +10,15 @@ arguments.
 """
 from __future__ import annotations
 
-import math
-
 import numpy
 
 from ..kernels import reference
+from ..validation import check_positive_number
 
 
-def _positive(owner, name, value, integer=False):
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) \
-            or value <= 0:
-        kind = "a positive integer" if integer else "a finite number > 0"
-        raise ValueError(f"{owner}: {name}: expected {kind}; got {value!r}")
+def _positive(owner, name, value):
+    """``value`` unchanged (an int stays an int, as Keras' configs keep it) if > 0."""
+    check_positive_number(value, f"{owner}: {name}")
     return value
 
 
