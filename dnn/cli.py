@@ -60,7 +60,8 @@ class Dataset:
         self.class_names, self.target_note = class_names, target_note
 
 
-def load_data(source, target=None, seed=0, delimiter=None, with_target=True):
+def load_data(source, target=None, seed=0, delimiter=None, with_target=True,
+              class_names=None):
     """A ``Dataset`` from a dataset name or a .csv / .npz / .idx(.gz) path.
     ``with_target`` False reads a CSV of features only (unless ``target`` is given)."""
     if source in DATASETS:
@@ -76,7 +77,9 @@ def load_data(source, target=None, seed=0, delimiter=None, with_target=True):
         if target is None and not with_target:
             table = read_csv(source, None, delimiter)
             return Dataset(table.x, None, source, feature_names=table.feature_names)
-        table = read_csv(source, -1 if target is None else target, delimiter)
+        # A model's class names code a CSV's text labels as the model was trained
+        # (a file may hold only some of the classes); without them, sorted order.
+        table = read_csv(source, -1 if target is None else target, delimiter, class_names)
         note = " (the last column; --target chooses another)" if target is None else ""
         return Dataset(table.x, table.y, source, table.target_name, table.feature_names,
                        table.class_names, note)
@@ -366,22 +369,6 @@ def _model_features(model, data):
     return x
 
 
-def _class_codes(model, data):
-    """The data's labels as the model's class indices: text labels are matched to
-    ``model.class_names`` by name (a file may hold only some of the classes)."""
-    if data.class_names is None:
-        return data.y
-    names = model.class_names
-    if names is None:  # a format-1 model: its text labels were coded in sorted order
-        return data.y
-    unknown = [c for c in data.class_names if c not in names]
-    if unknown:
-        raise UsageError(f"data: expected labels from the model's classes ({_names_text(names)}"
-                         f"); got {_names_text(unknown)}")
-    lookup = numpy.array([names.index(c) for c in data.class_names])
-    return lookup[data.y]
-
-
 def _load_for_inference(args, with_target):
     """The saved model and the data. Prediction data may lack the target column; a CSV
     that has it (by the trained target's name, or one column more than the model's
@@ -392,27 +379,22 @@ def _load_for_inference(args, with_target):
         dnn.set_backend(args.backend)
     model = dnn.load_model(args.model)
     target = args.target
-    if with_target and target is None and args.data.lower().endswith(".csv") and \
-            os.path.isfile(args.data):
-        header, _ = csv_columns(args.data, args.delimiter)
-        if header is not None and model.metadata.get("target") in header:
-            target = model.metadata["target"]  # the column the model was trained on
-    if not with_target and target is None and args.data.lower().endswith(".csv") and \
-            os.path.isfile(args.data):
+    if target is None and args.data.lower().endswith(".csv") and os.path.isfile(args.data):
         header, width = csv_columns(args.data, args.delimiter)
         trained = model.metadata.get("target")
         if header is not None and trained in header:
-            target = trained
-        elif header is None and width == model.input_dim + 1:  # the last, as in train
-            target = -1
+            target = trained  # the column the model was trained on
+        elif not with_target and header is None and width == model.input_dim + 1:
+            target = -1  # the last, as in train
     data = load_data(args.data, target, delimiter=args.delimiter,
-                     with_target=with_target or target is not None)
+                     with_target=with_target or target is not None,
+                     class_names=model.class_names)
     return model, data
 
 
 def cmd_evaluate(args):
     model, data = _load_for_inference(args, with_target=True)
-    result = model.evaluate(_model_features(model, data), _class_codes(model, data))
+    result = model.evaluate(_model_features(model, data), data.y)
     print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
     return 0
 
