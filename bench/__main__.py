@@ -76,7 +76,7 @@ def _csv(text, cast=str):
 
 def environment(backend_names):
     import dnn
-    from dnn.info import blas_info
+    from dnn.utils.info import blas_info
 
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "python": platform.python_version(), "platform": platform.platform(),
@@ -160,6 +160,13 @@ def _torch_precision(torch, precision):
 
 
 def run(args):
+    if args.plot:  # fail now, not after the benchmark
+        from dnn.plot import check_figure_path
+
+        try:
+            check_figure_path(args.plot)
+        except (ValueError, ImportError) as exc:
+            raise SystemExit(f"bench: --plot: {exc}") from None
     available = backends.available_backends()
     names = _csv(args.backends) if args.backends else available
     for name in names:
@@ -239,7 +246,7 @@ def run(args):
         json.dump(record, f, indent=1)
     print(f"\nwrote {out}")
     if args.plot:
-        _plot(record, args.plot)
+        plot_record(record, args.plot)
         print(f"wrote {args.plot}")
     return record
 
@@ -285,12 +292,13 @@ def _one_row(record, be, name, spec, batch, prec, dtype, repeats, torch, modes):
     record["rows"].append(row)
 
 
-def _plot(record, path):
-    from dnn.plot import _pyplot
+def plot_record(record, path):
+    """samples/s against batch size, one panel per model, dnn beside PyTorch eager."""
+    from dnn.plot import figure, save_figure
 
-    plt = _pyplot()
     models = sorted({r["model"] for r in record["rows"]})
-    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.6), squeeze=False)
+    fig = figure(4.5 * len(models), 3.6)
+    axes = fig.subplots(1, len(models), squeeze=False)
     for ax, model in zip(axes[0], models):
         rows = [r for r in record["rows"] if r["model"] == model]
         for key in sorted({(r["backend"], r["precision"]) for r in rows}):
@@ -310,8 +318,7 @@ def _plot(record, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

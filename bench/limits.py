@@ -7,7 +7,7 @@ import statistics
 
 import numpy
 
-from dnn.validation import check_dtype
+from dnn.utils.validation import check_dtype
 
 from .timing import measure
 

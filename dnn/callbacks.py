@@ -1,28 +1,15 @@
 """Callbacks, as in Keras: History, ProgressLogger, EarlyStopping, ModelCheckpoint,
-TerminateOnNaN, LearningRateScheduler and ReduceLROnPlateau."""
+TerminateOnNaN, LearningRateScheduler and ReduceLROnPlateau. The three that watch a
+logged value share ``MonitorCallback``'s test of what counts as an improvement."""
 from __future__ import annotations
 
 import math
 import os
 
-from .files import check_output_directory
-from .validation import check_nonnegative_int
-from .progress import ProgressDisplay
-
-
-def _mode(owner, mode, monitor):
-    """"min" or "max" for a monitored value; "auto": "max" for accuracies (Keras)."""
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"{owner}: mode: expected 'auto', 'min' or 'max'; got {mode!r}")
-    if mode == "auto":
-        return "max" if "acc" in monitor and "loss" not in monitor else "min"
-    return mode
-
-
-def _says(model):
-    """Whether this process prints a callback's messages: data-parallel, rank 0 alone."""
-    replica = getattr(model, "replica", None)
-    return replica is None or replica.rank == 0
+from .utils.files import check_output_directory
+from .utils.progress import ProgressDisplay
+from .utils.validation import (check_bool, check_choice, check_nonnegative_int,
+                               check_number_in, check_positive_number)
 
 
 class Callback:
@@ -107,44 +94,74 @@ class ProgressLogger(ProgressDisplay, Callback):
 
 class TerminateOnNaN(Callback):
     """Stop training at the first non-finite loss, with an error naming the epoch and
-    step. ``fit`` adds one unless ``terminate_on_nan=False``; the check itself runs
-    inside the training step, before the optimizer update, so the bad step never
-    touches the weights."""
+    step. ``fit`` adds one unless ``terminate_on_nan=False``. The check itself (the NaN
+    guard, ``dnn.training.nan_guard``) runs inside the training step, before the
+    optimizer update, so the bad step never touches the weights; with
+    ``restore_weights`` (the default) weights that an earlier step left non-finite
+    (a finite loss with an infinite gradient) are rolled back to the start of the
+    epoch."""
+
+    def __init__(self, restore_weights=True):
+        self.restore_weights = check_bool(restore_weights, "TerminateOnNaN: restore_weights")
 
 
-class EarlyStopping(Callback):
+class MonitorCallback(Callback):
+    """A callback that watches one logged value: ``mode`` "min" or "max" (``"auto"``:
+    "max" for accuracies, as Keras), and ``_is_improvement`` by more than
+    ``min_delta``."""
+
+    def __init__(self, monitor, mode="auto", min_delta=0.0):
+        owner = type(self).__name__
+        check_choice(mode, f"{owner}: mode", ("auto", "min", "max"))
+        if mode == "auto":
+            mode = "max" if "acc" in monitor and "loss" not in monitor else "min"
+        self.monitor, self.mode = monitor, mode
+        # Keras takes the size of min_delta whatever its sign.
+        self.min_delta = abs(check_number_in(min_delta, f"{owner}: min_delta", -math.inf,
+                                             math.inf))
+        self.best = None
+        self._reset_best()
+
+    def _reset_best(self, baseline=None):
+        self.best = baseline if baseline is not None else (
+            math.inf if self.mode == "min" else -math.inf)
+
+    def _is_improvement(self, value, reference):
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+    def _monitored(self, logs):
+        """The monitored value of this epoch's logs."""
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"{type(self).__name__}: monitor: expected one of "
+                             f"{sorted(logs)}; got {self.monitor!r}")
+        return logs[self.monitor]
+
+
+class EarlyStopping(MonitorCallback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
     optionally restore the best weights."""
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
                  restore_best_weights=False, baseline=None):
-        self.monitor = monitor
-        self.min_delta = abs(float(min_delta))
+        super().__init__(monitor, mode, min_delta)
         self.patience = check_nonnegative_int(patience, "EarlyStopping: patience")
-        self.mode = _mode("EarlyStopping", mode, monitor)
-        self.restore_best_weights = restore_best_weights
+        self.restore_best_weights = check_bool(restore_best_weights,
+                                               "EarlyStopping: restore_best_weights")
         self.baseline = baseline
-
-    def _better(self, value, best):
-        if self.mode == "min":
-            return value < best - self.min_delta
-        return value > best + self.min_delta
 
     def on_train_begin(self, logs=None):
         self.wait = 0
         self.stopped_epoch = None
-        self.best = self.baseline if self.baseline is not None else (
-            math.inf if self.mode == "min" else -math.inf)
+        self._reset_best(self.baseline)
         self.best_weights = None
         self.best_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping: monitor: expected one of {sorted(logs)}; "
-                             f"got {self.monitor!r}")
-        value = logs[self.monitor]
-        if self._better(value, self.best):
+        value = self._monitored(logs)
+        if self._is_improvement(value, self.best):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
@@ -157,16 +174,14 @@ class EarlyStopping(Callback):
                 self.model.set_weights(self.best_weights)
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Save the model after each epoch (atomically). ``filepath`` may use
     ``{epoch}`` and log names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``."""
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+        super().__init__(monitor, mode)
         self.filepath = os.fspath(filepath)
-        self.monitor = monitor
-        self.save_best_only = save_best_only
-        self.mode = _mode("ModelCheckpoint", mode, monitor)
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.save_best_only = check_bool(save_best_only, "ModelCheckpoint: save_best_only")
 
     def on_train_begin(self, logs=None):
         # Fail now, not after the first epoch (unless the directory itself is a template).
@@ -176,15 +191,19 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.save_best_only:
-            if self.monitor not in logs:
-                raise ValueError(f"ModelCheckpoint: monitor: expected one of {sorted(logs)}; "
-                                 f"got {self.monitor!r}")
-            value = logs[self.monitor]
-            improved = value < self.best if self.mode == "min" else value > self.best
-            if not improved:
+            value = self._monitored(logs)
+            if not self._is_improvement(value, self.best):
                 return
             self.best = value
         self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+
+
+def _numeric_learning_rate(owner, optimizer):
+    """The optimizer's learning rate, which ``owner`` changes: a number, not a schedule."""
+    if optimizer.scheduled:
+        raise ValueError(f"{owner}: the optimizer's learning_rate: expected a number it can "
+                         f"change; got {type(optimizer.learning_rate).__name__}")
+    return optimizer.learning_rate
 
 
 class LearningRateScheduler(Callback):
@@ -194,18 +213,22 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
         self.verbose = verbose
 
+    def on_train_begin(self, logs=None):
+        _numeric_learning_rate("LearningRateScheduler", self.model.optimizer)
+
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = self.model.optimizer
         lr = self.schedule(epoch, optimizer.learning_rate)
-        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        try:
+            optimizer.learning_rate = check_positive_number(lr, "learning_rate")
+        except ValueError:
             raise ValueError(f"LearningRateScheduler: schedule({epoch}, ...) must return a "
-                             f"finite number > 0; got {lr!r}")
-        optimizer.learning_rate = float(lr)
-        if self.verbose and _says(self.model):
+                             f"finite number > 0; got {lr!r}") from None
+        if self.verbose and self.model.replica.is_chief:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(MonitorCallback):
     """Keras' ``ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=10,
     verbose=0, mode="auto", min_delta=1e-4, cooldown=0, min_lr=0.0)``: when ``monitor``
     has not improved by ``min_delta`` for ``patience`` epochs, multiply the learning rate
@@ -214,38 +237,26 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
                  min_delta=1e-4, cooldown=0, min_lr=0.0):
-        if not isinstance(factor, (int, float)) or not 0 < factor < 1:
-            raise ValueError(f"ReduceLROnPlateau: factor: expected a number in (0, 1); got "
-                             f"{factor!r}")
         owner = "ReduceLROnPlateau"
-        self.monitor, self.factor = monitor, float(factor)
+        super().__init__(monitor, mode, min_delta)
+        self.factor = check_number_in(factor, f"{owner}: factor", 0, 1, "()")
         self.patience = check_nonnegative_int(patience, f"{owner}: patience")
-        self.verbose, self.min_delta = verbose, abs(float(min_delta))
+        self.verbose = verbose
         self.cooldown = check_nonnegative_int(cooldown, f"{owner}: cooldown")
-        self.min_lr = float(min_lr)
-        self.mode = _mode(owner, mode, monitor)
-        self.best = self.wait = self.cooldown_left = None
+        self.min_lr = check_positive_number(min_lr, f"{owner}: min_lr", allow_zero=True)
+        self.wait = self.cooldown_left = None
 
     def on_train_begin(self, logs=None):
-        schedule = self.model.optimizer.schedule
-        if schedule is not None:
-            raise ValueError(f"ReduceLROnPlateau: the optimizer's learning_rate: expected a "
-                             f"number it can lower; got {type(schedule).__name__}")
-        self.best = math.inf if self.mode == "min" else -math.inf
+        _numeric_learning_rate("ReduceLROnPlateau", self.model.optimizer)
+        self._reset_best()
         self.wait = self.cooldown_left = 0
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(f"ReduceLROnPlateau: monitor: expected one of {sorted(logs)}; "
-                             f"got {self.monitor!r}")
-        value = logs[self.monitor]
-        better = value < self.best - self.min_delta if self.mode == "min" else \
-            value > self.best + self.min_delta
+        value = self._monitored(logs)
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             self.wait = 0
-        if better:
+        if self._is_improvement(value, self.best):
             self.best, self.wait = value, 0
             return
         if self.cooldown_left > 0:
@@ -257,7 +268,7 @@ class ReduceLROnPlateau(Callback):
             new = max(old * self.factor, self.min_lr)
             if new < old:
                 optimizer.learning_rate = new
-                if self.verbose and _says(self.model):
+                if self.verbose and self.model.replica.is_chief:
                     print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to "
                           f"{new:g}.")
             self.cooldown_left, self.wait = self.cooldown, 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy
 
+from .utils.validation import check_number_in, check_positive_number
+
 
 class Loss:
     name = "loss"
@@ -114,10 +116,7 @@ class Huber(MeanSquaredError):
 
     def __init__(self, delta=1.0, from_logits=False):
         super().__init__(from_logits)
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or \
-                not numpy.isfinite(delta) or delta <= 0:
-            raise ValueError(f"Huber: delta: expected a finite number > 0; got {delta!r}")
-        self.delta = float(delta)
+        self.delta = check_positive_number(delta, "Huber: delta")
 
     def __call__(self, backend, output, target, grad_out=None, weights=None):
         return backend.huber(output, target, self.delta, grad_out, weights)
@@ -127,11 +126,7 @@ class Huber(MeanSquaredError):
 
 
 def _check_smoothing(owner, label_smoothing):
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or \
-            not 0 <= label_smoothing <= 1:
-        raise ValueError(f"{owner}: label_smoothing: expected a number in [0, 1]; got "
-                         f"{label_smoothing!r}")
-    return float(label_smoothing)
+    return check_number_in(label_smoothing, f"{owner}: label_smoothing", 0, 1)
 
 
 class BinaryCrossentropy(Loss):

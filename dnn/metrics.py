@@ -12,6 +12,7 @@ import math
 import numpy
 
 from .kernels import reference
+from .utils.validation import check_int_at_least, check_number_in, check_positive_int
 from .losses import BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy
 
 
@@ -131,9 +132,7 @@ class TopKCategoricalAccuracy(CategoricalAccuracy):
 
     def __init__(self, k=5):
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"{type(self).__name__}: k: expected a positive integer; got {k!r}")
-        self.k = k
+        self.k = check_positive_int(k, f"{type(self).__name__}: k")
 
     def update(self, backend, output, target, total):
         return backend.add_top_k_matches(output, target, self.k, total)
@@ -155,11 +154,8 @@ class _BinaryCounts(Metric):
 
     def __init__(self, thresholds=0.5):
         super().__init__()
-        if isinstance(thresholds, bool) or not isinstance(thresholds, (int, float)) or \
-                not 0 <= thresholds <= 1:
-            raise ValueError(f"{type(self).__name__}: thresholds: expected a number in "
-                             f"[0, 1]; got {thresholds!r}")
-        self.thresholds = float(thresholds)
+        self.thresholds = check_number_in(thresholds, f"{type(self).__name__}: thresholds",
+                                          0, 1)
         self._cut = self.thresholds
 
     def bind(self, loss, output_activation, logits, output_dim):
@@ -199,11 +195,7 @@ class AUC(Metric):
 
     def __init__(self, num_thresholds=200):
         super().__init__()
-        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int) or \
-                num_thresholds < 2:
-            raise ValueError(f"AUC: num_thresholds: expected an integer >= 2; got "
-                             f"{num_thresholds!r}")
-        self.num_thresholds = num_thresholds
+        self.num_thresholds = check_int_at_least(num_thresholds, "AUC: num_thresholds", 2)
         self.slots = 2 * (num_thresholds + 1)
 
     def bind(self, loss, output_activation, logits, output_dim):

@@ -3,30 +3,39 @@
 A model whose input width is known (``Sequential(..., input_dim=n)``, or a first layer
 given ``input_dim=n``) is built when it is made, on the backend current then, as Keras
 builds it: its weights exist before any ``fit``. Weights live in flat device buffers
-(``dnn.parameters``); the math of a step is ``dnn.step``; the training loop is
-``dnn.trainer.Trainer``.
+(``dnn.training.parameters``); the math of a step is ``dnn.training.passes``; the
+training loop is ``dnn.training.trainer.Trainer``; saving is ``dnn.saving``.
 """
 from __future__ import annotations
 
-import os
-
 import numpy
 
-from . import backend_scope, data_adapter, losses as losses_mod, metrics as metrics_mod
-from . import model_file, optimizers as optimizers_mod, step
-from .buffer_cache import BufferCache
+from . import backend_scope, losses as losses_mod, metrics as metrics_mod
+from . import optimizers as optimizers_mod
 from .layers import Activation, Dense, Dropout, Layer
-from .nan_guard import NonFiniteLossError
-from .parameters import Parameters
-from .summary import summary_text
-from .trainer import Trainer
-from .validation import check_dtype, check_nonnegative_int, check_positive_int
+from .layers.base import ForwardContext
+from .saving import register_model, save_model
+from .training import data_adapter, passes
+from .training.buffer_cache import BufferCache
+from .training.nan_guard import NonFiniteLossError
+from .training.options import FitOptions
+from .training.parameters import Parameters
+from .training.replica import LOCAL, Strategy
+from .training.sources import ArraySource
+from .training.trainer import Trainer
+from .utils.summary import summary_text
+from .utils.validation import check_dtype, check_nonnegative_int, check_positive_int
 
 __all__ = ["NonFiniteLossError", "Sequential"]
 
 
+@register_model
 class Sequential:
-    """``Sequential(layers, input_dim=None, seed=None, dtype="float32")``."""
+    """``Sequential(layers, input_dim=None, seed=None, dtype="float32")``.
+
+    ``dtype`` is the weights' dtype (and so the gradients' and the optimizer state's),
+    ``compute_dtype`` the activations'; they differ only under the policy
+    ``"mixed_bfloat16"``, as in Keras."""
 
     def __init__(self, layers=None, input_dim=None, seed=None, dtype="float32",
                  name="sequential"):
@@ -39,8 +48,6 @@ class Sequential:
         if seed is None:
             seed = int(numpy.random.SeedSequence().entropy % (2**63))
         self.seed = check_nonnegative_int(seed, "seed")
-        # dtype: weights, gradients and optimizer state; compute_dtype: activations.
-        # They differ only under the policy "mixed_bfloat16".
         self.dtype, self.compute_dtype = check_dtype(dtype)
         self.dtype_policy = dtype if self.mixed else self.dtype.name
         self.backend = None
@@ -62,8 +69,8 @@ class Sequential:
         self.buffers = None  # BufferCache: everything whose shape follows the batch size
         self._logits = False  # whether the output layer hands logits to the loss
         self._trainer = None  # Trainer, once both built and compiled
-        self.distribute = None  # a dnn.distributed.DataParallel, given to compile
-        self.replica = None  # this model's binding to it (dnn.distributed.Replica)
+        self.distribute = None  # the Strategy given to compile, or None
+        self.replica = LOCAL  # this model's part in training across ranks
         for layer in layers or []:
             self.add(layer)
         if self.input_dim is not None and self.layers and not self.built:
@@ -174,13 +181,7 @@ class Sequential:
         replay as one graph that gathers its own batches on the device.
         ``distribute``: a ``dnn.distributed.DataParallel`` strategy, to train on every
         rank an MPI launcher started (see ``dnn.distributed``)."""
-        if distribute is not None:
-            from .distributed import DataParallel
-
-            if not isinstance(distribute, DataParallel):
-                raise TypeError(f"compile: distribute: expected a "
-                                f"dnn.distributed.DataParallel or None; got "
-                                f"{type(distribute).__name__}")
+        _check_strategy(distribute, "compile: distribute", allow_none=True)
         self.distribute = distribute
         self.steps_per_execution = check_positive_int(steps_per_execution,
                                                       "steps_per_execution")
@@ -204,8 +205,7 @@ class Sequential:
 
     def _configure_compiled(self):
         """Tell the output layer whether the loss consumes logits, bind the metrics,
-        and give the optimizer its state. A new Trainer drops the captured steps and
-        the NaN guard's snapshot, which point at the old optimizer's state."""
+        and give the optimizer its state."""
         activation = self._output_activation()
         self._logits = self.loss.uses_logits(activation)
         for layer in self.layers:
@@ -218,8 +218,9 @@ class Sequential:
 
     def _bind_strategy(self):
         """Attach ``self.distribute`` (if any) and start a Trainer for this setup: a new
-        Trainer drops the captured steps and the NaN guard's snapshot."""
-        self.replica = None if self.distribute is None else self.distribute.attach(self)
+        Trainer drops the captured steps and the NaN guard's snapshot, which point at
+        the old optimizer's state."""
+        self.replica = LOCAL if self.distribute is None else self.distribute.attach(self)
         if self._trainer is not None:
             self._trainer.captured.clear()
         self._trainer = Trainer(self)
@@ -227,12 +228,8 @@ class Sequential:
     def distribute_with(self, strategy):
         """Train a compiled model data-parallel from now on, keeping its optimizer state
         (``load_model(path, distribute=)`` does this to resume)."""
-        from .distributed import DataParallel
-
         self._require_compiled("distribute_with")
-        if not isinstance(strategy, DataParallel):
-            raise TypeError(f"distribute_with: strategy: expected a "
-                            f"dnn.distributed.DataParallel; got {type(strategy).__name__}")
+        _check_strategy(strategy, "distribute_with: strategy")
         self.distribute = strategy
         if self.built:
             self._bind_strategy()
@@ -257,39 +254,46 @@ class Sequential:
         if self.optimizer is not None:
             self.optimizer.warmup()
             y_shape = (2,) if self.loss.integer_targets else (2, self.output_dim)
-            step.loss_and_backward(self, be.zeros((2, self.input_dim), self.compute_dtype),
-                                   be.zeros(y_shape, self.loss.target_dtype(self.dtype)),
-                                   True, self.optimizer.iterations)
+            batch = (be.zeros((2, self.input_dim), self.compute_dtype),
+                     be.zeros(y_shape, self.loss.target_dtype(self.dtype)))
+            passes.loss_and_backward(self, batch, ForwardContext(True, self.optimizer.iterations,
+                                                                 0))
 
     # ---------------------------------------------------------- fit/evaluate/predict
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, verbose=1, callbacks=None, initial_epoch=0, terminate_on_nan=True,
-            cuda_graph="auto", sample_weight=None, class_weight=None):
+            cuda_graph="auto", sample_weight=None, class_weight=None,
+            validation_batch_size=None):
         """Train for ``epochs - initial_epoch`` epochs. Returns a History whose
         ``.history`` maps "loss", each metric and their "val_" forms to per-epoch lists.
 
         ``sample_weight`` (one weight per sample) or ``class_weight`` ({class: weight})
         weight each sample's loss, as in Keras: the batch loss is the weighted sum over
-        the batch size. ``cuda_graph``: "auto" captures the training step as a CUDA
-        graph and replays it where the backend supports graphs (CuPy) and nothing in the
-        step needs the host (``clipnorm`` does); True forces the captured-step code
-        path (on NumPy a replay re-runs the step); False runs every step eagerly.
+        the batch size. ``validation_batch_size``: the batch of the validation pass
+        (default: ``batch_size``). ``cuda_graph``: "auto" captures the training step as
+        a CUDA graph and replays it where the backend supports graphs (CuPy) and nothing
+        in the step needs the host (``clipnorm`` does); True forces the captured-step
+        code path (on NumPy a replay checks that the step runs exactly what was
+        captured); False runs every step eagerly.
         """
         self._require_compiled("fit")
-        x, y, w = data_adapter.features_and_targets(self, x, y, sample_weight=sample_weight,
-                                                    class_weight=class_weight)
-        return self._trainer.fit(x, y, w, epochs, batch_size, validation_split,
-                                 validation_data, shuffle, verbose, callbacks, initial_epoch,
-                                 terminate_on_nan, cuda_graph)
+        options = FitOptions(epochs, batch_size, validation_split, validation_data,
+                             validation_batch_size, shuffle, verbose, callbacks,
+                             initial_epoch, terminate_on_nan, cuda_graph)
+        source = ArraySource(*data_adapter.features_and_targets(
+            self, x, y, sample_weight=sample_weight, class_weight=class_weight))
+        train, validation = data_adapter.split_validation(
+            self, source, options.validation_split, options.validation_data)
+        return self._trainer.fit(train, options, validation)
 
     def evaluate(self, x, y, batch_size=256, verbose=0, sample_weight=None):
         """Mean loss and metrics over (x, y): ``{"loss": ..., "accuracy": ...}``.
         Data-parallel, the ranks share the rows: call it on every rank."""
         self._require_compiled("evaluate")
         batch_size = check_positive_int(batch_size, "batch_size")
-        x, y, w = data_adapter.features_and_targets(self, x, y, what="evaluate",
-                                                    sample_weight=sample_weight)
-        logs = self._trainer.evaluate(x, y, w, batch_size)
+        source = ArraySource(*data_adapter.features_and_targets(
+            self, x, y, what="evaluate", sample_weight=sample_weight))
+        logs = self._trainer.evaluate(source, batch_size)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
@@ -301,7 +305,7 @@ class Sequential:
         x_dev = data_adapter.features(self, x)
         result = numpy.empty((x_dev.shape[0], self.output_dim), dtype=self.dtype)
         for start in range(0, x_dev.shape[0], batch_size):
-            out = step.output(self, x_dev[start:start + batch_size])
+            out = passes.output(self, x_dev[start:start + batch_size])
             if self._logits:
                 out = self.backend.activation(self._output_activation(), out)
             result[start:start + out.shape[0]] = self.backend.to_numpy(out)
@@ -327,13 +331,10 @@ class Sequential:
         self._require_built("set_weights")
         self.weights.set(weights)
 
-    def refresh_compute_weights(self):
-        self.weights.refresh_compute()
-
-    def count_params(self):
-        """Every weight, trainable or not, as Keras counts."""
-        shapes = [s for layer in self.layers for _, s in layer.param_shapes + layer.state_shapes]
-        return sum(int(numpy.prod(s)) for s in shapes)
+    def count_params(self, trainable=None):
+        """Every weight, trainable or not, as Keras counts (``trainable=True`` or
+        ``False``: only those)."""
+        return sum(layer.count_params(trainable) for layer in self.layers)
 
     def loss_and_gradients(self, x, y, training=False, sample_weight=None):
         """``(loss, [dW0, db0, ...])`` on the whole of (x, y): the loss includes weight
@@ -341,58 +342,36 @@ class Sequential:
         order. ``training=True`` applies dropout with the mask of the current step and
         batch statistics in BatchNormalization."""
         self._require_compiled("loss_and_gradients")
-        x, y, w = data_adapter.features_and_targets(self, x, y, what="loss_and_gradients",
-                                                    sample_weight=sample_weight)
-        _, loss = step.loss_and_backward(self, x, y, training, self.optimizer.iterations, w)
+        batch = data_adapter.features_and_targets(self, x, y, what="loss_and_gradients",
+                                                  sample_weight=sample_weight)
+        batch = batch if batch[2] is not None else batch[:2]
+        context = ForwardContext(bool(training), self.optimizer.iterations, 0)
+        _, loss = passes.loss_and_backward(self, batch, context)
         be = self.backend
         return be.to_float(loss.reshape(())), [be.to_numpy(g).copy()
                                                for layer in self.layers for g in layer.grads]
 
     # ---------------------------------------------------------------- save/show
     def get_config(self):
-        return {"name": self.name, "input_dim": self.input_dim, "seed": self.seed,
-                "dtype": self.dtype_policy, "class_names": self.class_names,
+        return {"class_name": type(self).__name__, "name": self.name,
+                "input_dim": self.input_dim, "seed": self.seed, "dtype": self.dtype_policy,
+                "class_names": self.class_names,
                 "layers": [layer.get_config() for layer in self.layers]}
 
     def save(self, path):
-        """Write weights, config and optimizer state to ``path`` (.npz), atomically.
-        Data-parallel: call it on every rank; rank 0 writes, and every rank returns once
-        the file is there, or raises if rank 0 could not write it."""
+        """Write weights, config and optimizer state to ``path`` (.npz, or a binary file
+        object), atomically: see ``dnn.saving.save_model``."""
         self._require_built("save")
-        replica = self.replica if self.replica is not None and self.replica.parallel \
-            else None
-        if replica is None:
-            return self._write(path)
-        error = None
-        if replica.rank == 0:
-            try:
-                self._write(path)
-            except Exception as exc:  # every rank must still reach the agreement below
-                error = exc
-        failed = replica.strategy.any_rank(error is not None)
-        if error is not None:
-            raise error
-        if failed:
-            raise OSError(f"save: rank 0 could not write {os.fspath(path)!r} (its error is "
-                          f"in rank 0's output)")
-
-    def _write(self, path):
-        compiled = None if self.loss is None else {
-            "loss": self.loss.get_config(), "optimizer": self.optimizer.get_config(),
-            "metrics": [m.get_config() for m in self.metrics],
-            "steps_per_execution": self.steps_per_execution}
-        model_file.write(path, self.get_config(), self.get_weights(), compiled,
-                         None if compiled is None else self.optimizer.get_state(),
-                         self.epochs_done, self.train_steps, self.metadata)
+        save_model(self, path)
 
     def export(self, path, format="onnx"):
         """Write the model for inference outside dnn: ``format="onnx"`` (needs the
         ``onnx`` extra) gives one graph from raw features to the output layer's
-        activation, with a dynamic batch dimension (see ``dnn.onnx_export``)."""
+        activation, with a dynamic batch dimension (see ``dnn.saving.onnx_export``)."""
         self._require_built("export")
         if format != "onnx":
             raise ValueError(f"export: format: expected 'onnx'; got {format!r}")
-        from .onnx_export import export as export_onnx  # the onnx extra, loaded on use
+        from .saving.onnx_export import export as export_onnx  # the onnx extra, on use
 
         export_onnx(self, path)
 
@@ -404,3 +383,10 @@ class Sequential:
     def __repr__(self):
         return (f"Sequential([{', '.join(repr(layer) for layer in self.layers)}], "
                 f"input_dim={self.input_dim}, seed={self.seed}, dtype={self.dtype_policy!r})")
+
+
+def _check_strategy(strategy, name, allow_none=False):
+    if (strategy is None and allow_none) or isinstance(strategy, Strategy):
+        return
+    raise TypeError(f"{name}: expected a dnn.distributed.DataParallel"
+                    f"{' or None' if allow_none else ''}; got {type(strategy).__name__}")

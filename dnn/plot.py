@@ -13,7 +13,7 @@ import os
 import numpy
 
 from .callbacks import Callback
-from .files import atomic_write, check_output_path
+from .utils.files import atomic_write, check_output_path
 
 # A loss curve whose largest value is more than LOG_SPAN times its smallest gets a log
 # scale: a regression loss that starts near 3600 would otherwise flatten all the rest.
@@ -57,6 +57,23 @@ def _check_path(path, extra=()):
 def _save(fig, path, fmt, dpi):
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), "path")
     return path
+
+
+def figure(width, height):
+    """A matplotlib Figure of ``width`` x ``height`` inches, outside pyplot, for plots of
+    one's own (the benchmarks draw theirs on it); write it with ``save_figure``."""
+    return _figure(width, height)
+
+
+def check_figure_path(path):
+    """Raise before any work unless a figure can be written at ``path`` (its directory,
+    and a format matplotlib writes); returns the format."""
+    return _check_path(path)
+
+
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` to ``path`` atomically, in the format its suffix names."""
+    return _save(fig, path, _check_path(path), dpi)
 
 
 # ---------------------------------------------------------------------------- curves
@@ -212,10 +229,13 @@ def _names(model, class_names, feature_names, count, label_names):
     return [str(c) for c in classes], [str(f) for f in features]
 
 
-def _draw(ax, gx, gy, p, x, labels, class_names, feature_names, title):
+def _draw(ax, grid, p, x, labels, names):
     """Regions in pale class colours (paler where the model is unsure), the boundary
     as a dark line, and the points in the saturated class colours with white edges:
-    a point stands out on any region, and its own colour says its true class."""
+    a point stands out on any region, and its own colour says its true class.
+    ``grid``: (gx, gy); ``names``: (class names, feature names, title)."""
+    gx, gy = grid
+    class_names, feature_names, title = names
     classes, confidence = _classes_and_confidence(p)
     count = len(class_names)
     colors = _class_colors(count)
@@ -253,9 +273,14 @@ def _draw(ax, gx, gy, p, x, labels, class_names, feature_names, title):
               title_fontsize="small")
 
 
-def _boundary_figure(model, x, y, resolution=200, title=None, class_names=None,
-                     feature_names=None, p=None, grid=None):
-    """The Figure of ``decision_boundary`` (``p``/``grid``: predictions already made)."""
+def _boundary_figure(model, x, y, resolution=200, p=None, grid=None, title=None,
+                     **names):
+    """The Figure of ``decision_boundary`` (``p``/``grid``: predictions already made);
+    ``names``: its ``class_names`` and ``feature_names``."""
+    class_names, feature_names = names.pop("class_names", None), names.pop("feature_names",
+                                                                              None)
+    if names:
+        raise TypeError(f"_boundary_figure: unexpected {sorted(names)}")
     x, y = _check_2d(x, y)
     labels, label_names = _label_indices(y)
     gx, gy, points = grid or _grid(x, resolution)
@@ -265,8 +290,8 @@ def _boundary_figure(model, x, y, resolution=200, title=None, class_names=None,
     count = max(outputs, int(labels.max(initial=0)) + 1, len(class_names or []))
     classes, features = _names(model, class_names, feature_names, count, label_names)
     fig = _figure(5, 5)
-    _draw(fig.add_subplot(), gx, gy, p, x, labels, classes, features,
-          title or "decision regions")
+    _draw(fig.add_subplot(), (gx, gy), p, x, labels,
+          (classes, features, title or "decision regions"))
     fig.tight_layout()
     return fig
 
@@ -280,7 +305,8 @@ def decision_boundary(model, x, y, path, resolution=200, dpi=100, title=None,
     "feature 0"/"feature 1") and a title. Written atomically to ``path`` (format from
     the suffix); returns the path."""
     fmt = _check_path(path)
-    fig = _boundary_figure(model, x, y, resolution, title, class_names, feature_names)
+    fig = _boundary_figure(model, x, y, resolution, title=title, class_names=class_names,
+                           feature_names=feature_names)
     return _save(fig, path, fmt, dpi)
 
 

@@ -7,7 +7,7 @@ to the weight's gradient, on the device.
 """
 from __future__ import annotations
 
-from .validation import check_positive_number
+from .utils.validation import check_positive_number
 
 
 class Regularizer:

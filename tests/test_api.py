@@ -198,7 +198,24 @@ def test_weights_that_went_non_finite_are_rolled_back(use):
         model.fit(x, y * 1e10, epochs=1, batch_size=16, verbose=0)
     for a, b in zip(model.get_weights(), start):
         numpy.testing.assert_array_equal(a, b)
-    assert model.optimizer.step_count == 0 and model.train_steps == 0
+    assert model.optimizer.read_iterations() == 0 and model.train_steps == 0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # diverging on purpose
+def test_terminate_on_nan_carries_the_guards_configuration(use):
+    """TerminateOnNaN(restore_weights=False) still stops at the first non-finite loss,
+    but leaves the weights as the bad steps made them, and says so."""
+    x, y = make_moons(64, seed=0)
+    model = dnn.Sequential([Dense(1)], input_dim=2, seed=0)
+    model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1e38))
+    model.build()
+    with pytest.raises(dnn.NonFiniteLossError, match=r"non-finite and were left so"):
+        model.fit(x, y * 1e10, epochs=1, batch_size=16, verbose=0,
+                  callbacks=[dnn.callbacks.TerminateOnNaN(restore_weights=False)])
+    assert not all(numpy.isfinite(w).all() for w in model.get_weights())
+    with pytest.raises(ValueError, match=r"TerminateOnNaN: restore_weights: expected True "
+                                         r"or False; got 'no'"):
+        dnn.callbacks.TerminateOnNaN(restore_weights="no")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # diverging on purpose

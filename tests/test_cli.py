@@ -273,10 +273,10 @@ def test_bare_dnn_prints_help_and_train_help_shows_every_default():
     out = dnn_cmd()
     assert out.returncode == 0 and out.stdout.startswith("usage: dnn")
     assert "train" in out.stdout and "Epoch" not in out.stdout
-    from dnn.cli import _build_parser
+    from dnn.cli import build_parser
 
     help_text = " ".join(dnn_cmd("train", "--help").stdout.split())
-    for action in _train_parser(_build_parser())._actions:
+    for action in _train_parser(build_parser())._actions:
         if action.option_strings and action.dest != "help" and action.nargs != 0:
             assert f"(default: {action.default})" in help_text, action.option_strings
 
@@ -302,10 +302,10 @@ def readme_synopsis():
 def test_the_readme_synopsis_agrees_with_the_cli():
     """Every option of every command is in the README's synopsis, with its default
     (capitals where there is none), and the synopsis names no option the CLI lacks."""
-    from dnn.cli import _build_parser
+    from dnn.cli import build_parser
 
     synopsis = readme_synopsis()
-    subparsers = next(a for a in _build_parser()._actions if a.dest == "command").choices
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
     assert set(synopsis) == set(subparsers)
     for command, line in synopsis.items():
         if command == "bench":

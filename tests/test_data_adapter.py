@@ -94,7 +94,7 @@ def test_host_data_is_checked_with_one_read_back_and_never_read_whole(monkeypatc
 
 def test_finite_data_whose_sum_overflows_is_accepted():
     """The one-pass check sums; a finite array whose sum is infinite is told apart."""
-    from dnn import data_adapter
+    from dnn.training import data_adapter
 
     model = model_on("numpy", dtype="float32")
     x = numpy.full((10, 2), 3e38, numpy.float32)

@@ -302,7 +302,7 @@ def test_a_named_communicator_in_a_world_of_one_takes_the_parallel_path_unchange
     plain.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1,
               terminate_on_nan=guard)
     parallel = worker.model(strategy)
-    assert parallel.replica.parallel and len(parallel.replica.reducer.buckets) == 3
+    assert parallel.replica.lockstep and len(parallel.replica.reducer.buckets) == 3
     parallel.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_split=0.1,
                  terminate_on_nan=guard)
     for a, b in zip(plain.get_weights(), parallel.get_weights()):
@@ -323,10 +323,10 @@ def test_a_rank_takes_its_share_of_each_global_batch():
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
-    (dict(communicator="gloo"), r"communicator: expected one of 'auto', 'mpi', 'nccl'; "
+    (dict(communicator="gloo"), r"communicator: expected 'auto', 'mpi' or 'nccl'; "
                                 r"got 'gloo'"),
-    (dict(bucket_mb=0), r"bucket_mb: expected a number > 0; got 0"),
-    (dict(timeout=-1), r"timeout: expected a number > 0; got -1"),
+    (dict(bucket_mb=0), r"bucket_mb: expected a finite number > 0; got 0"),
+    (dict(timeout=-1), r"timeout: expected a finite number > 0; got -1"),
 ])
 def test_bad_strategy_arguments_are_named(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

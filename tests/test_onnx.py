@@ -10,7 +10,7 @@ import pytest
 
 import dnn
 from dnn import backends
-from dnn.files import OutputPathError
+from dnn.utils.files import OutputPathError
 from dnn.layers import (
     Activation,
     BatchNormalization,
@@ -181,7 +181,7 @@ def test_the_file_is_valid_onnx_and_says_what_it_holds(use, rng, tmp_path):
     proto = onnx.load(tmp_path / "m.onnx")
     onnx.checker.check_model(proto, full_check=True)
     assert proto.producer_name == "dnn" and proto.producer_version == dnn.__version__
-    from dnn.onnx_export import OPSET
+    from dnn.saving.onnx_export import OPSET
     assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)]
     (inp,), (out,) = proto.graph.input, proto.graph.output
     for value, name, width in ((inp, "input", 4), (out, "output", 1)):
@@ -210,7 +210,7 @@ def test_metadata_that_is_not_json_is_refused_by_name(use, tmp_path):
 
 
 def test_the_file_is_written_atomically_with_the_usual_mode(use, tmp_path, monkeypatch):
-    from dnn import onnx_export
+    from dnn.saving import onnx_export
 
     model = dnn.Sequential([Dense(2)], input_dim=3, seed=0)
     path = tmp_path / "m.onnx"
@@ -238,7 +238,7 @@ def test_the_file_is_written_atomically_with_the_usual_mode(use, tmp_path, monke
 
 
 def test_a_missing_directory_fails_before_the_graph_is_built(use, tmp_path, monkeypatch):
-    from dnn import onnx_export
+    from dnn.saving import onnx_export
 
     built = []
     monkeypatch.setattr(onnx_export, "build_model_proto", lambda *args: built.append(args))

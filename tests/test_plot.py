@@ -7,7 +7,7 @@ import pytest
 
 import dnn
 from dnn import plot
-from dnn.files import OutputPathError
+from dnn.utils.files import OutputPathError
 
 pytest.importorskip("matplotlib")
 

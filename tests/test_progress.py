@@ -12,7 +12,7 @@ import pytest
 from support import popen
 
 from dnn.callbacks import Callback, ProgressLogger
-from dnn.progress import ProgressDisplay, bar_line, epoch_lines
+from dnn.utils.progress import ProgressDisplay, bar_line, epoch_lines
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MANY_LOGS = {name: 0.123456 for name in (

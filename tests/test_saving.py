@@ -13,7 +13,7 @@ from support import ROOT, popen, python
 
 import dnn
 from dnn.data import make_moons
-from dnn.files import OutputPathError
+from dnn.utils.files import OutputPathError
 from dnn.layers import Dense, Dropout
 
 
@@ -230,3 +230,25 @@ def test_model_checkpoint_to_a_missing_directory_fails_before_the_first_epoch(tm
         model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
     for a, b in zip(before, model.get_weights()):
         numpy.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["mixed", "rmsprop", "sgd"])
+def test_format2_files_predict_and_resume_as_the_dnn_that_wrote_them(name):
+    """Files written by dnn at c959bf0 (tests/data/make_format2_fixtures.py): every layer
+    kind, Adam, momentum RMSprop and Nesterov SGD with a schedule. They predict bitwise
+    as they did, and three more steps train to the weights that dnn reached."""
+    data = ROOT / "tests" / "data"
+    expected = numpy.load(data / f"format2_{name}_expected.npz")
+    with dnn.use_backend("numpy"):
+        model = dnn.load_model(data / f"format2_{name}.npz")
+        numpy.testing.assert_array_equal(model.predict(expected["probe"]),
+                                         expected["predictions"])
+        model.fit(expected["resume_x"], expected["resume_y"], epochs=1, batch_size=16,
+                  verbose=0, shuffle=False)
+        fused = model.backend.accelerated  # the files were written with numba's updates
+    for i, weight in enumerate(model.get_weights()):
+        if fused:
+            numpy.testing.assert_array_equal(weight, expected[f"resumed_{i}"])
+        else:
+            numpy.testing.assert_allclose(weight, expected[f"resumed_{i}"], rtol=1e-5,
+                                          atol=1e-7)

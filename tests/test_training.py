@@ -198,7 +198,7 @@ def test_recompiling_with_another_optimizer_retraces_the_step(use):
     twin.fit(x, y, epochs=2, batch_size=32, verbose=0, cuda_graph=False)
     for a, b in zip(model.get_weights(), twin.get_weights()):
         numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert model.optimizer.step_count == 16
+    assert model.optimizer.read_iterations() == 16
 
 
 @pytest.mark.parametrize("k", [3, 4, 100])

@@ -1,4 +1,5 @@
-"""Datasets and data preparation (host-side NumPy)."""
+"""Data on the host, in NumPy: built-in datasets (``datasets``), files (``io``: CSV, npz,
+IDX) and preparation (``preprocessing``: splits, scaling, label coding)."""
 from .datasets import (STUDENT_FEATURES, load_digits, make_circles, make_moons, make_spirals,
                        make_student, make_xor)
 from .io import CsvTable, csv_columns, load_csv, load_idx, load_npz, read_csv, write_idx

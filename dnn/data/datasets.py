@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import numpy
 
-from ..validation import check_nonnegative_int, check_positive_int
+from ..utils.validation import (check_nonnegative_int, check_number_in,
+                                check_positive_int, check_positive_number)
 
 
 def _check_noise(noise):
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-        raise ValueError(f"noise: expected a number >= 0; got {noise!r}")
-    return float(noise)
+    return check_positive_number(noise, "noise", allow_zero=True)
 
 
 def _shuffled(rng, x, y):
@@ -25,8 +24,7 @@ def make_circles(n_samples=1000, factor=0.5, noise=0.08, seed=0):
     """Two concentric circles (seed 002): label 0 on the outer circle of radius 1,
     label 1 on the inner circle of radius ``factor``; Gaussian ``noise`` added."""
     n = check_positive_int(n_samples, "n_samples")
-    if not (isinstance(factor, (int, float)) and 0 < factor < 1):
-        raise ValueError(f"factor: expected a number in (0, 1); got {factor!r}")
+    check_number_in(factor, "factor", 0, 1, "()")
     noise = _check_noise(noise)
     rng = numpy.random.default_rng(check_nonnegative_int(seed, "seed"))
     n_outer = n // 2

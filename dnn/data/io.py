@@ -109,6 +109,25 @@ def read_csv(path, target=-1, delimiter=None, class_names=None):
     """
     path = _check_file(path, "load_csv")
     chosen, decimal_comma, header, rows, lines = _read_rows(path, delimiter)
+    width = _check_columns(path, rows, header, lines, chosen, target)
+    names = header or [f"column {j}" for j in range(width)]
+    col = _target_column(target, header, width)
+    features = [j for j in range(width) if j != col]
+    x = _feature_matrix(path, rows, features, names, decimal_comma)
+    if col is None:
+        return CsvTable(x, None, [names[j] for j in features], None, None, chosen)
+    raw = [row[col].strip() for _, row in rows]
+    where = (path, rows, names[col])
+    numbers = [v.replace(",", ".") for v in raw] if decimal_comma else raw
+    if all(_is_number(v) for v in numbers):
+        y = _numeric_targets(where, raw, numbers)
+    else:
+        y, class_names = _text_targets(where, raw, class_names)
+    return CsvTable(x, y, [names[j] for j in features], names[col], class_names, chosen)
+
+
+def _check_columns(path, rows, header, lines, chosen, target):
+    """The table's width, once every row has it and there are enough columns."""
     if not rows and header is None:
         raise ValueError(f"load_csv: {path!r} is empty")
     if not rows:
@@ -128,22 +147,27 @@ def read_csv(path, target=-1, delimiter=None, class_names=None):
         raise ValueError(f"load_csv: {path!r}: one column separated by "
                          f"{_delimiter_name(chosen)}; the file looks "
                          f"{_delimiter_name(_detect_delimiter(lines))}-separated")
-    names = header or [f"column {j}" for j in range(width)]
-    if target is None:  # features only (data to predict on)
-        col = None
-    elif isinstance(target, str) and not target.lstrip("-").isdigit():
+    return width
+
+
+def _target_column(target, header, width):
+    """The target's column index, or None for a table of features only."""
+    if target is None:
+        return None
+    if isinstance(target, str) and not target.lstrip("-").isdigit():
         if header is None or target not in header:
             known = header if header is not None else "none (the file has no header)"
             raise ValueError(f"load_csv: target: expected a column name from {known} or an "
                              f"integer position; got {target!r}")
-        col = header.index(target)
-    else:
-        col = int(target)
-        if not -width <= col < width:
-            raise ValueError(f"load_csv: target: expected a column position in "
-                             f"[{-width}, {width}); got {target!r}")
-        col %= width
-    features = [j for j in range(width) if j != col]
+        return header.index(target)
+    col = int(target)
+    if not -width <= col < width:
+        raise ValueError(f"load_csv: target: expected a column position in "
+                         f"[{-width}, {width}); got {target!r}")
+    return col % width
+
+
+def _feature_matrix(path, rows, features, names, decimal_comma):
     x = numpy.empty((len(rows), len(features)))
     for i, (line, row) in enumerate(rows):
         for k, j in enumerate(features):
@@ -158,38 +182,40 @@ def read_csv(path, target=-1, delimiter=None, class_names=None):
                 raise ValueError(f"load_csv: {path!r} line {line}, column {names[j]}: "
                                  f"expected a finite number; got {what}")
             x[i, k] = value
-    if col is None:
-        return CsvTable(x, None, [names[j] for j in features], None, None, chosen)
-    raw = [row[col].strip() for _, row in rows]
-    numbers = [v.replace(",", ".") for v in raw] if decimal_comma else raw
-    if all(_is_number(v) for v in numbers):
-        y = numpy.array([float(v) for v in numbers])
-        bad = numpy.flatnonzero(~numpy.isfinite(y))
-        if bad.size:
-            raise ValueError(f"load_csv: {path!r} line {rows[bad[0]][0]}, column "
-                             f"{names[col]} (the target): expected a finite number; got "
-                             f"{raw[bad[0]]!r}")
-        if numpy.array_equal(y, numpy.round(y)):
-            y = y.astype(numpy.int64)
-    else:
-        missing = [i for i, v in enumerate(raw) if v == ""]
-        if missing:
-            raise ValueError(f"load_csv: {path!r} line {rows[missing[0]][0]}, column "
-                             f"{names[col]} (the target): expected a label; got a missing "
-                             f"value")
-        if class_names is None:
-            y, classes = encode_labels(raw)
-            class_names = [str(c) for c in classes]
-        else:
-            class_names = [str(c) for c in class_names]
-            codes = {name: i for i, name in enumerate(class_names)}
-            unknown = next((i for i, v in enumerate(raw) if v not in codes), None)
-            if unknown is not None:
-                raise ValueError(f"load_csv: {path!r} line {rows[unknown][0]}, column "
-                                 f"{names[col]} (the target): expected one of the classes "
-                                 f"{class_names}; got {raw[unknown]!r}")
-            y = numpy.array([codes[v] for v in raw], dtype=numpy.int64)
-    return CsvTable(x, y, [names[j] for j in features], names[col], class_names, chosen)
+    return x
+
+
+def _numeric_targets(where, raw, numbers):
+    """Numeric targets (int64 when every one is whole). ``where``: (path, rows, the
+    target's name), for errors."""
+    path, rows, name = where
+    y = numpy.array([float(v) for v in numbers])
+    bad = numpy.flatnonzero(~numpy.isfinite(y))
+    if bad.size:
+        raise ValueError(f"load_csv: {path!r} line {rows[bad[0]][0]}, column {name} (the "
+                         f"target): expected a finite number; got {raw[bad[0]]!r}")
+    return y.astype(numpy.int64) if numpy.array_equal(y, numpy.round(y)) else y
+
+
+def _text_targets(where, raw, class_names):
+    """``(codes, class names)`` of text labels: by their place in ``class_names`` when
+    given, else in sorted order."""
+    path, rows, name = where
+    missing = [i for i, v in enumerate(raw) if v == ""]
+    if missing:
+        raise ValueError(f"load_csv: {path!r} line {rows[missing[0]][0]}, column {name} (the "
+                         f"target): expected a label; got a missing value")
+    if class_names is None:
+        y, classes = encode_labels(raw)
+        return y, [str(c) for c in classes]
+    class_names = [str(c) for c in class_names]
+    codes = {label: i for i, label in enumerate(class_names)}
+    unknown = next((i for i, v in enumerate(raw) if v not in codes), None)
+    if unknown is not None:
+        raise ValueError(f"load_csv: {path!r} line {rows[unknown][0]}, column {name} (the "
+                         f"target): expected one of the classes {class_names}; got "
+                         f"{raw[unknown]!r}")
+    return numpy.array([codes[v] for v in raw], dtype=numpy.int64), class_names
 
 
 def csv_columns(path, delimiter=None):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy
 
-from ..validation import check_nonnegative_int
+from ..utils.validation import check_nonnegative_int
 
 
 def train_test_split(x, y, test_size=0.2, seed=0, shuffle=True, stratify=False):

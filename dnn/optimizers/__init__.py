@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy
 
-from ..validation import check_positive_number
+from ..utils.validation import check_number_in, check_positive_number
 from . import schedules
 from .schedules import LearningRateSchedule
 
@@ -21,11 +21,7 @@ def _check_positive(owner, name, value, allow_zero=False):
 
 
 def _check_fraction(owner, name, value):
-    ok = isinstance(value, (int, float, numpy.floating)) and not isinstance(value, bool) \
-        and 0 <= value < 1
-    if not ok:
-        raise ValueError(f"{owner}: {name}: expected a number in [0, 1); got {value!r}")
-    return float(value)
+    return check_number_in(value, f"{owner}: {name}", 0, 1, "[)")
 
 
 class Optimizer:
@@ -36,10 +32,9 @@ class Optimizer:
         owner = type(self).__name__
         if isinstance(learning_rate, dict):
             learning_rate = schedules.deserialize(learning_rate)
-        self.schedule = learning_rate if isinstance(learning_rate, LearningRateSchedule) \
-            else None
-        self._rate = None if self.schedule else _check_positive(owner, "learning_rate",
-                                                                learning_rate)
+        if not isinstance(learning_rate, LearningRateSchedule):
+            learning_rate = _check_positive(owner, "learning_rate", learning_rate)
+        self._learning_rate = learning_rate
         self.clipnorm = None if clipnorm is None else _check_positive(owner, "clipnorm", clipnorm)
         self.clipvalue = None if clipvalue is None else \
             _check_positive(owner, "clipvalue", clipvalue)
@@ -49,8 +44,9 @@ class Optimizer:
         self.state = {}
         # int64 (1,) on the device: steps taken. apply_gradients alone advances it.
         self.iterations = None
-        self.lr = None  # (1,) on the device: the rate of the next update
-        self._schedule = None  # the encoded schedule, float64 on the device
+        # (1,) on the device: the rate of the next update, which a captured step reads.
+        self.learning_rate_buffer = None
+        self._encoded_schedule = None  # a schedule's encoding, float64 on the device
 
     def build(self, backend, size, dtype):
         """Allocate zeroed state for a flat buffer of ``size`` elements."""
@@ -58,28 +54,40 @@ class Optimizer:
         self.dtype = dtype
         self.state = {name: backend.zeros((size,), dtype) for name in self.state_names}
         self.iterations = backend.zeros((1,), "int64")
-        self.lr = backend.zeros((1,), dtype)
-        if self.schedule is None:
-            backend.fill(self.lr, self._rate)
+        self.learning_rate_buffer = backend.zeros((1,), dtype)
+        if self.scheduled:
+            self._encoded_schedule = backend.asarray(self._learning_rate.encode())
         else:
-            self._schedule = backend.asarray(self.schedule.encode())
+            backend.fill(self.learning_rate_buffer, self._learning_rate)
 
     @property
     def learning_rate(self):
-        """The current learning rate: the number set, or the schedule's value after the
-        updates taken so far."""
-        if self.schedule is None:
-            return self._rate
-        return self.schedule(self.step_count)
+        """What was configured: a number, or a ``LearningRateSchedule`` (as Keras'
+        ``optimizer.learning_rate``). ``current_learning_rate()`` gives the rate of the
+        next update. Setting a number (not on a scheduled optimizer) takes effect at the
+        next update, captured steps included."""
+        return self._learning_rate
 
     @learning_rate.setter
     def learning_rate(self, value):
-        if self.schedule is not None:
+        if self.scheduled:
             raise TypeError(f"{type(self).__name__}: learning_rate: this optimizer follows "
-                            f"{type(self.schedule).__name__}; its rate cannot be set")
-        self._rate = _check_positive(type(self).__name__, "learning_rate", value)
-        if self.lr is not None:
-            self.backend.fill(self.lr, self._rate)
+                            f"{type(self._learning_rate).__name__}; its rate cannot be set")
+        self._learning_rate = _check_positive(type(self).__name__, "learning_rate", value)
+        if self.learning_rate_buffer is not None:
+            self.backend.fill(self.learning_rate_buffer, self._learning_rate)
+
+    @property
+    def scheduled(self):
+        """Whether the learning rate follows a schedule."""
+        return isinstance(self._learning_rate, LearningRateSchedule)
+
+    def current_learning_rate(self):
+        """The rate of the next update; for a schedule this reads the step count from
+        the device."""
+        if self.scheduled:
+            return self._learning_rate(self.read_iterations())
+        return self._learning_rate
 
     def apply_gradients(self, params, grads, skip=None):
         """Clip ``grads`` (in place), count the step, and update ``params`` in place;
@@ -91,14 +99,15 @@ class Optimizer:
         if self.clipnorm is not None:
             be.clip_by_global_norm(grads, self.clipnorm)
         be.increment_step(self.iterations, skip=skip)
-        if self._schedule is not None:
-            be.scheduled_rate(self._schedule, self.iterations, self.lr)
-        self._update(params, grads, self.state, self.iterations, skip, self.lr)
+        if self._encoded_schedule is not None:
+            be.scheduled_rate(self._encoded_schedule, self.iterations, self.learning_rate_buffer)
+        self._update(params, grads, self.state, self.iterations, skip,
+                     self.learning_rate_buffer)
 
-    def _update(self, params, grads, state, step, skip, lr):
+    def _update(self, params, grads, state, step, skip, learning_rate):
         """One update of ``params`` from ``grads`` with the state buffers ``state``, at
-        the 1-based step held in the device array ``step``, at the rate in ``lr`` (a
-        device array): one backend call."""
+        the 1-based step held in the device array ``step``, at the rate held in the
+        device array ``learning_rate``: one backend call."""
         raise NotImplementedError
 
     def warmup(self):
@@ -107,14 +116,15 @@ class Optimizer:
         be, n = self.backend, self.backend.fused_update_min_size
         scratch = {name: be.zeros((n,), self.dtype) for name in self.state_names}
         step = be.asarray(numpy.ones(1, numpy.int64))
-        lr = be.zeros((1,), self.dtype)
-        if self._schedule is not None:
-            be.scheduled_rate(self._schedule, step, lr)
+        learning_rate = be.zeros((1,), self.dtype)
+        if self._encoded_schedule is not None:
+            be.scheduled_rate(self._encoded_schedule, step, learning_rate)
         self._update(be.zeros((n,), self.dtype), be.zeros((n,), self.dtype), scratch, step,
-                     None, lr)
+                     None, learning_rate)
 
     def get_config(self):
-        rate = self._rate if self.schedule is None else schedules.serialize(self.schedule)
+        rate = schedules.serialize(self._learning_rate) if self.scheduled \
+            else self._learning_rate
         return {"name": self.name, "learning_rate": rate,
                 "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
                 "weight_decay": self.weight_decay}
@@ -140,8 +150,8 @@ class Optimizer:
                                  f"{tuple(target.shape)}; got {value.shape}")
             be.copy(be.asarray(value, dtype=target.dtype), out=target)
 
-    @property
-    def step_count(self):
+    def read_iterations(self):
+        """The number of updates taken, read from the device (0 before ``build``)."""
         return int(self.backend.to_numpy(self.iterations)[0]) if self.iterations is not None else 0
 
 
@@ -160,8 +170,8 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.state_names = ("velocity",) if self.momentum else ()
 
-    def _update(self, params, grads, state, step, skip, lr):
-        self.backend.sgd_update(params, grads, state.get("velocity"), lr,
+    def _update(self, params, grads, state, step, skip, learning_rate):
+        self.backend.sgd_update(params, grads, state.get("velocity"), learning_rate,
                                 momentum=self.momentum, nesterov=self.nesterov,
                                 weight_decay=self.weight_decay, skip=skip)
 
@@ -185,8 +195,9 @@ class Adam(Optimizer):
         self.beta_2 = _check_fraction(owner, "beta_2", beta_2)
         self.epsilon = _check_positive(owner, "epsilon", epsilon)
 
-    def _update(self, params, grads, state, step, skip, lr):
-        self.backend.adam_update(params, grads, state["m"], state["v"], step, lr,
+    def _update(self, params, grads, state, step, skip, learning_rate):
+        self.backend.adam_update(params, grads, state["m"], state["v"], step,
+                                 learning_rate,
                                  beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
                                  weight_decay=self.weight_decay,
                                  decoupled_weight_decay=self.decoupled, skip=skip)
@@ -219,8 +230,8 @@ class RMSprop(Optimizer):
         self.epsilon = _check_positive("RMSprop", "epsilon", epsilon)
         self.state_names = ("sq_avg", "velocity") if self.momentum else ("sq_avg",)
 
-    def _update(self, params, grads, state, step, skip, lr):
-        self.backend.rmsprop_update(params, grads, state["sq_avg"], lr,
+    def _update(self, params, grads, state, step, skip, learning_rate):
+        self.backend.rmsprop_update(params, grads, state["sq_avg"], learning_rate,
                                     rho=self.rho, epsilon=self.epsilon, momentum=self.momentum,
                                     velocity=state.get("velocity"),
                                     weight_decay=self.weight_decay, skip=skip)

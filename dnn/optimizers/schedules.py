@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy
 
 from ..kernels import reference
-from ..validation import check_positive_number
+from ..utils.validation import check_nonnegative_int, check_number_in, check_positive_number
 
 
 def _positive(owner, name, value):
@@ -92,22 +92,13 @@ class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay",
                  warmup_target=None, warmup_steps=0):
         owner = type(self).__name__
-        if isinstance(initial_learning_rate, bool) or not isinstance(
-                initial_learning_rate, (int, float)) or initial_learning_rate < 0:
-            raise ValueError(f"{owner}: initial_learning_rate: expected a number >= 0; got "
-                             f"{initial_learning_rate!r}")
-        self.initial_learning_rate = float(initial_learning_rate)
+        self.initial_learning_rate = check_positive_number(
+            initial_learning_rate, f"{owner}: initial_learning_rate", allow_zero=True)
         self.decay_steps = _positive(owner, "decay_steps", decay_steps)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or \
-                not 0 <= alpha <= 1:
-            raise ValueError(f"{owner}: alpha: expected a number in [0, 1]; got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number_in(alpha, f"{owner}: alpha", 0, 1)
         self.warmup_target = None if warmup_target is None else float(
             _positive(owner, "warmup_target", warmup_target))
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or \
-                warmup_steps < 0:
-            raise ValueError(f"{owner}: warmup_steps: expected an integer >= 0; got "
-                             f"{warmup_steps!r}")
+        warmup_steps = check_nonnegative_int(warmup_steps, f"{owner}: warmup_steps")
         if self.warmup_target is not None and warmup_steps == 0:
             raise ValueError(f"{owner}: warmup_steps: expected > 0 with a warmup_target; "
                              f"got 0")

@@ -7,11 +7,9 @@ import platform
 
 import numpy
 
-from . import backends
-
-from .version import __version__
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+from .. import backends
+from ..version import __version__
+from .environment import thread_settings
 
 
 def blas_info():
@@ -44,7 +42,7 @@ def info_text():
     blas = blas_info()
     threads = blas["threads"] if blas["threads"] is not None else "default"
     lines.append(f"BLAS: {blas['name']} {blas['version'] or ''} threads={threads}".rstrip())
-    env = ", ".join(f"{v}={os.environ[v]}" for v in _THREAD_VARS if v in os.environ)
+    env = ", ".join(f"{k}={v}" for k, v in thread_settings().items())
     if env:
         lines.append(f"thread settings: {env}")
     lines.append(f"CPU kernels: {_optional('numba', 'fused optimizer updates', 'numba')}")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy
 
-from . import backend_scope, backends
+from .. import backend_scope, backends
+from .sources import ArraySource
 
 
 def _array(backend, data, name):
@@ -193,24 +194,21 @@ def _check_weights(weights, name):
         raise ValueError(f"{name}: expected weights >= 0; got {weights[weights < 0][0]:g}")
 
 
-def split_validation(model, x, y, w, validation_split, validation_data):
-    """``(x, y, w, validation or None)`` after ``validation_data`` ((x, y) or (x, y,
-    sample_weight)) or ``validation_split`` (as Keras: the last fraction of the data,
-    before any shuffling). Device arrays in, device arrays out (the split is views)."""
+def split_validation(model, source, validation_split, validation_data):
+    """``(training source, validation source or None)`` after ``validation_data`` ((x,
+    y) or (x, y, sample_weight)) or ``validation_split`` (as Keras: the last fraction of
+    the data, before any shuffling; the split is views)."""
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, "
                              f"y_val, sample_weight); got {type(validation_data).__name__}")
         val = features_and_targets(model, *validation_data[:2], name="validation_data",
                                    sample_weight=(validation_data[2:] or [None])[0])
-        return x, y, w, val
+        return source, ArraySource(*val)
     if not validation_split:
-        return x, y, w, None
-    split = int(round(x.shape[0] * (1 - validation_split)))
-    if split <= 0 or split >= x.shape[0]:
+        return source, None
+    split = int(round(source.rows * (1 - validation_split)))
+    if split <= 0 or split >= source.rows:
         raise ValueError(f"validation_split: {validation_split} leaves an empty "
-                         f"training or validation set for {x.shape[0]} samples")
-    parts = [None if a is None else (a[:split], a[split:]) for a in (x, y, w)]
-    (x_tr, x_val), (y_tr, y_val) = parts[0], parts[1]
-    w_tr, w_val = parts[2] or (None, None)
-    return x_tr, y_tr, w_tr, (x_val, y_val, w_val)
+                         f"training or validation set for {source.rows} samples")
+    return source.split(split)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy
 
+from ..layers.base import LayerViews
+
 _ALIGN = 16  # elements: each weight view starts on a 64-byte boundary (float32)
 
 
@@ -24,6 +26,21 @@ def _layout(shapes, total):
         slots.append((total, shape))
         total += -(-int(numpy.prod(shape)) // _ALIGN) * _ALIGN
     return slots, total
+
+
+def _initial_values(layouts, n_params, n_state, seed, dtype):
+    """Host buffers of the trainable and the non-trainable weights, drawn from ``seed``
+    in layer order."""
+    host_params = numpy.zeros(max(n_params, 1), dtype)
+    host_state = numpy.zeros(max(n_state, 1), dtype)
+    rng = numpy.random.default_rng(seed)
+    for layer, params, state in layouts:
+        values = layer.initial_values(rng, dtype)  # trainable, then state
+        places = [(host_params, slot) for slot in params] + \
+            [(host_state, slot) for slot in state]
+        for (flat, (offset, _)), value in zip(places, values):
+            flat[offset:offset + value.size] = value.ravel()
+    return host_params, host_state
 
 
 class Parameters:
@@ -37,15 +54,7 @@ class Parameters:
             params, n_params = _layout([s for _, s in layer.param_shapes], n_params)
             state, n_state = _layout([s for _, s in layer.state_shapes], n_state)
             layouts.append((layer, params, state))
-        host_params = numpy.zeros(max(n_params, 1), dtype)
-        host_state = numpy.zeros(max(n_state, 1), dtype)
-        rng = numpy.random.default_rng(seed)
-        for layer, params, state in layouts:
-            values = layer.initial_values(rng, dtype)  # trainable, then state
-            places = [(host_params, slot) for slot in params] + \
-                [(host_state, slot) for slot in state]
-            for (flat, (offset, _)), value in zip(places, values):
-                flat[offset:offset + value.size] = value.ravel()
+        host_params, host_state = _initial_values(layouts, n_params, n_state, seed, dtype)
         be = backend
         self.params = be.asarray(host_params)
         self.grads = be.zeros(host_params.shape, dtype)
@@ -61,19 +70,25 @@ class Parameters:
         self.layer_penalties, self.grad_ranges = [], []
         # The step's weight penalty, then the data loss added: a device scalar.
         self.penalty = be.zeros((1,), dtype)
-        for layer, params, state in layouts:
-            grads = [be.view(self.grads, o, s) for o, s in params]
-            layer.bind(be, [be.view(self.compute, o, s) for o, s in params], grads,
-                       [be.view(self.state, o, s) for o, s in state], compute_dtype, buffers)
-            masters = [be.view(self.params, o, s) for o, s in params]
-            states = [be.view(self.state, o, s) for o, s in state]
-            names = [name for name, _ in layer.param_shapes + layer.state_shapes]
-            self.views += [(layer, name, view) for name, view in zip(names, masters + states)]
-            penalties = [(masters[i], grads[i], reg) for i, reg in layer.regularized()]
-            self.layer_penalties.append(penalties)
-            self.regularized += penalties
-            self.grad_ranges.append((params[0][0], params[-1][0] + int(numpy.prod(
-                params[-1][1]))) if params else None)
+        for layout in layouts:
+            self._bind(layout, buffers)
+
+    def _bind(self, layout, buffers):
+        """Hand one layer its views, and note its penalties and gradient range."""
+        be = self.backend
+        layer, params, state = layout
+        grads = [be.view(self.grads, o, s) for o, s in params]
+        states = [be.view(self.state, o, s) for o, s in state]
+        layer.bind(be, LayerViews([be.view(self.compute, o, s) for o, s in params], grads,
+                                  states), (self.dtype, self.compute_dtype), buffers)
+        masters = [be.view(self.params, o, s) for o, s in params]
+        names = [name for name, _ in layer.param_shapes + layer.state_shapes]
+        self.views += [(layer, name, view) for name, view in zip(names, masters + states)]
+        penalties = [(masters[i], grads[i], reg) for i, reg in layer.regularized()]
+        self.layer_penalties.append(penalties)
+        self.regularized += penalties
+        self.grad_ranges.append((params[0][0], params[-1][0] + int(numpy.prod(
+            params[-1][1]))) if params else None)
 
     def refresh_compute(self):
         """Refresh the low-precision copy of the trainable weights (mixed policy only)."""

@@ -39,9 +39,8 @@ import json
 
 import numpy
 
-from .files import atomic_write, check_output_path
-from .kernels.reference import GELU_C, GELU_K, LEAKY_RELU_ALPHA, NORMALIZATION_EPSILON
-from .layers import (
+from ..kernels.reference import GELU_C, GELU_K, LEAKY_RELU_ALPHA, NORMALIZATION_EPSILON
+from ..layers import (
     Activation,
     BatchNormalization,
     Dense,
@@ -49,7 +48,8 @@ from .layers import (
     LayerNormalization,
     Normalization,
 )
-from .version import __version__
+from ..utils.files import atomic_write, check_output_path
+from ..version import __version__
 
 # 17 is the oldest opset with the LayerNormalization operator, and is read by
 # onnxruntime 1.12 and later and by the other common runtimes and converters (TensorRT

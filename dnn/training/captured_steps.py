@@ -6,9 +6,13 @@ step is replayed. The captured graph lives in the model's buffer cache beside th
 buffers it points into, so the two are created and dropped together. The learning rate
 is read from device memory, so a new rate or a schedule replays the same graph.
 
-A body of several steps (``steps_per_execution``) also reads arrays that are not the
-model's own, the data set of one fit call: they are the capture's "pins", a replay
-needs the same ones, and ``release_pins`` drops such graphs when the call ends.
+A graph replays what was bound when it was captured: the batch buffers, the NaN
+guard's flags (or none), the loss and metric totals, the data set a multi-step body
+gathers from. The caller names all of it as the step's ``binding``, and a step whose
+binding differs from the graph's is captured again: a second ``fit`` with sample
+weights, without the NaN guard, or with another data set never replays a graph of the
+first. Graphs that hold one fit call's data set (multi-step bodies) are dropped when
+the call ends (``release_call_graphs``).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ _OWNER = "captured_step"
 class _Entry:
     def __init__(self):
         self.graph = None
-        self.pins = ()  # arrays outside the model's buffers that the graph reads
+        self.binding = ()  # what the graph was captured with (see the module docstring)
         self.output = [None]  # the body's result (set when the body runs)
         self.eager = False  # capture failed under "auto": this batch size runs eagerly
 
@@ -36,11 +40,11 @@ class CapturedSteps:
         self.model = model
         self.fallback = True
 
-    def run(self, rows, step, steps=1, pins=()):
+    def run(self, rows, step, binding, steps=1):
         """Run ``step()``, a body of ``steps`` training steps on batches of ``rows``,
         eagerly the first time and replayed after that; returns what the body returned
-        when it last ran. ``pins``: the arrays outside the model's buffers that the body
-        reads; a new set captures again."""
+        when it last ran. ``binding``: every array (and setting) the body is bound to;
+        a binding other than the graph's captures again."""
         cache, owner = self.model.buffers, (_OWNER, steps)
         entry = cache.peek(rows, owner)
         if entry is None:  # the first time: create every buffer, eagerly
@@ -48,7 +52,8 @@ class CapturedSteps:
             return step()
         if entry.eager:
             return step()
-        if entry.graph is None or not _same(entry.pins, pins):
+        if entry.graph is None or not _same(entry.binding, binding):
+            entry.graph = None
             output = entry.output
 
             def body():
@@ -61,14 +66,14 @@ class CapturedSteps:
                     raise
                 warnings.warn(f"fit: running eagerly, the training step could not be "
                               f"captured as a CUDA graph: {exc}", RuntimeWarning, stacklevel=4)
-                entry.graph, entry.eager = None, True
+                entry.eager = True
                 return step()
-            entry.pins = tuple(pins)
+            entry.binding = tuple(binding)
         entry.graph.replay()
         return entry.output[0]
 
-    def release_pins(self):
-        """Drop the graphs that read arrays outside the model's buffers."""
+    def release_call_graphs(self):
+        """Drop the multi-step graphs: they gather from one fit call's data set."""
         self.model.buffers.discard(lambda owner: isinstance(owner, tuple) and
                                    owner[0] == _OWNER and owner[1] > 1)
 
@@ -78,4 +83,7 @@ class CapturedSteps:
 
 
 def _same(a, b):
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    """Arrays (anything with a shape) by identity, settings by value."""
+    return len(a) == len(b) and all(
+        x is y or (not hasattr(x, "shape") and not hasattr(y, "shape") and x == y)
+        for x, y in zip(a, b))

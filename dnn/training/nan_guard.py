@@ -1,8 +1,9 @@
 """The NaN guard: training stops at the first non-finite loss, before that step's update
 reaches the weights, and weights that went non-finite earlier are rolled back.
 
-Where reading the device is free (NumPy) the loss is checked on the host every step.
-Elsewhere a device flag records the first bad step (``Backend.guard_finite``), every
+Where reading the device is free (NumPy, stepping eagerly) the loss is checked on the
+host every step. Elsewhere (a GPU, or any captured step, which must not read the device)
+a device flag records the first bad step (``Backend.guard_finite``), every
 update after it is skipped on the device, and the flag is read where the loop reads
 the device anyway: at progress points and at the end of the epoch.
 """
@@ -21,10 +22,16 @@ class NanGuard:
         self.model = model
         self.backend = model.backend
         self.on_host = model.backend.cheap_host_reads
+        self.restore_weights = True  # see TerminateOnNaN
         self._snapshot = None  # {"params", state names..., "iterations"}: device copies
         self._snapshot_steps = 0  # model.train_steps when the snapshot was taken
         self._flags = None  # (int32 flag, int64 bad step), (1,) each, on the device
         self._first_step = 0  # the optimizer's step count at the start of the epoch
+
+    def configure(self, on_host, restore_weights):
+        """For one fit: check on the host (else with device flags), and whether weights
+        that went non-finite are rolled back to the start of the epoch."""
+        self.on_host, self.restore_weights = on_host, restore_weights
 
     def begin_epoch(self):
         """Snapshot the weights; on a device, zero the flag (one read of the step count).
@@ -42,7 +49,7 @@ class NanGuard:
         if self._flags is None:
             self._flags = (be.zeros((1,), "int32"), be.zeros((1,), "int64"))
         be.fill(self._flags[0], 0)
-        self._first_step = optimizer.step_count
+        self._first_step = optimizer.read_iterations()
         return self._flags
 
     def _live_buffers(self):
@@ -78,15 +85,19 @@ class NanGuard:
         earlier step already left non-finite weights (a finite loss with an infinite
         gradient), roll back to the copy taken at the start of this epoch."""
         model, be = self.model, self.backend
-        restored = ""
+        kept = "the model keeps its last finite weights"
         if not be.to_float(be.all_finite(model.flat_params)):
-            for name, buf in self._live_buffers().items():
-                be.copy(self._snapshot[name], out=buf)
-            model.refresh_compute_weights()
-            model.train_steps = self._snapshot_steps
-            restored = (f"; the weights had become non-finite, so they were restored to the "
-                        f"start of epoch {epoch + 1}")
+            if self.restore_weights:
+                for name, buf in self._live_buffers().items():
+                    be.copy(self._snapshot[name], out=buf)
+                model.weights.refresh_compute()
+                model.train_steps = self._snapshot_steps
+                kept += (f"; the weights had become non-finite, so they were restored to "
+                         f"the start of epoch {epoch + 1}")
+            else:
+                kept = ("the weights are non-finite and were left so "
+                        "(TerminateOnNaN(restore_weights=False))")
         raise NonFiniteLossError(
             f"fit: non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}/{steps}; "
-            f"training stopped and the model keeps its last finite weights{restored} (lower "
-            f"the learning rate, or clip gradients with clipnorm=)")
+            f"training stopped and {kept} (lower the learning rate, or clip gradients with "
+            f"clipnorm=)")

@@ -6,8 +6,7 @@ def summary_text(model):
     rows = [("Layer", "Output shape", "Params")]
     for layer in model.layers:
         shape = f"(None, {layer.output_dim})" if layer.output_dim is not None else "?"
-        count = sum(_prod(s) for _, s in layer.param_shapes + layer.state_shapes)
-        rows.append((layer.describe(), shape, f"{count:,}"))
+        rows.append((layer.describe(), shape, f"{layer.count_params():,}"))
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
     rule = "-" * sum(widths)
     lines = [f'Model: "{model.name}"', rule]
@@ -19,7 +18,7 @@ def summary_text(model):
     if model.built:
         total = model.count_params()
         info = model.backend.describe()
-        frozen = sum(_prod(s) for layer in model.layers for _, s in layer.state_shapes)
+        frozen = model.count_params(trainable=False)
         lines.append(f"Total params: {total:,} ({total * model.dtype.itemsize:,} bytes)")
         lines.append(f"Trainable params: {total - frozen:,}")
         lines.append(f"Non-trainable params: {frozen:,}")
@@ -31,10 +30,3 @@ def summary_text(model):
     else:
         lines.append("Not built yet: give the model input_dim= (or call fit) to create weights.")
     return "\n".join(lines)
-
-
-def _prod(shape):
-    out = 1
-    for s in shape:
-        out *= s
-    return out

@@ -1,22 +1,35 @@
-"""The math of one step of a model: forward through the layers, the loss (with sample
+"""The passes of one step of a model: forward through the layers, the loss (with sample
 weights and weight penalties), the backward pass, and the metric totals.
 
-Functions of the model, used by the training loop (``dnn.trainer``) and by the model's
-own ``predict`` and ``loss_and_gradients``; everything stays on the device.
+Functions of the model, used by the training loop (``dnn.training.trainer``) and by the
+model's own ``predict`` and ``loss_and_gradients``; everything stays on the device. The
+forward pass returns its tape, what each layer retained for the backward pass, so no
+layer keeps a pass's arrays on itself.
 """
 from __future__ import annotations
 
+from ..layers.base import INFERENCE
+from .epoch_plan import WHOLE
+from .replica import LOCAL
 
-def output(model, xb, training=False, step=0):
-    """The network's output for a batch, in the weight dtype: under a mixed policy the
-    low-precision output is cast up so that losses and metrics run in float32."""
-    out = xb
+
+def forward(model, xb, context=INFERENCE):
+    """``(output, tape)``: the network's output for a batch, in the weight dtype (under
+    a mixed policy the low-precision output is cast up, so that losses and metrics run
+    in float32), and each layer's retained values."""
+    out, tape = xb, []
     for layer in model.layers:
-        out = layer.forward(out, training, step)
+        out, retained = layer.forward(out, context)
+        tape.append(retained)
     if model.mixed:
         out = model.backend.cast(out, out=_batch_buffer(model, xb.shape[0], "mixed_out",
                                                         model.dtype))
-    return out
+    return out, tape
+
+
+def output(model, xb):
+    """The network's inference output for a batch."""
+    return forward(model, xb)[0]
 
 
 def _batch_buffer(model, rows, tag, dtype, width=None):
@@ -25,17 +38,17 @@ def _batch_buffer(model, rows, tag, dtype, width=None):
                                                                              dtype))
 
 
-def output_and_loss(model, xb, yb, training=False, step=0, weights=None, penalty=True):
-    """``(output, loss, d loss / d output)``: the loss a device scalar (the data loss,
-    plus the weight penalties unless ``penalty`` is False), the gradient of the data
-    loss in a batch buffer. ``weights``: per-sample weights (rows,), or None."""
-    out = output(model, xb, training, step)
+def output_and_loss(model, xb, yb, context=INFERENCE, weights=None, penalty=True):
+    """``(output, loss, d loss / d output, tape)``: the loss a device scalar (the data
+    loss, plus the weight penalties unless ``penalty`` is False), the gradient of the
+    data loss in a batch buffer. ``weights``: per-sample weights (rows,), or None."""
+    out, tape = forward(model, xb, context)
     loss, grad = model.loss(model.backend, out, yb, weights=weights,
                             grad_out=_batch_buffer(model, xb.shape[0], "loss_grad",
                                                    model.dtype))
     if penalty and model.weights.regularized:
         loss = _add_penalties(model, loss, with_gradients=False)
-    return out, loss, grad
+    return out, loss, grad, tape
 
 
 def _add_penalties(model, loss, with_gradients):
@@ -50,21 +63,21 @@ def _add_penalties(model, loss, with_gradients):
     return total
 
 
-def loss_and_backward(model, xb, yb, training, step, weights=None, grad_scale=None,
-                      penalty_gradients=True, after_layer=None):
-    """Forward, loss and backward of one batch: fills the gradient buffer (weight
-    penalties included) and returns ``(output, device loss)``, the loss with every
-    penalty.
+def loss_and_backward(model, batch, context, share=WHOLE, replica=LOCAL):
+    """Forward, loss and backward of one batch ``(x, y)`` or ``(x, y, sample
+    weights)``: fills the gradient buffer (weight penalties included) and returns
+    ``(output, device loss)``, the loss with every penalty.
 
-    For data-parallel training: ``grad_scale`` multiplies the data loss's gradient (a
-    rank's share of the global batch), ``penalty_gradients`` False leaves the
-    penalties' gradients to another rank, and ``after_layer(i)`` is called once layer
-    i's gradients (its penalties' included) are final, while the layers before it are
-    still to run."""
-    out, loss, grad = output_and_loss(model, xb, yb, training, step, weights, penalty=False)
+    ``share.scale`` multiplies the data loss's gradient (a rank's share of the global
+    batch); the replica says whether this rank adds the penalties' gradients and is told
+    when each layer's gradients are final (``after_layer(i)``, while the layers before
+    it are still to run)."""
+    xb, yb = batch[:2]
+    weights = batch[2] if len(batch) > 2 else None
+    out, loss, grad, tape = output_and_loss(model, xb, yb, context, weights, penalty=False)
     be = model.backend
-    if grad_scale is not None:
-        be.multiply(grad, grad_scale, out=grad)
+    if share.scale is not None:
+        be.multiply(grad, share.scale, out=grad)
     if model.mixed:
         grad = be.cast(grad, out=_batch_buffer(model, xb.shape[0], "mixed_grad",
                                                model.compute_dtype))
@@ -72,11 +85,12 @@ def loss_and_backward(model, xb, yb, training, step, weights=None, grad_scale=No
     total = model.weights.penalty
     if regularized:
         be.fill(total, 0)
+    with_penalty_gradients, after_layer = replica.adds_penalty_gradients, replica.after_layer
     for i in range(len(model.layers) - 1, -1, -1):
-        grad = model.layers[i].backward(grad, need_dx=i > 0)
+        grad = model.layers[i].backward(grad, tape[i], need_dx=i > 0)
         for param, g, regularizer in model.weights.layer_penalties[i]:
-            be.add_regularization(param, g if penalty_gradients else None, regularizer.l1,
-                                  regularizer.l2, total)
+            be.add_regularization(param, g if with_penalty_gradients else None,
+                                  regularizer.l1, regularizer.l2, total)
         if after_layer is not None:
             after_layer(i)
     if regularized:

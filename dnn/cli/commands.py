@@ -1,0 +1,308 @@
+"""The ``dnn`` commands: train, evaluate, predict, export, info and bench. Each takes
+the parsed arguments and the run's ``Session`` and returns the exit status."""
+from __future__ import annotations
+
+import os
+
+import numpy
+
+from .. import backends
+from ..data import csv_columns, train_test_split
+from ..utils.environment import launched_world_size, local_rank
+from ..utils.files import atomic_write, check_output_path
+from .data_sources import load_data
+from .errors import UsageError
+from .parser import parse_layers
+from .task import SEED002_LAYERS, default_layers, infer_task
+
+
+class Session:
+    """What one run of the command line holds: under mpiexec, the data-parallel
+    strategy once training has made one (an error after that must end every rank)."""
+
+    def __init__(self):
+        self.strategy = None
+        self.is_chief = True
+
+
+def _check_outputs(args):
+    """Fail before training on an output that could not be written."""
+    for option in ("save", "plot", "boundary"):
+        path = getattr(args, option)
+        if path is not None:
+            check_output_path(path, f"--{option}")
+    if args.plot or args.boundary:
+        from ..plot import check_available
+
+        check_available("--plot" if args.plot else "--boundary")
+
+
+def _task_text(loss, units, out_act, class_names):
+    if loss == "binary_crossentropy":
+        kind = "binary classification"
+    elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        kind = f"{units}-class classification"
+    else:
+        return f"regression of {units} value{'s' * (units > 1)}, loss {loss}, linear output"
+    names = class_names or [str(c) for c in range(max(units, 2))]
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    return f"{kind} ({shown}), loss {loss}, {units} {out_act} output{'s' * (units > 1)}"
+
+
+def _names_text(names, limit=4):
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit
+                                       else "")
+
+
+def _split_sizes(n, test_split, val_split):
+    n_test = max(1, int(round(n * test_split))) if test_split else 0
+    n_fit = n - n_test
+    n_train = int(round(n_fit * (1 - val_split))) if val_split else n_fit
+    return n_train, n_fit - n_train, n_test
+
+
+def _backend_for_rank(name):
+    """Under mpiexec, each rank on a machine takes its own GPU (by its local rank), as
+    NCCL wants; elsewhere the backend as asked."""
+    if launched_world_size() == 1 or name not in ("auto", "cupy"):
+        return name
+    gpus = backends.gpu_count()
+    return f"cupy:{local_rank() % gpus}" if gpus else name
+
+
+class _Plan:
+    """What ``dnn train`` chose from the data and the flags, before any training."""
+
+    def __init__(self, args, data):
+        self.loss, self.units, self.out_act = infer_task(data.y, args.loss)
+        if args.layers != "auto":
+            self.hidden, self.how = parse_layers(args.layers), "--layers"
+        elif args.data == "circles":
+            self.hidden, self.how = list(SEED002_LAYERS), "auto: seed 002's network"
+        else:
+            self.hidden = default_layers(data.x.shape[1], self.units)
+            self.how = "auto: from the data's width"
+        self.classification = self.out_act != "linear"
+
+
+def _build_model(args, data, plan, x_train):
+    import dnn
+
+    layers = [] if args.no_standardize else [dnn.layers.Normalization()]
+    layers += [dnn.layers.Dense(u, args.activation) for u in plan.hidden]
+    layers.append(dnn.layers.Dense(plan.units, plan.out_act))
+    model = dnn.Sequential(layers, input_dim=data.x.shape[1], seed=args.seed,
+                           dtype=args.dtype)
+    if not args.no_standardize:
+        model.layers[0].adapt(x_train)
+    if plan.classification and data.class_names is not None:
+        model.class_names = data.class_names
+    model.metadata.update({"data": os.path.basename(data.source), "target": data.target_name,
+                           "features": data.feature_names})
+    return model
+
+
+def _compile(args, model, plan, session):
+    import dnn
+
+    opt_kwargs = {} if args.lr is None else {"learning_rate": args.lr}
+    if launched_world_size() > 1:  # started by mpiexec: train data-parallel
+        session.strategy = dnn.distributed.DataParallel()
+    model.compile(loss=plan.loss, optimizer=dnn.optimizers.get(args.optimizer, **opt_kwargs),
+                  metrics=["accuracy"] if plan.classification else ["mae"],
+                  distribute=session.strategy)
+
+
+def _print_choices(args, data, plan, model, x_test, session):
+    strategy = session.strategy
+    if strategy is not None:
+        print(f"data-parallel: {strategy.world_size} ranks over "
+              f"{model.replica.communicator_name.upper()}, batch {args.batch_size} per rank "
+              f"({args.batch_size * strategy.world_size} per step)")
+    x = data.x
+    n_train, n_val, _ = _split_sizes(len(x), args.test_split, args.val_split)
+    features = f" ({_names_text(data.feature_names)})" if data.feature_names else ""
+    print(f"data: {data.source}: {len(x)} samples, {x.shape[1]} features{features}")
+    print(f"target: {data.target_name}{data.target_note}")
+    print(f"task: {_task_text(plan.loss, plan.units, plan.out_act, data.class_names)}")
+    print(f"split: {n_train} train, {n_val} validation, {len(x_test)} test")
+    scaling = "" if args.no_standardize else "Normalization, "
+    print(f"layers: {scaling}{', '.join(f'{u} {args.activation}' for u in plan.hidden)}, "
+          f"{plan.units} {plan.out_act} ({plan.how})")
+    model.summary()
+
+
+def cmd_train(args, session):
+    import dnn
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs: expected a positive integer; got {args.epochs}")
+    _check_outputs(args)
+    backend = _backend_for_rank(args.backend)
+    if backend != "auto":
+        dnn.set_backend(backend)
+    data = load_data(args.data, args.target, seed=args.seed, delimiter=args.delimiter)
+    plan = _Plan(args, data)
+    if args.boundary and data.x.shape[1] != 2:
+        raise UsageError(f"--boundary: expected 2-D inputs; got {data.x.shape[1]} features")
+    x_tr, x_te, y_tr, y_te = train_test_split(data.x, data.y, test_size=args.test_split,
+                                              seed=args.seed, stratify=plan.classification)
+    model = _build_model(args, data, plan, x_tr)
+    _compile(args, model, plan, session)
+    if args.verbose:
+        _print_choices(args, data, plan, model, x_te, session)
+    recorder = None
+    if args.boundary and session.is_chief:  # one rank draws it
+        from ..plot import DecisionBoundaryRecorder
+
+        recorder = DecisionBoundaryRecorder(x_tr, y_tr, every=max(1, args.epochs // 25),
+                                            animate=args.boundary.lower().endswith(".gif"))
+    history = model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=args.val_split, verbose=args.verbose,
+                        callbacks=[recorder] if recorder else [])
+    _report_test(model, x_te, y_te, plan.loss)
+    _write_outputs(args, model, history, recorder, session)
+    return 0
+
+
+def _report_test(model, x_test, y_test, loss):
+    result = model.evaluate(x_test, y_test)
+    if "accuracy" in result:
+        print(f"test accuracy: {result['accuracy']:.4f} (test loss {result['loss']:.4f}, "
+              f"{len(x_test)} samples)")
+    else:
+        print(f"test loss ({loss}): {result['loss']:.4f} (mae {result['mae']:.4f}, "
+              f"{len(x_test)} samples)")
+
+
+def _write_outputs(args, model, history, recorder, session):
+    if args.save:
+        model.save(args.save)
+        print(f"saved model to {args.save}")
+    if not session.is_chief:
+        return  # one rank writes the plots
+    if args.plot:
+        from ..plot import history as plot_history
+
+        plot_history(history, args.plot)
+        print(f"saved curves to {args.plot}")
+    if recorder is not None:
+        recorder.save(args.boundary)
+        print(f"saved decision regions to {args.boundary}")
+
+
+def _model_features(model, data):
+    """The data's features in the order the model was trained on: by name when both
+    the model and the file know the names, else by count."""
+    trained = model.metadata.get("features")
+    x = data.x
+    if trained and data.feature_names and data.feature_names != trained:
+        missing = [n for n in trained if n not in data.feature_names]
+        if missing:
+            raise UsageError(f"data: expected the feature columns the model was trained on "
+                             f"({_names_text(trained)}); {data.source!r} lacks "
+                             f"{_names_text(missing)}")
+        x = x[:, [data.feature_names.index(n) for n in trained]]
+    if x.shape[1] != model.input_dim:
+        raise UsageError(f"data: expected {model.input_dim} features per sample, as at "
+                         f"training; got {x.shape[1]} in {data.source!r}")
+    return x
+
+
+def _load_for_inference(args, with_target):
+    """The saved model and the data. Prediction data may lack the target column; a CSV
+    that has it (by the trained target's name, or one column more than the model's
+    inputs without a header) has it left out."""
+    import dnn
+
+    if args.backend != "auto":
+        dnn.set_backend(args.backend)
+    model = dnn.load_model(args.model)
+    target = args.target
+    if target is None and args.data.lower().endswith(".csv") and os.path.isfile(args.data):
+        header, width = csv_columns(args.data, args.delimiter)
+        trained = model.metadata.get("target")
+        if header is not None and trained in header:
+            target = trained  # the column the model was trained on
+        elif not with_target and header is None and width == model.input_dim + 1:
+            target = -1  # the last, as in train
+    data = load_data(args.data, target, delimiter=args.delimiter,
+                     with_target=with_target or target is not None,
+                     class_names=model.class_names)
+    return model, data
+
+
+def cmd_evaluate(args, session):
+    model, data = _load_for_inference(args, with_target=True)
+    result = model.evaluate(_model_features(model, data), data.y)
+    print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
+    return 0
+
+
+def prediction_table(model, pred):
+    """``(header, columns, formats)`` of ``dnn predict``'s CSV: a probability per class
+    and the predicted label (by name when the model has class names) for a classifier,
+    the outputs for a regression."""
+    names = model.class_names
+    activation = model.layers[-1].activation if hasattr(model.layers[-1], "activation") \
+        else "linear"
+    if activation not in ("sigmoid", "softmax"):
+        target = model.metadata.get("target")
+        header = [target] if pred.shape[1] == 1 and target else \
+            [f"output_{i}" for i in range(pred.shape[1])]
+        return header, [pred[:, i] for i in range(pred.shape[1])], ["%.6g"] * pred.shape[1]
+    if pred.shape[1] == 1:  # one sigmoid unit: the probability of class 1
+        codes = (pred[:, 0] > 0.5).astype(int)
+        classes = names or ["0", "1"]
+        header = [f"p_{classes[1]}"]
+    else:
+        codes = pred.argmax(1)
+        classes = names or [str(i) for i in range(pred.shape[1])]
+        header = [f"p_{c}" for c in classes]
+    labels = numpy.array(classes, dtype=object)[codes]
+    return header + ["label"], [pred[:, i] for i in range(pred.shape[1])] + [labels], \
+        ["%.6g"] * pred.shape[1] + ["%s"]
+
+
+def cmd_predict(args, session):
+    check_output_path(args.out, "--out")
+    model, data = _load_for_inference(args, with_target=False)
+    pred = model.predict(_model_features(model, data))
+    header, columns, formats = prediction_table(model, pred)
+    lines = [",".join(header)]
+    for row in zip(*columns):
+        lines.append(",".join(f % v for f, v in zip(formats, row)))
+    text = "\n".join(lines) + "\n"
+    atomic_write(args.out, lambda f: f.write(text.encode("utf-8")), "--out")
+    print(f"wrote {pred.shape[0]} predictions to {args.out}")
+    return 0
+
+
+def cmd_export(args, session):
+    import dnn
+
+    check_output_path(args.out, "out")
+    model = dnn.load_model(args.model)
+    model.export(args.out, format="onnx")
+    print(f"wrote {args.out} (ONNX: input 'input' [batch, {model.input_dim}], output "
+          f"'output' [batch, {model.output_dim}])")
+    return 0
+
+
+def cmd_info(args, session):
+    from ..utils.info import info_text
+
+    print(info_text())
+    return 0
+
+
+def cmd_bench(args, session):
+    try:
+        from ..bench.__main__ import main as bench_main
+    except ImportError as exc:
+        raise UsageError(f"bench: the benchmark package is not installed ({exc})") from exc
+    return bench_main(args.args)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "export": cmd_export, "info": cmd_info, "bench": cmd_bench}
