@@ -29,6 +29,7 @@ import numpy
 
 from ..kernels import reference
 from ..kernels.reference import ACTIVATIONS, ACTIVATIONS_NEEDING_INPUT
+from . import host_graph
 
 __all__ = ["ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "check_activation"]
 
@@ -491,11 +492,18 @@ class Backend:
         return value.astype(like.dtype, copy=False)
 
     def capture(self, fn):
-        """Record ``fn`` (which must allocate nothing and never read the device) for
-        replay: ``capture(fn).replay()`` runs the same work again. Here a replay just
-        calls ``fn``, so code written for captured steps runs, and is tested, on every
-        backend; a GPU backend records a CUDA graph instead."""
-        return _Rerun(fn)
+        """Record ``fn`` for replay as a CUDA graph would hold it: ``capture(fn)
+        .replay()`` runs the same operations on the same buffers with the same values
+        (not ``fn`` again), and ``fn`` must not allocate, read the device or
+        synchronise (see ``backends.host_graph``). So code written for captured steps
+        runs, and is checked, on every backend; a GPU backend records a CUDA graph."""
+        return host_graph.capture(self, fn)
+
+    def host_callback(self, fn, *args):
+        """Call ``fn(*args)`` on the host at this point of the step's work. A captured
+        step holds it as a host node: each replay calls it again, in order (MPI's
+        collectives on host arrays are such calls)."""
+        return fn(*args)
 
     def limit_threads(self, threads):
         """Use at most ``threads`` host threads from now on (processes that share a
@@ -533,13 +541,3 @@ def dlpack_device_name(kind, index):
 
 def type_name(x):
     return f"{type(x).__module__.split('.')[0]}.{type(x).__name__}"
-
-
-class _Rerun:
-    """What ``Backend.capture`` returns where there are no device graphs."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def replay(self):
-        self.fn()

@@ -23,7 +23,10 @@ class DataParallelReplica(Replica):
         self.capturable = collectives.capturable
         self.adds_penalty_gradients = self.rank == 0
         self.reducer = GradientReducer(model, collectives, strategy.bucket_bytes)
-        self.after_layer = self.reducer.layer_done
+        # Collectives the device cannot run in stream order (MPI's, on host arrays) are
+        # host calls of the step, which a captured step holds as host nodes.
+        self._host_calls = not collectives.capturable
+        self.after_layer = self._after_layer
         # The non-trainable weights that layers declare drift apart across ranks (each
         # sees its own batches): BatchNormalization's moving statistics.
         self.averaged = [view for layer, name, view in model.weights.views
@@ -33,15 +36,23 @@ class DataParallelReplica(Replica):
     def check_same(self, what, **values):
         self.strategy.check_same(what, **values)
 
+    def _call(self, fn, *args):
+        if self._host_calls:  # looked up now: a capture intercepts the backend's calls
+            return self.model.backend.host_callback(fn, *args)
+        return fn(*args)
+
+    def _after_layer(self, i):
+        self._call(self.reducer.layer_done, i)
+
     def after_backward(self):
-        self.reducer.finish()
+        self._call(self.reducer.finish)
 
     def global_loss(self, loss, scale):
         be, total = self.model.backend, self._loss
         be.fill(total, 0)
         if loss is not None:
             be.accumulate(total, loss, scale)
-        self.collectives.allreduce(total)
+        self._call(self.collectives.allreduce, total)
         return total.reshape(())
 
     def contribute_nothing(self):
@@ -54,7 +65,7 @@ class DataParallelReplica(Replica):
     def after_update(self):
         be = self.model.backend
         for view in self.averaged:
-            self.collectives.allreduce(view)
+            self._call(self.collectives.allreduce, view)
             be.multiply(view, 1.0 / self.world_size, out=view)
 
     def agree_stop(self, stop, at_progress_point):
