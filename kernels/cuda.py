@@ -33,6 +33,8 @@ class CudaEntry:
 class CudaRuntime:
     """The compiled kernel module of the current device."""
 
+    threads = catalogue.THREADS  # per block, as the prelude's DNN_THREADS says
+
     def __init__(self, cupy):
         self.cupy = cupy
         self.modules = {}  # entry-point name -> its compiled RawModule

@@ -10,12 +10,11 @@
 // size, GELU's and leaky ReLU's coefficients, the activation codes) arrive in a
 // generated prelude of #defines (catalogue.prelude), so each is written once.
 //
-// Kernels are grid-stride loops, so the same source also compiles as host C++:
-// kernels/host_shim.h maps the CUDA keywords away and one "thread" runs every
-// iteration. The reductions across a block use shared memory and __syncthreads,
-// which the shim turns into a static array and no-ops (a group there is one thread).
-// That is how the arithmetic of each kernel is checked against kernels/reference.py
-// without a GPU.
+// The same source also compiles as host C++: kernels/host_shim.h maps the CUDA
+// keywords away and runs each block as its blockDim.x threads, one fiber each, that
+// switch at __syncthreads and share the block's shared memory, in several orders.
+// That is how the arithmetic of each kernel, and its use of the block's threads, is
+// checked against kernels/reference.py without a GPU.
 //
 // Every grid scales with its work (the launchers in kernels/launch.py size it). A
 // reduction over n values runs in two launches and needs no temporary allocation, so

@@ -39,12 +39,17 @@ needs_nvrtc = pytest.mark.skipif(not _nvrtc_available(),
 needs_cxx = pytest.mark.skipif(host.compiler() is None, reason="no C++ compiler")
 
 
-@pytest.fixture(scope="module")
-def k():
-    """The fused kernels built for the host."""
+# Blocks of 32 (a warp), 256 (the GPU's) and 1024 threads (CUDA's most).
+HOST_THREADS = (32, catalogue.THREADS, 1024)
+
+
+@pytest.fixture(scope="module", params=HOST_THREADS, ids=lambda t: f"{t}threads")
+def k(request):
+    """The fused kernels built for the host with blocks of real threads, each launch
+    run in the forward, reverse and a shuffled order of the threads."""
     if host.compiler() is None:
         pytest.skip("no C++ compiler")
-    return FusedKernels(host.HostRuntime())
+    return FusedKernels(host.HostRuntime(threads=request.param))
 
 
 # ------------------------------------------------------------------------ catalogue
@@ -757,3 +762,101 @@ def test_scheduled_rate_kernel_against_the_reference(k, dtype, schedule):
         k.scheduled_rate(encoded, numpy.array([update], numpy.int64), lr)
         want = reference.scheduled_rate(encoded, update - 1)  # the steps taken before it
         numpy.testing.assert_allclose(lr[0], want, rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+# ------------------------------------------------------------------ odd launch sizes
+# One element; a row shorter than its group of threads (3 columns: a group of 4); one
+# column; rows that fill no whole block (257 rows of 4-thread groups); a row wider than
+# the widest block (1500 columns, strided by 1024 threads).
+ODD_SHAPES = [(1, 1), (1, 3), (3, 1), (257, 3), (2, 1500)]
+ODD_FLAT = [1, 3, 5, 257, 1025]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
+def test_row_kernels_at_odd_sizes(k, dtype, shape):
+    rows, cols = shape
+    x = inputs(dtype, shape)
+    rng = numpy.random.default_rng(rows * cols)
+    bias, gamma, beta = (rng.normal(size=cols).astype(dtype) for _ in range(3))
+    y = k.bias_activation(x, bias, "softmax", numpy.empty_like(x))
+    close(y, reference.bias_activation("softmax", wide(x), wide(bias)), dtype)
+    dy = inputs(dtype, shape, seed=1) / 10
+    close(k.activation_backward("softmax", dy, None, y, numpy.empty_like(x)),
+          reference.activation_backward("softmax", wide(dy), None, wide(y)), dtype)
+    out, xhat, rstd = numpy.empty_like(x), numpy.empty_like(x), numpy.empty(rows, dtype)
+    k.layer_norm(x, gamma, beta, out, xhat, rstd, 1e-3)
+    want = reference.layer_norm(wide(x), wide(gamma), wide(beta), 1e-3)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else TOL[dtype]
+    for got, expected in zip((out, xhat, rstd), want):
+        numpy.testing.assert_allclose(got, expected, **tol)
+    numpy.testing.assert_allclose(
+        k.layer_norm_backward(dy, xhat, gamma, rstd, numpy.empty_like(x)),
+        reference.layer_norm_backward(wide(dy), want[1], wide(gamma), want[2])[0], **tol)
+    labels = rng.integers(0, cols, rows)
+    for target in (labels, numpy.eye(cols, dtype=dtype)[labels]):
+        grad, loss = numpy.empty_like(x), numpy.empty(1, dtype)
+        k.softmax_cross_entropy(x, target, None, grad, partials(dtype), loss, 0.1)
+        want_loss, want_grad = reference.softmax_cross_entropy(wide(x), target,
+                                                               label_smoothing=0.1)
+        close(loss[0], want_loss, dtype)
+        close(grad, want_grad, dtype)
+        total = numpy.zeros(1, dtype)
+        k.add_argmax_matches(x, target, partials(dtype), total)
+        k.add_top_k_matches(x, target, 2, partials(dtype), total)
+        assert total[0] == reference.argmax_matches(x, labels) + \
+            reference.top_k_matches(x, labels, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
+def test_elementwise_and_column_kernels_at_odd_sizes(k, dtype, shape):
+    rows, cols = shape
+    x = inputs(dtype, shape) / 10
+    rng = numpy.random.default_rng(rows + cols)
+    t = rng.integers(0, 2, shape).astype(dtype)
+    weights = rng.uniform(0, 2, rows).astype(dtype)
+    for act in ("relu", "gelu"):
+        bias = rng.normal(size=cols).astype(dtype)
+        close(k.bias_activation(x, bias, act, numpy.empty_like(x)),
+              reference.bias_activation(act, wide(x), wide(bias)), dtype)
+    grad, loss = numpy.empty_like(x), numpy.empty(1, dtype)
+    k.elementwise_loss("sigmoid_bce", x, t, weights, grad, partials(dtype), loss, 0.1)
+    want_loss, want_grad = reference.sigmoid_binary_cross_entropy(
+        wide(x), wide(t), weights=wide(weights), label_smoothing=0.1)
+    close(loss[0], want_loss, dtype)
+    close(grad, want_grad, dtype)
+    total = numpy.array([0.5], dtype)
+    k.add_regularization(x, None, 0.01, 0.02, partials(dtype), total)
+    close(total[0], 0.5 + reference.regularization(wide(x), 0.01, 0.02)[0], dtype)
+    counts, histogram = numpy.zeros(3, dtype), numpy.zeros(2 * 6, dtype)
+    probs = rng.uniform(0, 1, shape).astype(dtype)
+    k.add_binary_counts(probs, t, 0.5, partials(dtype), counts)
+    numpy.testing.assert_array_equal(counts, reference.binary_counts(probs, t, 0.5))
+    k.add_threshold_histogram("linear", probs, t, 5, histogram)
+    numpy.testing.assert_array_equal(histogram, numpy.concatenate(
+        reference.threshold_histogram(probs.astype(numpy.float64), t, 5)))
+    colsum = x.sum(axis=0, dtype=numpy.float64).astype(dtype)
+    squares = k.center_square(x, colsum, numpy.empty_like(x))
+    close(squares, (wide(x) - wide(colsum) / rows) ** 2, dtype)
+    mask = k.dropout_mask(numpy.empty(x.size, dtype), 5, numpy.array([2], numpy.int64), 0.3)
+    numpy.testing.assert_array_equal(mask, reference.dropout_mask(x.size, 0.3, 5, 2, dtype))
+    order = numpy.arange(rows, dtype=numpy.int64)[::-1].copy()
+    gathered = k.gather_rows(x, order, numpy.zeros(1, numpy.int64), numpy.empty_like(x))
+    numpy.testing.assert_array_equal(gathered, x[::-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", ODD_FLAT)
+def test_sum_and_optimizer_kernels_at_odd_sizes(k, dtype, n):
+    x = inputs(dtype, (n,)) / 100
+    out = k.sum(x, partials(dtype), numpy.empty(1, dtype))
+    numpy.testing.assert_allclose(out[0], wide(x).sum(), atol=numpy.abs(wide(x)).sum() * (
+        1e-6 if dtype == "float32" else 1e-14))
+    p, g = _flat(dtype, n, seed=n)
+    m, v, step = numpy.zeros_like(p), numpy.zeros_like(p), numpy.ones(1, numpy.int64)
+    want = reference.adam(wide(p), wide(g), 0.0, 0.0, 1, 1e-3, 0.9, 0.999, 1e-7)
+    k.adam(p, g, m, v, step, None, rate(1e-3, dtype), 0.9, 0.999, 1e-7, 0.0, False)
+    tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
+    for got, expected in zip((p, m, v), want):
+        numpy.testing.assert_allclose(got, expected, **tol)
