@@ -13,7 +13,7 @@ from support import python
 
 import dnn
 from dnn.backends import NumpyBackend
-from dnn.kernels import catalogue, host, launch, reference
+from dnn.kernels import catalogue, host, launch, nvrtc_check, reference
 from dnn.kernels.catalogue import CatalogueError
 from dnn.kernels.launch import FusedKernels, KernelUnavailable
 
@@ -98,6 +98,40 @@ def test_check_command_compiles_every_kernel():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == \
         f"compiled {len(catalogue.entry_names())} kernels for sm_80, sm_90"
+
+
+@needs_nvrtc
+def test_the_check_compiles_with_the_options_cupy_compiles_with(monkeypatch):
+    """What CuPy's RawModule really hands NVRTC for our options (recorded at NVRTC, no
+    GPU needed) is what the check compiles with, include paths aside: the source
+    includes nothing."""
+    import cupy
+    from cupy._core import core
+    from cupy.cuda import compiler
+
+    assert "#include" not in catalogue.read_source()
+    seen = []
+
+    class Recording(compiler._NVRTCProgram):
+        def compile(self, options=(), log_stream=None):
+            seen.append(tuple(options))
+            return super().compile(options, log_stream)
+
+    monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", "1")
+    monkeypatch.setattr(compiler, "_NVRTCProgram", Recording)
+    # CuPy picks sm_XX up to the NVRTC's newest (compute_XX past it) from the device;
+    # here the device is sm_90 by decree, since there may be none.
+    monkeypatch.setattr(compiler, "_get_arch_for_options_for_nvrtc",
+                        lambda arch=None: (f"-arch=sm_{arch}", "cubin"))
+    unit = catalogue.compile_unit(only=("increment_step", None, None))
+    try:  # RawModule's compile (cupy/_core/raw.pyx _get_raw_module), for device sm_90
+        core.compile_with_cache(unit, catalogue.NVRTC_OPTIONS, arch="90",
+                                prepend_cupy_headers=False, backend="nvrtc")
+    except (cupy.cuda.runtime.CUDARuntimeError, cupy.cuda.driver.CUDADriverError):
+        pass  # loading the compiled module needs a driver
+    compiled = [o for o in seen[-1] if not o.startswith("-I")]
+    assert tuple(compiled) == catalogue.nvrtc_options("sm_90", nvrtc_check.uses_pch(
+        cupy.cuda.nvrtc))
 
 
 @needs_nvrtc
@@ -297,7 +331,7 @@ def test_optimizer_updates_load_and_store_16_bytes_at_a_time():
 
     prog = nvrtc.createProgram(catalogue.compile_unit(), "dnn_kernels.cu", [], [])
     try:
-        nvrtc.compileProgram(prog, ["--gpu-architecture=compute_90", *catalogue.NVRTC_OPTIONS])
+        nvrtc.compileProgram(prog, list(catalogue.nvrtc_options("compute_90")))
         ptx = nvrtc.getPTX(prog).decode()
     finally:
         nvrtc.destroyProgram(prog)
