@@ -894,3 +894,28 @@ def test_sum_and_optimizer_kernels_at_odd_sizes(k, dtype, n):
     tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
     for got, expected in zip((p, m, v), want):
         numpy.testing.assert_allclose(got, expected, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_target_row_without_a_maximum_matches_nothing_and_reads_nothing_past_it(k, dtype):
+    """A NaN target row has no argmax (the kernel's row_argmax gives cols): top-k must
+    not read the score at column cols, the first one past the row. The scores sit in a
+    longer buffer whose next value is +inf, which would count the row in (no score
+    exceeds +inf) if it were read."""
+    rows, cols = 9, 5
+    rng = numpy.random.default_rng(4)
+    buffer = numpy.full(rows * cols + 1, numpy.inf, dtype)
+    scores = buffer[:-1].reshape(rows, cols)
+    scores[...] = rng.normal(size=(rows, cols))
+    labels = rng.integers(0, cols, rows)
+    targets = numpy.eye(cols, dtype=dtype)[labels]
+    targets[-1] = numpy.nan
+    scores[-2] = numpy.nan  # a NaN score row too: its argmax is cols, like its target's
+    targets[-2] = numpy.nan
+    for kk in (1, 3):
+        total = numpy.zeros(1, dtype)
+        k.add_top_k_matches(scores, targets, kk, partials(dtype), total)
+        assert total[0] == reference.top_k_matches(scores[:-2], labels[:-2], kk)
+    total = numpy.zeros(1, dtype)
+    k.add_argmax_matches(scores, targets, partials(dtype), total)
+    assert total[0] == reference.argmax_matches(scores[:-2], labels[:-2])
