@@ -23,6 +23,7 @@ Conventions
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy
@@ -151,6 +152,12 @@ class Backend:
 
     def synchronize(self):
         """Wait for queued device work. A no-op on the CPU."""
+
+    def device_scope(self):
+        """A context in which this backend's device is current, for work on its arrays
+        outside its methods (which make it current themselves): a collective's copies
+        and launches, array methods called directly. Nothing to do on the CPU."""
+        return contextlib.nullcontext()
 
     def multiply(self, a, b, out=None):
         return self.xp.multiply(a, b, out=out)

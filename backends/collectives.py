@@ -94,7 +94,8 @@ class MpiCollectives:
             import cupyx
 
             host = self._staging[key] = cupyx.empty_pinned((buf.size,), buf.dtype)
-        buf.ravel().get(out=host)
+        with self.backend.device_scope():  # CuPy copies on the current device's stream
+            buf.ravel().get(out=host)
         return host
 
     def start_allreduce(self, buf):
@@ -116,9 +117,10 @@ class MpiCollectives:
         wait_all(requests, self.timeout, what, self.rank, self.size)
         self._pending = [r for r in self._pending if all(r is not q for q in requests)]
         if self._device:
-            for _, buf, host in handles:
-                if buf is not None:
-                    buf.ravel().set(host)
+            with self.backend.device_scope():
+                for _, buf, host in handles:
+                    if buf is not None:
+                        buf.ravel().set(host)
 
     def allreduce(self, buf):
         self.wait([self.start_allreduce(buf)])
@@ -150,9 +152,10 @@ class NcclCollectives:
         self.backend = backend
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = comm.bcast(uid, root=0)
-        import cupy
-
-        with cupy.cuda.Device(backend.device_id):  # NCCL binds the current device
+        # NCCL binds the device current at its creation; its operations go on that
+        # device's current stream, the one the backend's kernels run on.
+        self._device = backend.device_scope()
+        with self._device:
             self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
         self._types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
                        "int64": nccl.NCCL_INT64, "int32": nccl.NCCL_INT32}
@@ -165,14 +168,16 @@ class NcclCollectives:
                             f"got {buf.dtype}") from None
 
     def _stream(self):
+        """The current stream of the backend's device (call with that device current)."""
         import cupy
 
         return cupy.cuda.get_current_stream().ptr
 
     def start_allreduce(self, buf):
         if buf.size:
-            self.comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self._type(buf),
-                                self._nccl.NCCL_SUM, self._stream())
+            with self._device:
+                self.comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self._type(buf),
+                                    self._nccl.NCCL_SUM, self._stream())
         return None
 
     def wait(self, handles):
@@ -187,7 +192,8 @@ class NcclCollectives:
 
     def broadcast(self, buf):
         if buf.size:
-            self.comm.bcast(buf.data.ptr, buf.size, self._type(buf), 0, self._stream())
+            with self._device:
+                self.comm.bcast(buf.data.ptr, buf.size, self._type(buf), 0, self._stream())
         return buf
 
     def barrier(self):

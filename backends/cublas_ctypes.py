@@ -5,7 +5,9 @@ during stream capture is currently unsupported", cupy_backends' cublas.pyx), so 
 captured training step cannot use it. This module calls the same libcublas that CuPy
 loaded, with its own handle whose stream is set to the caller's current stream on
 every call, and a fixed workspace so cuBLAS never allocates while a graph is being
-captured.
+captured. cublasSetStream resets the workspace to cuBLAS's default pool (the cuBLAS
+docs, cublasSetStream: "unconditionally resets the cuBLAS library workspace back to the
+default workspace pool"), so the workspace is set again after every stream switch.
 
 Importing this module loads nothing; ``CublasHandle`` does the work on first use.
 """
@@ -79,8 +81,7 @@ class CublasHandle:
         self.handle = handle
         # A workspace of our own: cuBLAS must not allocate inside a captured graph.
         self.workspace = cupy.empty((WORKSPACE_BYTES,), dtype=numpy.uint8)
-        self._check(lib.cublasSetWorkspace_v2(handle, self.workspace.data.ptr, WORKSPACE_BYTES),
-                    "cublasSetWorkspace")
+        self._set_workspace()
         self._stream = None
         self._mode = None
         # alpha = 1, beta = 0 in host memory (host pointer mode, the handle's default).
@@ -92,10 +93,15 @@ class CublasHandle:
         if status != 0:
             raise CublasError(f"{what} failed with cuBLAS status {status}")
 
+    def _set_workspace(self):
+        self._check(self.lib.cublasSetWorkspace_v2(self.handle, self.workspace.data.ptr,
+                                                   WORKSPACE_BYTES), "cublasSetWorkspace")
+
     def _prepare(self, tf32):
         stream = self.cupy.cuda.get_current_stream().ptr
         if stream != self._stream:
             self._check(self.lib.cublasSetStream_v2(self.handle, stream), "cublasSetStream")
+            self._set_workspace()  # cublasSetStream dropped it
             self._stream = stream
         mode = CUBLAS_TF32_TENSOR_OP_MATH if tf32 else CUBLAS_DEFAULT_MATH
         if mode != self._mode:

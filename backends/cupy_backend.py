@@ -7,7 +7,9 @@ kernels of ``kernels/dnn_kernels.cu``; GEMMs go straight to cuBLAS.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import re
 
 import numpy
 
@@ -47,9 +49,43 @@ def cupy_unavailable_reason():
     return None
 
 
+# bfloat16 arrays are ml_dtypes' bfloat16, which CuPy supports from 14 on, with NumPy
+# 2.1.2 or later (CuPy's upgrade guide); CuPy 13 has no such dtype and fails at the first
+# allocation.
+BFLOAT16_CUPY, BFLOAT16_NUMPY = (14,), (2, 1, 2)
+
+
+def _version(text):
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def _on_device(method):
+    @functools.wraps(method)
+    def on_device(self, *args, **kwargs):
+        with self._device:
+            return method(self, *args, **kwargs)
+
+    on_device.runs_on_device = True
+    return on_device
+
+
+def _every_method_on_its_device(cls):
+    """Run every public method with the backend's device current: CuPy allocates, and
+    launches its own kernels, ours, cuBLAS's and the captured graphs, on the current
+    device's current stream, so with another device current (``cupy:1`` while device 0
+    is) kernels loaded for device 0 would read device 1's memory. Nested calls re-enter
+    the same device (CuPy's Device keeps a per-thread stack)."""
+    for name in dir(cls):
+        method = inspect.getattr_static(cls, name)
+        if not name.startswith("_") and inspect.isfunction(method):
+            setattr(cls, name, _on_device(method))
+    return cls
+
+
+@_every_method_on_its_device
 class CupyBackend(Backend):
     """``CupyBackend(device=0, tf32=None)``. TF32 GEMMs are off unless ``tf32=True``
-    or the environment sets ``DNN_TF32=1``."""
+    or the environment sets ``DNN_TF32=1``. Every method runs with ``device`` current."""
 
     name = "cupy"
     cheap_host_reads = False
@@ -89,10 +125,25 @@ class CupyBackend(Backend):
             f"{nbytes / 2**20:,.1f} MiB for an array of shape {tuple(shape)} {numpy.dtype(dtype)}; "
             f"try a smaller batch_size (or a smaller model)")
 
+    def _check_dtype(self, dtype):
+        """bfloat16 needs a CuPy (and a NumPy) that have it: refuse it clearly on older
+        ones."""
+        if dtype is None or numpy.dtype(dtype).name != "bfloat16":
+            return
+        for library, version, needed, hint in (
+                ("CuPy", self.xp.__version__, BFLOAT16_CUPY,
+                 "pip install 'cupy-cuda12x>=14' (or '.[cuda12]' in the dnn checkout)"),
+                ("NumPy", numpy.__version__, BFLOAT16_NUMPY, "pip install 'numpy>=2.1.2'")):
+            if _version(version) < needed:
+                raise TypeError(
+                    f"backend 'cupy': bfloat16 (mixed_bfloat16) needs {library} >= "
+                    f"{'.'.join(map(str, needed))} (bfloat16 is ml_dtypes' there); got "
+                    f"{library} {version}: {hint}, or use dtype float32")
+
     def _allocate(self, make, shape, dtype):
+        self._check_dtype(dtype)
         try:
-            with self._device:
-                return make(shape, dtype=dtype)
+            return make(shape, dtype=dtype)
         except self.xp.cuda.memory.OutOfMemoryError as exc:
             raise self._out_of_memory(exc, shape, dtype) from exc
 
@@ -109,9 +160,9 @@ class CupyBackend(Backend):
         if isinstance(x, cupy.ndarray) and x.device.id != self.device_id:
             raise ValueError(f"array: expected data on {self.device} (this backend's "
                              f"device); got a cupy.ndarray on cuda:{x.device.id}")
+        self._check_dtype(dtype if dtype is not None else getattr(x, "dtype", None))
         try:
-            with self._device:
-                return cupy.ascontiguousarray(cupy.asarray(x, dtype=dtype))
+            return cupy.ascontiguousarray(cupy.asarray(x, dtype=dtype))
         except cupy.cuda.memory.OutOfMemoryError as exc:
             shape = getattr(x, "shape", numpy.shape(x))
             raise self._out_of_memory(exc, shape, dtype or getattr(x, "dtype", "float32")) \
@@ -120,8 +171,7 @@ class CupyBackend(Backend):
     def from_dlpack(self, x, name):
         kind, index = x.__dlpack_device__()
         if int(kind) == DLPACK_CUDA and int(index) == self.device_id:
-            with self._device:
-                return self.xp.from_dlpack(x)
+            return self.xp.from_dlpack(x)
         if int(kind) == DLPACK_CPU:
             return numpy.from_dlpack(x)  # host data: uploaded with the rest
         raise TypeError(f"{name}: expected data on {self.device} or on the host; got a "
@@ -141,6 +191,9 @@ class CupyBackend(Backend):
 
     def synchronize(self):
         self._device.synchronize()
+
+    def device_scope(self):
+        return self._device
 
     # --------------------------------------------------------------------- GEMM
     def gemm(self, a, b, out=None, trans_a=False, trans_b=False):
@@ -168,8 +221,7 @@ class CupyBackend(Backend):
 
     def _blas(self):
         if self._handle is None:
-            with self._device:
-                self._handle = CublasHandle(self.xp)
+            self._handle = CublasHandle(self.xp)  # on the current device: ours
         return self._handle
 
     def _buffer(self, tag, shape, dtype, fill=None):
@@ -212,40 +264,52 @@ class CupyBackend(Backend):
             raise RuntimeError(f"{op}: no capture-safe kernel for {kinds}; train with "
                                f"fit(cuda_graph=False)")
 
+    def _fused_or_generic(self, op, fusable, fused, *args, **kwargs):
+        """The one dispatch of an operation that has fused kernels: ``fused()`` when
+        ``fusable`` (the caller's test of shapes and dtypes, with ``_fusable``); when not,
+        or when a kernel is not built for the dtype (KernelUnavailable), ``Backend.<op>``
+        on ``args`` and ``kwargs``: the generic version in CuPy's own operations, which a
+        graph capture refuses (``_generic``)."""
+        if fusable:
+            try:
+                return fused()
+            except KernelUnavailable:
+                pass
+        self._generic(op, *(a for a in (*args, *kwargs.values())
+                            if isinstance(a, self.xp.ndarray)))
+        return getattr(Backend, op)(self, *args, **kwargs)
+
     def _zero_bias(self, cols, dtype):
         return self._buffer("zeros", (cols,), dtype, fill=0)
 
+    def _out(self, out, like):
+        return self.empty(like.shape, like.dtype) if out is None else out
+
     def bias_activation(self, x, bias, activation, out=None):
         activation = check_activation(activation)
-        if x.ndim == 2 and bias.dtype == x.dtype and self._fusable(x, bias, out):
-            try:
-                return self.kernels.bias_activation(
-                    x, bias, activation, self.empty(x.shape, x.dtype) if out is None else out)
-            except KernelUnavailable:
-                pass
-        self._generic("bias_activation", x, bias)
-        return super().bias_activation(x, bias, activation, out=out)
+        return self._fused_or_generic(
+            "bias_activation", x.ndim == 2 and bias.dtype == x.dtype and self._fusable(
+                x, bias, out),
+            lambda: self.kernels.bias_activation(x, bias, activation, self._out(out, x)),
+            x, bias, activation, out=out)
 
     def activation(self, name, x, out=None):
         name = check_activation(name)
-        if x.ndim == 2 and self._fusable(x, out):
-            return self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out=out)
-        self._generic("activation", x)
-        return super().activation(name, x, out=out)
+        return self._fused_or_generic(
+            "activation", x.ndim == 2 and self._fusable(x, out),
+            lambda: self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out),
+            name, x, out=out)
 
     def activation_backward(self, name, dy, x, y, out=None):
         name = check_activation(name)
         if name == "linear" and (out is None or out is dy):
             return dy
         saved = x if name in ACTIVATIONS_NEEDING_INPUT else y
-        if dy.ndim == 2 and saved is not None and self._fusable(dy, saved, out):
-            try:
-                return self.kernels.activation_backward(
-                    name, dy, x, y, self.empty(dy.shape, dy.dtype) if out is None else out)
-            except KernelUnavailable:
-                pass
-        self._generic("activation_backward", dy, saved)
-        return super().activation_backward(name, dy, x, y, out=out)
+        return self._fused_or_generic(
+            "activation_backward",
+            dy.ndim == 2 and saved is not None and self._fusable(dy, saved, out),
+            lambda: self.kernels.activation_backward(name, dy, x, y, self._out(out, dy)),
+            name, dy, x, y, out=out)
 
     # ------------------------------------------------------------ normalization
     # Column statistics are column sums (cuBLAS GEMVs with a ones vector, which scale and
@@ -255,89 +319,75 @@ class CupyBackend(Backend):
 
     def batch_norm_forward(self, x, gamma, beta, epsilon, out, xhat, var, moving_mean,
                            moving_var, momentum, scratch):
-        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat, scratch):
+        def fused():
             cols, stats = x.shape[1], var.dtype
             sum1, sum2 = self._stats("bn_sum1", cols, stats), self._stats("bn_sum2", cols, stats)
             mean = self._stats("bn_mean", cols, stats)
-            try:
-                self.column_sum(x, out=sum1)
-                self.kernels.center_square(x, sum1, scratch)
-                self.column_sum(scratch, out=sum2)
-                self.kernels.batch_stats(x.dtype.name, sum1, sum2, mean, var, moving_mean,
-                                         moving_var, x.shape[0], momentum)
-                return self.kernels.column_affine(x, mean, var, gamma, beta, out, xhat,
-                                                  epsilon)
-            except KernelUnavailable:
-                pass
-        self._generic("batch_norm_forward", x)
-        return super().batch_norm_forward(x, gamma, beta, epsilon, out, xhat, var, moving_mean,
-                                          moving_var, momentum, scratch)
+            self.column_sum(x, out=sum1)
+            self.kernels.center_square(x, sum1, scratch)
+            self.column_sum(scratch, out=sum2)
+            self.kernels.batch_stats(x.dtype.name, sum1, sum2, mean, var, moving_mean,
+                                     moving_var, x.shape[0], momentum)
+            return self.kernels.column_affine(x, mean, var, gamma, beta, out, xhat, epsilon)
+
+        return self._fused_or_generic(
+            "batch_norm_forward", x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat,
+                                                                scratch),
+            fused, x, gamma, beta, epsilon, out, xhat, var, moving_mean, moving_var, momentum,
+            scratch)
 
     def batch_norm_inference(self, x, gamma, beta, moving_mean, moving_var, epsilon, out,
                              xhat=None):
-        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat):
-            try:
-                return self.kernels.column_affine(x, moving_mean, moving_var, gamma, beta, out,
-                                                  xhat, epsilon)
-            except KernelUnavailable:
-                pass
-        self._generic("batch_norm_inference", x)
-        return super().batch_norm_inference(x, gamma, beta, moving_mean, moving_var, epsilon,
-                                            out, xhat)
+        return self._fused_or_generic(
+            "batch_norm_inference", x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat),
+            lambda: self.kernels.column_affine(x, moving_mean, moving_var, gamma, beta, out,
+                                               xhat, epsilon),
+            x, gamma, beta, moving_mean, moving_var, epsilon, out, xhat)
 
     def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch,
                             batch=True):
-        if dy.ndim == 2 and self._fusable(dy, xhat, gamma, out, scratch):
-            try:
-                self.column_sum(dy, out=dbeta)
-                self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
-                return self.kernels.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta,
-                                                        out, epsilon, batch)
-            except KernelUnavailable:
-                pass
-        self._generic("batch_norm_backward", dy)
-        return super().batch_norm_backward(dy, xhat, gamma, var, epsilon, dgamma, dbeta, out,
-                                           scratch, batch)
+        def fused():
+            self.column_sum(dy, out=dbeta)
+            self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
+            return self.kernels.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta, out,
+                                                    epsilon, batch)
+
+        return self._fused_or_generic(
+            "batch_norm_backward", dy.ndim == 2 and self._fusable(dy, xhat, gamma, out,
+                                                                  scratch),
+            fused, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch, batch)
 
     def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd):
-        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat, rstd):
-            try:
-                return self.kernels.layer_norm(x, gamma, beta, out, xhat, rstd, epsilon)
-            except KernelUnavailable:
-                pass
-        self._generic("layer_norm_forward", x)
-        return super().layer_norm_forward(x, gamma, beta, epsilon, out, xhat, rstd)
+        return self._fused_or_generic(
+            "layer_norm_forward", x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat,
+                                                                rstd),
+            lambda: self.kernels.layer_norm(x, gamma, beta, out, xhat, rstd, epsilon),
+            x, gamma, beta, epsilon, out, xhat, rstd)
 
     def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch):
-        if dy.ndim == 2 and self._fusable(dy, xhat, gamma, rstd, out, scratch):
-            try:  # the parameter gradients first: out may be dy
-                self.column_sum(dy, out=dbeta)
-                self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
-                return self.kernels.layer_norm_backward(dy, xhat, gamma, rstd, out)
-            except KernelUnavailable:
-                pass
-        self._generic("layer_norm_backward", dy)
-        return super().layer_norm_backward(dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch)
+        def fused():  # the parameter gradients first: out may be dy
+            self.column_sum(dy, out=dbeta)
+            self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
+            return self.kernels.layer_norm_backward(dy, xhat, gamma, rstd, out)
+
+        return self._fused_or_generic(
+            "layer_norm_backward", dy.ndim == 2 and self._fusable(dy, xhat, gamma, rstd, out,
+                                                                  scratch),
+            fused, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch)
 
     def standardize(self, x, mean, variance, out):
-        if x.ndim == 2 and self._fusable(x, out):
-            try:
-                return self.kernels.column_affine(x, mean, variance, None, None, out, None,
-                                                  NORMALIZATION_EPSILON, clamp=True)
-            except KernelUnavailable:
-                pass
-        self._generic("standardize", x)
-        return super().standardize(x, mean, variance, out)
+        return self._fused_or_generic(
+            "standardize", x.ndim == 2 and self._fusable(x, out),
+            lambda: self.kernels.column_affine(x, mean, variance, None, None, out, None,
+                                               NORMALIZATION_EPSILON, clamp=True),
+            x, mean, variance, out)
 
     def standardize_backward(self, dy, variance, out):
-        if dy.ndim == 2 and self._fusable(dy, out):
-            try:
-                return self.kernels.column_affine(dy, None, variance, None, None, out, None,
-                                                  NORMALIZATION_EPSILON, clamp=True)
-            except KernelUnavailable:
-                pass
-        self._generic("standardize_backward", dy)
-        return super().standardize_backward(dy, variance, out)
+        return self._fused_or_generic(
+            "standardize_backward", dy.ndim == 2 and self._fusable(dy, out),
+            lambda: self.kernels.column_affine(dy, None, variance, None, None, out, None,
+                                               NORMALIZATION_EPSILON, clamp=True),
+            dy, variance, out)
 
     # ------------------------------------------------------------------- losses
     def _loss_buffers(self, tag, dtype):
@@ -357,99 +407,128 @@ class CupyBackend(Backend):
 
     def softmax_cross_entropy(self, logits, labels, grad_out=None, weights=None,
                               label_smoothing=0.0):
-        if logits.ndim == 2 and self._fusable(logits, grad_out, weights):
+        def fused():
             wanted = numpy.int64 if labels.ndim == 1 else logits.dtype
-            labels = self.xp.ascontiguousarray(labels, dtype=wanted)
-            grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
+            grad = self._out(grad_out, logits)
             partials, loss = self._loss_buffers("xent_loss", logits.dtype)
-            try:
-                self.kernels.softmax_cross_entropy(logits, labels, weights, grad, partials,
-                                                   loss.reshape(1), label_smoothing)
-                return loss, grad
-            except KernelUnavailable:
-                pass
-        self._generic("softmax_cross_entropy", logits)
-        return super().softmax_cross_entropy(logits, labels, grad_out, weights,
-                                             label_smoothing)
+            self.kernels.softmax_cross_entropy(
+                logits, self.xp.ascontiguousarray(labels, dtype=wanted), weights, grad,
+                partials, loss.reshape(1), label_smoothing)
+            return loss, grad
+
+        return self._fused_or_generic(
+            "softmax_cross_entropy", logits.ndim == 2 and self._fusable(logits, grad_out,
+                                                                        weights),
+            fused, logits, labels, grad_out, weights, label_smoothing)
+
+    def _loss_fusable(self, pred, target, grad_out, weights):
+        return target.dtype == pred.dtype and self._fusable(pred, target, grad_out, weights)
+
+    def _elementwise_loss(self, kernel, pred, target, grad_out, weights, *extra):
+        """The fused path of an elementwise loss: the kernel writes the gradient and a
+        partial sum of the mean per block; a second launch adds those in a fixed order.
+        ``extra``: the kernel's own scalars (label smoothing, delta)."""
+        grad = self._out(grad_out, pred)
+        partials, out = self._loss_buffers(kernel + "_loss", pred.dtype)
+        self.kernels.elementwise_loss(kernel, pred, target, weights, grad, partials,
+                                      out.reshape(1), *extra)
+        return out, grad
+
+    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None, weights=None,
+                                     label_smoothing=0.0):
+        return self._fused_or_generic(
+            "sigmoid_binary_cross_entropy",
+            self._loss_fusable(logits, targets, grad_out, weights),
+            lambda: self._elementwise_loss("sigmoid_bce", logits, targets, grad_out, weights,
+                                           label_smoothing),
+            logits, targets, grad_out, weights, label_smoothing)
+
+    def mean_squared_error(self, pred, target, grad_out=None, weights=None):
+        return self._fused_or_generic(
+            "mean_squared_error", self._loss_fusable(pred, target, grad_out, weights),
+            lambda: self._elementwise_loss("mse", pred, target, grad_out, weights),
+            pred, target, grad_out, weights)
+
+    def mean_absolute_error(self, pred, target, grad_out=None, weights=None):
+        return self._fused_or_generic(
+            "mean_absolute_error", self._loss_fusable(pred, target, grad_out, weights),
+            lambda: self._elementwise_loss("mae", pred, target, grad_out, weights),
+            pred, target, grad_out, weights)
+
+    def huber(self, pred, target, delta=1.0, grad_out=None, weights=None):
+        return self._fused_or_generic(
+            "huber", self._loss_fusable(pred, target, grad_out, weights),
+            lambda: self._elementwise_loss("huber", pred, target, grad_out, weights, delta),
+            pred, target, delta, grad_out, weights)
+
+    def add_regularization(self, weights, grads, l1, l2, total):
+        return self._fused_or_generic(
+            "add_regularization", self._fusable(weights, grads, total),
+            lambda: self.kernels.add_regularization(weights, grads, l1, l2,
+                                                    self._partials(total.dtype), total),
+            weights, grads, l1, l2, total)
 
     # ------------------------------------------------------------- batch gather
     def gather_rows(self, x, order, cursor, out):
-        if x.dtype == out.dtype and x.flags.c_contiguous and out.flags.c_contiguous:
-            try:
-                return self.kernels.gather_rows(x, order, cursor, out)
-            except KernelUnavailable:
-                pass
-        self._generic("gather_rows", x)
-        return super().gather_rows(x, order, cursor, out)
+        return self._fused_or_generic(
+            "gather_rows", x.dtype == out.dtype and x.flags.c_contiguous and
+            out.flags.c_contiguous, lambda: self.kernels.gather_rows(x, order, cursor, out),
+            x, order, cursor, out)
 
     def advance(self, counter, amount):
         self.kernels.advance(counter, amount)
         return counter
 
     # ------------------------------------------------------------------ metrics
-    def add_argmax_matches(self, scores, labels, total):
-        labels_ok = labels.flags.c_contiguous and (
-            labels.dtype == numpy.int64 if labels.ndim == 1 else labels.dtype == scores.dtype)
-        if scores.ndim == 2 and labels_ok and self._fusable(scores, total):
-            try:
-                return self.kernels.add_argmax_matches(scores, labels,
-                                                       self._partials(total.dtype), total)
-            except KernelUnavailable:
-                pass
-        self._generic("add_argmax_matches", scores, labels)
-        return super().add_argmax_matches(scores, labels, total)
+    def _labels_fusable(self, scores, labels, total):
+        return scores.ndim == 2 and labels.flags.c_contiguous and self._fusable(
+            scores, total) and (labels.dtype == numpy.int64 if labels.ndim == 1
+                                else labels.dtype == scores.dtype)
 
-    def add_threshold_matches(self, scores, targets, threshold, total):
-        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
-            try:
-                return self.kernels.add_threshold_matches(scores, targets, threshold,
-                                                          self._partials(total.dtype), total)
-            except KernelUnavailable:
-                pass
-        self._generic("add_threshold_matches", scores, targets)
-        return super().add_threshold_matches(scores, targets, threshold, total)
+    def add_argmax_matches(self, scores, labels, total):
+        return self._fused_or_generic(
+            "add_argmax_matches", self._labels_fusable(scores, labels, total),
+            lambda: self.kernels.add_argmax_matches(scores, labels,
+                                                    self._partials(total.dtype), total),
+            scores, labels, total)
 
     def add_top_k_matches(self, scores, labels, k, total):
-        labels_ok = labels.flags.c_contiguous and (
-            labels.dtype == numpy.int64 if labels.ndim == 1 else labels.dtype == scores.dtype)
-        if scores.ndim == 2 and labels_ok and self._fusable(scores, total):
-            try:
-                return self.kernels.add_top_k_matches(scores, labels, k,
-                                                      self._partials(total.dtype), total)
-            except KernelUnavailable:
-                pass
-        self._generic("add_top_k_matches", scores, labels)
-        return super().add_top_k_matches(scores, labels, k, total)
+        return self._fused_or_generic(
+            "add_top_k_matches", self._labels_fusable(scores, labels, total),
+            lambda: self.kernels.add_top_k_matches(scores, labels, k,
+                                                   self._partials(total.dtype), total),
+            scores, labels, k, total)
+
+    def add_threshold_matches(self, scores, targets, threshold, total):
+        return self._fused_or_generic(
+            "add_threshold_matches",
+            targets.dtype == scores.dtype and self._fusable(scores, targets, total),
+            lambda: self.kernels.add_threshold_matches(scores, targets, threshold,
+                                                       self._partials(total.dtype), total),
+            scores, targets, threshold, total)
 
     def add_binary_counts(self, scores, targets, threshold, total):
-        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
-            try:
-                return self.kernels.add_binary_counts(scores, targets, threshold,
-                                                      self._partials(total.dtype), total)
-            except KernelUnavailable:
-                pass
-        self._generic("add_binary_counts", scores, targets)
-        return super().add_binary_counts(scores, targets, threshold, total)
+        return self._fused_or_generic(
+            "add_binary_counts",
+            targets.dtype == scores.dtype and self._fusable(scores, targets, total),
+            lambda: self.kernels.add_binary_counts(scores, targets, threshold,
+                                                   self._partials(total.dtype), total),
+            scores, targets, threshold, total)
 
     def add_threshold_histogram(self, scores, targets, m, total, activation="linear"):
-        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
-            try:
-                return self.kernels.add_threshold_histogram(activation, scores, targets, m,
-                                                            total)
-            except KernelUnavailable:
-                pass
-        self._generic("add_threshold_histogram", scores, targets)
-        return super().add_threshold_histogram(scores, targets, m, total, activation)
+        return self._fused_or_generic(
+            "add_threshold_histogram",
+            targets.dtype == scores.dtype and self._fusable(scores, targets, total),
+            lambda: self.kernels.add_threshold_histogram(activation, scores, targets, m,
+                                                         total),
+            scores, targets, m, total, activation)
 
     def add_abs_error(self, pred, target, total, activation="linear"):
-        if target.dtype == pred.dtype and self._fusable(pred, target, total):
-            try:
-                return self.kernels.add_abs_error(activation, pred, target,
-                                                  self._partials(total.dtype), total)
-            except KernelUnavailable:
-                pass
-        self._generic("add_abs_error", pred, target)
-        return super().add_abs_error(pred, target, total, activation)
+        return self._fused_or_generic(
+            "add_abs_error", target.dtype == pred.dtype and self._fusable(pred, target, total),
+            lambda: self.kernels.add_abs_error(activation, pred, target,
+                                               self._partials(total.dtype), total),
+            pred, target, total, activation)
 
     def cast(self, x, out):
         """float32 <-> bfloat16 by kernel (round to nearest even); other pairs by CuPy."""
@@ -458,56 +537,6 @@ class CupyBackend(Backend):
                 x.flags.c_contiguous and out.flags.c_contiguous and x.size == out.size:
             return self.kernels.cast(x, out)
         return super().cast(x, out)
-
-    def _elementwise_loss(self, loss, pred, target, grad_out, weights, generic, *extra):
-        """The loss kernel writes the gradient and a partial sum of the mean per block;
-        a second launch adds those in a fixed order."""
-        if target.dtype == pred.dtype and self._fusable(pred, target, grad_out, weights):
-            grad = self.empty(pred.shape, pred.dtype) if grad_out is None else grad_out
-            partials, out = self._loss_buffers(loss + "_loss", pred.dtype)
-            try:
-                self.kernels.elementwise_loss(loss, pred, target, weights, grad, partials,
-                                              out.reshape(1), *extra)
-                return out, grad
-            except KernelUnavailable:
-                pass
-        self._generic(loss, pred, target)
-        return generic()
-
-    def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None, weights=None,
-                                     label_smoothing=0.0):
-        return self._elementwise_loss(
-            "sigmoid_bce", logits, targets, grad_out, weights,
-            lambda: super(CupyBackend, self).sigmoid_binary_cross_entropy(
-                logits, targets, grad_out, weights, label_smoothing), label_smoothing)
-
-    def mean_squared_error(self, pred, target, grad_out=None, weights=None):
-        return self._elementwise_loss(
-            "mse", pred, target, grad_out, weights,
-            lambda: super(CupyBackend, self).mean_squared_error(pred, target, grad_out,
-                                                                weights))
-
-    def mean_absolute_error(self, pred, target, grad_out=None, weights=None):
-        return self._elementwise_loss(
-            "mae", pred, target, grad_out, weights,
-            lambda: super(CupyBackend, self).mean_absolute_error(pred, target, grad_out,
-                                                                 weights))
-
-    def huber(self, pred, target, delta=1.0, grad_out=None, weights=None):
-        return self._elementwise_loss(
-            "huber", pred, target, grad_out, weights,
-            lambda: super(CupyBackend, self).huber(pred, target, delta, grad_out, weights),
-            delta)
-
-    def add_regularization(self, weights, grads, l1, l2, total):
-        if self._fusable(weights, grads, total):
-            try:
-                return self.kernels.add_regularization(weights, grads, l1, l2,
-                                                       self._partials(total.dtype), total)
-            except KernelUnavailable:
-                pass
-        self._generic("add_regularization", weights)
-        return super().add_regularization(weights, grads, l1, l2, total)
 
     # --------------------------------------------------------------- optimizers
     def guard_finite(self, loss, step, flag, bad_step):
@@ -543,14 +572,10 @@ class CupyBackend(Backend):
         if not isinstance(counter, self.xp.ndarray):
             counter = self.xp.asarray([int(counter)], dtype=numpy.int64)
         mask = self.empty(shape, dtype) if out is None else out
-        if self._fusable(mask):
-            try:
-                return self.kernels.dropout_mask(mask, seed, counter, rate, offset)
-            except KernelUnavailable:
-                pass
-        self._generic("dropout_mask", mask)
-        return super().dropout_mask(shape, rate, seed, counter, dtype=dtype, out=out,
-                                    offset=offset)
+        return self._fused_or_generic(
+            "dropout_mask", self._fusable(mask),
+            lambda: self.kernels.dropout_mask(mask, seed, counter, rate, offset),
+            shape, rate, seed, counter, dtype=dtype, out=mask, offset=offset)
 
     # ------------------------------------------------------------------- graphs
     def capture(self, fn):
@@ -563,31 +588,32 @@ class CupyBackend(Backend):
         to it. ``fn`` must not read the device either (no host sync during capture).
         """
         cupy = self.xp
-        with self._device:
-            side = cupy.cuda.Stream(non_blocking=True)
-            side.wait_event(cupy.cuda.get_current_stream().record())
-            with side:
-                side.begin_capture()
-                self._capturing = True
-                try:
-                    fn()
-                finally:
-                    self._capturing = False
-                    graph = side.end_capture()
-            return _CudaGraph(cupy, graph, side)
+        side = cupy.cuda.Stream(non_blocking=True)
+        side.wait_event(cupy.cuda.get_current_stream().record())
+        with side:
+            side.begin_capture()
+            self._capturing = True
+            try:
+                fn()
+            except BaseException as exc:
+                self._capturing = False
+                _abandon_capture(side, exc)
+                raise
+            self._capturing = False
+            graph = side.end_capture()
+        return _CudaGraph(cupy, graph, side, self._device)
 
     # -------------------------------------------------------------------- misc
     def time_device(self, fn, repeats):
         cupy = self.xp
-        with self._device:
-            start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-            self.synchronize()
-            start.record()
-            for _ in range(repeats):
-                fn()
-            stop.record()
-            stop.synchronize()
-            return cupy.cuda.get_elapsed_time(start, stop) / 1e3 / repeats
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        self.synchronize()
+        start.record()
+        for _ in range(repeats):
+            fn()
+        stop.record()
+        stop.synchronize()
+        return cupy.cuda.get_elapsed_time(start, stop) / 1e3 / repeats
 
     def warmup(self):
         """Create the cuBLAS handle and its workspace before timing (the kernels compile
@@ -612,13 +638,28 @@ class CupyBackend(Backend):
         }
 
 
-class _CudaGraph:
-    """A captured CUDA graph; ``replay()`` launches it on the current stream."""
+def _abandon_capture(stream, exc):
+    """End a capture that ``exc`` interrupted, keeping ``exc`` as the error: ending it
+    fails too when the error invalidated the capture (cudaErrorStreamCaptureInvalidated),
+    and that failure would otherwise replace the one that caused it."""
+    try:
+        stream.end_capture()
+    except Exception as failure:
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(f"(ending the interrupted CUDA graph capture also failed: "
+                         f"{type(failure).__name__}: {failure})")
 
-    def __init__(self, cupy, graph, capture_stream):
+
+class _CudaGraph:
+    """A captured CUDA graph; ``replay()`` launches it on its device's current stream,
+    with that device current, whichever device the caller has current."""
+
+    def __init__(self, cupy, graph, capture_stream, device):
         self.cupy = cupy
         self.graph = graph
         self._capture_stream = capture_stream  # keep alive with the graph
+        self._device = device
 
     def replay(self):
-        self.graph.launch(self.cupy.cuda.get_current_stream())
+        with self._device:
+            self.graph.launch(self.cupy.cuda.get_current_stream())

@@ -4,8 +4,11 @@ Every kernel in the source is a ``__device__`` template under a ``// dnn:kernel 
 line. This module parses those signatures and derives from them what other code would
 otherwise keep by hand: the instantiations and their entry-point names, the
 ``extern "C"`` entry points (generated, for NVRTC and for the host compiler alike), and
-each parameter's type, which the launchers in ``kernels.runtime`` marshal arguments by.
-It also writes the prelude of constants that the source shares with Python.
+each parameter's type, by which the runtimes (``kernels.cuda.CudaRuntime`` and
+``kernels.host.HostRuntime``) convert the arguments that the launchers in
+``kernels.launch`` pass. It also writes the prelude of constants that the source shares
+with Python, and holds the NVRTC options: what the CUDA runtime passes and what CuPy
+adds, in one place, so the NVRTC check compiles what runs.
 
 Imports nothing beyond the standard library, NumPy and ``kernels.reference``.
 """
@@ -24,14 +27,41 @@ from . import reference
 SOURCE_PATH = pathlib.Path(__file__).with_name("dnn_kernels.cu")
 HOST_SHIM_PATH = pathlib.Path(__file__).with_name("host_shim.h")
 
-THREADS = 256  # threads per block of every launch, and the shared-memory reduction width
+# Threads per block of every launch, and the shared-memory reduction width, on a GPU.
+# The host build takes it as a parameter (the tests build 32, 256 and 1024).
+THREADS = 256
 MAX_BLOCKS = 65535  # grid-stride loops cover the rest; more blocks only add launch work
 # Partial sums a reduction's first launch may write (one per block): its grid's cap.
 # 1024 blocks of 256 threads fill an H100 (132 SMs x 2048 threads) about twice over.
 REDUCE_BLOCKS = 1024
-# --fmad=false keeps the arithmetic identical to the host build that the tests check
-# (-ffp-contract=off there).
+# What kernels.cuda passes to CuPy's RawModule. --fmad=false: no fused multiply-adds,
+# as the host build (-ffp-contract=off), so both round each product and each sum.
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")
+# What CuPy (14) appends to them, in this order (cupy/cuda/compiler.py:
+# _compile_with_cache_cuda and _compile_using_nvrtc_no_warning), around the
+# -arch=sm_XX of the device (nvrtc_options puts it in its place). Before them it adds
+# only include paths (-I, core.assemble_cupy_compiler_options), which a source that
+# includes nothing does not see. tests/test_kernels.py records what CuPy really passes.
+#
+# -ftz=true flushes float32 denormals (|x| < 2^-126) to zero on the GPU, in the
+# arithmetic and in bfloat16's float32 compute; float64 keeps them. The host build keeps
+# them in every type, so where a float32 result or operand is denormal the two differ
+# by less than 2^-126 (no kernel divides by a value that could be denormal: softmax's
+# sum is >= 1, the normalizations add epsilon or clamp at it). Passing -ftz=false
+# ourselves would not change that: CuPy appends -ftz=true after the caller's options,
+# and NVRTC takes the later one, with a warning (cupy/cupy#9576).
+CUPY_OPTIONS = ("-ftz=true",)
+CUPY_OPTIONS_AFTER_ARCH = ("--device-as-default-execution-space",)
+# ...and --pch last, when CUPY_NVRTC_USE_PCH=1 and NVRTC >= 12.8 (compile time only).
+CUPY_PCH_OPTION = "--pch"
+
+
+def nvrtc_options(arch, pch=False):
+    """Every NVRTC option a kernel is compiled with on a device of ``arch`` ("sm_90"),
+    in CuPy's order, include paths aside."""
+    return (NVRTC_OPTIONS + CUPY_OPTIONS + (f"-arch={arch}",) + CUPY_OPTIONS_AFTER_ARCH
+            + ((CUPY_PCH_OPTION,) if pch else ()))
+
 
 DTYPE_SUFFIX = {"float32": "f32", "float64": "f64", "bfloat16": "bf16", "int64": "i64"}
 C_TYPE = {"float32": "float", "float64": "double", "bfloat16": "dnn_bf16", "int64": "long long"}
@@ -98,16 +128,20 @@ class Kernel:
         return [("array" if p.pointer else "scalar", p.element_dtype(self.type_param, dtype))
                 for p in self.params]
 
-    def entry_source(self, dtype=None, activation=None):
-        """The ``extern "C" __global__`` entry point of one instantiation."""
+    def entry_source(self, dtype=None, activation=None, host=False):
+        """The ``extern "C" __global__`` entry point of one instantiation; with ``host``,
+        the host build's, which runs the call once per thread of the configured grid
+        (``host_shim.h``)."""
         ctype = C_TYPE[dtype] if dtype else None
         decls = [re.sub(rf"\b{self.type_param}\b", ctype, p.text) if ctype else p.text
                  for p in self.params]
         targs = [a for a in (ctype, activation and f"DNN_ACT_{activation.upper()}") if a]
-        call = self.name + (f"<{', '.join(targs)}>" if targs else "")
-        return (f'extern "C" __global__ void {self.entry_name(dtype, activation)}('
-                f'{", ".join(decls)}) {{\n    {call}({", ".join(p.name for p in self.params)});'
-                f"\n}}\n")
+        call = (self.name + (f"<{', '.join(targs)}>" if targs else "")
+                + f"({', '.join(p.name for p in self.params)})")
+        name = self.entry_name(dtype, activation)
+        if host:
+            call = f'dnn_host_run("{name}", [&] {{ {call}; }})'
+        return f'extern "C" __global__ void {name}({", ".join(decls)}) {{\n    {call};\n}}\n'
 
 
 def _parse_params(text, kernel):
@@ -160,10 +194,10 @@ def kernels():
     return parse(read_source())
 
 
-def prelude():
+def prelude(threads=THREADS):
     """``#define``s of the constants the source shares with Python, each defined once
-    here or in ``reference``."""
-    lines = [f"#define DNN_THREADS {THREADS}",
+    here or in ``reference``; ``threads`` per block (the host build's parameter)."""
+    lines = [f"#define DNN_THREADS {int(threads)}",
              f"#define DNN_REDUCE_BLOCKS {REDUCE_BLOCKS}",
              f"#define DNN_GELU_K {reference.GELU_K!r}",
              f"#define DNN_GELU_C {reference.GELU_C!r}",
@@ -179,19 +213,22 @@ def prelude():
     return "\n".join(lines) + "\n"
 
 
-def compile_unit(source=None, name=SOURCE_PATH.name, only=None):
+def compile_unit(source=None, name=SOURCE_PATH.name, only=None, host=False, threads=THREADS):
     """The text that is compiled: prelude, the source (its errors keep their own line
     numbers through ``#line``), then the generated entry points: all of them, or
-    ``only`` one ``(kernel name, dtype, activation)``."""
+    ``only`` one ``(kernel name, dtype, activation)``. With ``host``, the host build's
+    unit: ``host_shim.h`` after the prelude, entry points that run every thread, and
+    ``threads`` (at most) per block."""
     source = read_source() if source is None else source
     catalogue = parse(source)
     if only is None:
-        entries = "".join(k.entry_source(d, a) for k in catalogue.values()
+        entries = "".join(k.entry_source(d, a, host) for k in catalogue.values()
                           for d, a in k.instantiations())
     else:
         kernel, dtype, activation = only
-        entries = catalogue[kernel].entry_source(dtype, activation)
-    return (prelude() + f'#line 1 "{name}"\n' + source
+        entries = catalogue[kernel].entry_source(dtype, activation, host)
+    shim = (f'#line 1 "{HOST_SHIM_PATH.name}"\n' + HOST_SHIM_PATH.read_text()) if host else ""
+    return (prelude(threads if host else THREADS) + shim + f'#line 1 "{name}"\n' + source
             + '\n#line 1 "dnn_kernels_entries.cu"\n' + entries)
 
 

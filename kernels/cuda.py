@@ -1,9 +1,11 @@
 """Running the kernels on a GPU: each entry point is compiled on its first launch, in a
 CuPy ``RawModule`` of its own (the source with that one instantiation), so a model pays
-NVRTC only for the kernels it uses: about 0.05 s each, against 2 s for all of them at
-once (sm_90, measured on the CI machine's CPU). CuPy keeps each binary in its on-disk
-kernel cache. Each launch's arguments are converted to the C types of the kernel's
-parsed signature.
+NVRTC only for the kernels it uses: 0.06-0.36 s each (median 0.11 s, every entry at
+sm_90 with the run-time options, on the 2-core CI machine), so about 4 s for the ~35
+kernels of a deep float64 model, against 8 s or more for all 134 at once. CuPy keeps
+each binary in its on-disk kernel cache, so this is paid once per machine. Each
+launch's arguments are converted to the C types of the kernel's parsed signature, and
+the launch runs with the arrays' device current (the backend's ``with device``).
 
 Importing this module needs neither CuPy nor a GPU.
 """
@@ -32,6 +34,8 @@ class CudaEntry:
 
 class CudaRuntime:
     """The compiled kernel module of the current device."""
+
+    threads = catalogue.THREADS  # per block, as the prelude's DNN_THREADS says
 
     def __init__(self, cupy):
         self.cupy = cupy

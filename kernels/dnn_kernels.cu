@@ -10,12 +10,11 @@
 // size, GELU's and leaky ReLU's coefficients, the activation codes) arrive in a
 // generated prelude of #defines (catalogue.prelude), so each is written once.
 //
-// Kernels are grid-stride loops, so the same source also compiles as host C++:
-// kernels/host_shim.h maps the CUDA keywords away and one "thread" runs every
-// iteration. The reductions across a block use shared memory and __syncthreads,
-// which the shim turns into a static array and no-ops (a group there is one thread).
-// That is how the arithmetic of each kernel is checked against kernels/reference.py
-// without a GPU.
+// The same source also compiles as host C++: kernels/host_shim.h maps the CUDA
+// keywords away and runs each block as its blockDim.x threads, one fiber each, that
+// switch at __syncthreads and share the block's shared memory, in several orders.
+// That is how the arithmetic of each kernel, and its use of the block's threads, is
+// checked against kernels/reference.py without a GPU.
 //
 // Every grid scales with its work (the launchers in kernels/launch.py size it). A
 // reduction over n values runs in two launches and needs no temporary allocation, so
@@ -846,7 +845,8 @@ __device__ __forceinline__ long long row_argmax(const T* xr, long long cols, boo
 }
 
 // Rows whose argmax is the label: labels holds int64 ids, or is null with target rows
-// (one-hot or probabilities) whose argmax is the label, as top_k_matches takes them.
+// (one-hot or probabilities) whose argmax is the label, as top_k_matches takes them. A
+// target row with no maximum (NaN) has no label and matches nothing.
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void argmax_matches(const T* scores, const long long* labels, const T* targets,
@@ -860,7 +860,7 @@ __device__ void argmax_matches(const T* scores, const long long* labels, const T
         long long best = row_argmax(scores + r * cols, cols, active, lane, g);
         long long label = labels ? (active ? labels[r] : 0)
                                  : row_argmax(targets + r * cols, cols, active, lane, g);
-        if (active && lane == 0 && best == label) total += T(1);
+        if (active && lane == 0 && best == label && label < cols) total += T(1);
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
@@ -894,7 +894,8 @@ __device__ void accumulate(T* acc, const T* value, T weight) {
 
 // Rows whose label is among the k highest scores: fewer than k scores exceed the label's
 // (ties at the boundary count as in, as TensorFlow's in_top_k). labels: int64 ids, or
-// null with target rows whose argmax is the label.
+// null with target rows whose argmax is the label; a target row with no maximum (NaN)
+// has no label and matches nothing (its score "sr[label]" would be past the row).
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void top_k_matches(const T* scores, const long long* labels, const T* targets,
@@ -909,12 +910,13 @@ __device__ void top_k_matches(const T* scores, const long long* labels, const T*
         long long label = labels ? (active ? labels[r] : 0)
                                  : row_argmax(targets + r * cols, cols, active, lane, g);
         const T* sr = scores + r * cols;
+        const bool labelled = active && label >= 0 && label < cols;
         T above = T(0);
-        for (long long c = lane; active && c < cols; c += g) {
+        for (long long c = lane; labelled && c < cols; c += g) {
             if (sr[c] > sr[label]) above += T(1);
         }
         above = dnn_group_sum(above, g);
-        if (active && lane == 0 && above < T(k)) total += T(1);
+        if (labelled && lane == 0 && above < T(k)) total += T(1);
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
@@ -937,8 +939,11 @@ __device__ void binary_counts(const T* scores, const T* targets, T* partials, lo
 // The histogram behind AUC: for each score p = act(score) the number b of the
 // thresholds [-eps, 1/(m-1), ..., (m-2)/(m-1), 1+eps] (m of them, as Keras) lying below
 // it, counted into counts[b] for positive targets and counts[m + 1 + b] for negative
-// ones (2 (m + 1) running counts in device memory). Counts are whole numbers, so the
-// atomic additions are exact and the totals do not depend on their order.
+// ones (2 (m + 1) running counts in device memory). Counts are whole numbers, exact in
+// the counts' type up to 2^24 (16,777,216) per slot in float32 and 2^53 in float64 (past
+// that, adding 1 is lost), so up to there the atomic additions are exact and the totals
+// do not depend on their order. The metric totals of the kernels above (reduce_partials
+// adding a batch's count to a running total) are exact up to the same bounds.
 // dnn:kernel float32 float64
 template <typename T, int ACT>
 __device__ void threshold_histogram(const T* scores, const T* targets, T* counts, long long n,

@@ -29,23 +29,23 @@ GRID, REDUCE, STREAM, ROWS, ROWS_REDUCE, BLOCK, THREAD = (
     "grid", "reduce", "stream", "rows", "rows_reduce", "block", "thread")
 
 
-def launch_config(shape, work, group=1):
-    """``(blocks, threads)`` of a launch."""
+def launch_config(shape, work, group=1, threads=THREADS):
+    """``(blocks, threads)`` of a launch, for blocks of ``threads`` (THREADS on a GPU)."""
     if shape == THREAD:
         return 1, 1
     if shape == BLOCK:
-        return 1, THREADS
-    per_block = THREADS // group if shape in (ROWS, ROWS_REDUCE) else THREADS
+        return 1, threads
+    per_block = threads // group if shape in (ROWS, ROWS_REDUCE) else threads
     cap = REDUCE_BLOCKS if shape in (REDUCE, STREAM, ROWS_REDUCE) else MAX_BLOCKS
-    return max(1, min(cap, -(-int(work) // per_block))), THREADS
+    return max(1, min(cap, -(-int(work) // per_block))), threads
 
 
-def row_group(cols):
+def row_group(cols, threads=THREADS):
     """Threads per row of a row-wise kernel: the power of two at or above ``cols``, at
     most a block. Rows narrower than a warp share one; a row wider than a block is
     strided by the block's threads, one row per block (so a few rows of many columns
     leave much of a large GPU idle)."""
-    return min(THREADS, 1 << max(0, int(cols) - 1).bit_length())
+    return min(threads, 1 << max(0, int(cols) - 1).bit_length())
 
 
 class KernelUnavailable(LookupError):
@@ -58,7 +58,12 @@ class FusedKernels:
 
     def __init__(self, runtime):
         self.runtime = runtime
+        # Threads per block: THREADS on a GPU; the host build's own (a build parameter).
+        self.threads = getattr(runtime, "threads", THREADS)
         self._entries = {}
+
+    def _row_group(self, cols):
+        return row_group(cols, self.threads)
 
     def _launch(self, kernel, dtype, shape, work, args, activation=None, group=1):
         key = (kernel, dtype, activation)
@@ -69,14 +74,14 @@ class FusedKernels:
                 raise KernelUnavailable(f"kernel {kernel} is built for "
                                         f"{', '.join(spec.dtypes)}; not for {dtype}")
             entry = self._entries[key] = self.runtime.entry(spec, dtype, activation)
-        self.runtime.launch(entry, launch_config(shape, work, group), args)
+        self.runtime.launch(entry, launch_config(shape, work, group, self.threads), args)
 
     # ---------------------------------------------------------------- activations
     def bias_activation(self, x, bias, activation, out):
         """``out = activation(x + bias)`` for 2-D ``x``; ``bias`` (cols,); out may be x."""
         rows, cols = x.shape
         if activation == "softmax":
-            group = row_group(cols)
+            group = self._row_group(cols)
             self._launch("bias_softmax", x.dtype.name, ROWS, rows,
                          (x, bias, out, rows, cols, group), group=group)
         else:
@@ -89,7 +94,7 @@ class FusedKernels:
         (every other activation); out may be dy."""
         if activation == "softmax":
             rows, cols = dy.shape
-            group = row_group(cols)
+            group = self._row_group(cols)
             self._launch("softmax_backward", dy.dtype.name, ROWS, rows,
                          (dy, y, out, rows, cols, group), group=group)
         else:
@@ -136,14 +141,14 @@ class FusedKernels:
 
     def layer_norm(self, x, gamma, beta, out, xhat, rstd, epsilon):
         rows, cols = x.shape
-        group = row_group(cols)
+        group = self._row_group(cols)
         self._launch("layer_norm", x.dtype.name, ROWS, rows,
                      (x, gamma, beta, out, xhat, rstd, rows, cols, epsilon, group), group=group)
         return out
 
     def layer_norm_backward(self, dy, xhat, gamma, rstd, out):
         rows, cols = dy.shape
-        group = row_group(cols)
+        group = self._row_group(cols)
         self._launch("layer_norm_backward", dy.dtype.name, ROWS, rows,
                      (dy, xhat, gamma, rstd, out, rows, cols, group), group=group)
         return out
@@ -155,7 +160,7 @@ class FusedKernels:
         ``labels`` int64 (rows,) or target rows of the logits' dtype; ``weights`` per
         row or None; ``partials`` holds REDUCE_BLOCKS values (see ``sum``)."""
         rows, cols = logits.shape
-        group = row_group(cols)
+        group = self._row_group(cols)
         kernel = "softmax_xent_sparse" if labels.ndim == 1 else "softmax_xent_dense"
         self._launch(kernel, logits.dtype.name, ROWS_REDUCE, rows,
                      (logits, labels, weights, grad, partials, rows, cols, 1.0 / rows,
@@ -196,7 +201,7 @@ class FusedKernels:
         """``total[0] +=`` the rows whose argmax is the label (int64 (rows,)) or the
         argmax of the target row."""
         rows, cols = scores.shape
-        group = row_group(cols)
+        group = self._row_group(cols)
         sparse = labels.ndim == 1
         self._launch("argmax_matches", scores.dtype.name, ROWS_REDUCE, rows,
                      (scores, labels if sparse else None, None if sparse else labels,
@@ -213,7 +218,7 @@ class FusedKernels:
         """``total[0] +=`` the rows whose label (int64 ids, or the argmax of target rows)
         is among the ``k`` highest scores."""
         rows, cols = scores.shape
-        group = row_group(cols)
+        group = self._row_group(cols)
         sparse = labels.ndim == 1
         self._launch("top_k_matches", scores.dtype.name, ROWS_REDUCE, rows,
                      (scores, labels if sparse else None, None if sparse else labels,

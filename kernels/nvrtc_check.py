@@ -1,6 +1,10 @@
 """Compile every kernel with NVRTC for real GPU architectures, with no GPU and no driver
-(``cupy.cuda.nvrtc`` needs only libnvrtc, which the nvidia-cuda-nvrtc wheel ships)."""
+(``cupy.cuda.nvrtc`` needs only libnvrtc, which the nvidia-cuda-nvrtc wheel ships), with
+the options a kernel is compiled with at run time (``catalogue.nvrtc_options``: ours
+and CuPy's)."""
 from __future__ import annotations
+
+import os
 
 from . import catalogue
 
@@ -21,15 +25,24 @@ def _nvrtc():
     return nvrtc
 
 
+def uses_pch(nvrtc):
+    """Whether CuPy adds --pch: CUPY_NVRTC_USE_PCH=1 and NVRTC 12.8 or later (as
+    cupy/cuda/compiler.py decides)."""
+    try:
+        wanted = int(os.environ.get("CUPY_NVRTC_USE_PCH", "0")) == 1
+    except ValueError:
+        wanted = False
+    return wanted and tuple(nvrtc.getVersion()) >= (12, 8)
+
+
 def compile_unit(unit, arch, name=catalogue.SOURCE_PATH.name):
-    """Compile a compile unit (``catalogue.compile_unit``) for ``arch`` (e.g. "sm_90");
-    returns the cubin bytes."""
+    """Compile a compile unit (``catalogue.compile_unit``) for ``arch`` (e.g. "sm_90")
+    with the run-time options; returns the cubin bytes."""
     nvrtc = _nvrtc()
     prog = nvrtc.createProgram(unit, name, [], [])
     try:
         try:
-            nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}",
-                                        *catalogue.NVRTC_OPTIONS])
+            nvrtc.compileProgram(prog, list(catalogue.nvrtc_options(arch, uses_pch(nvrtc))))
         except nvrtc.NVRTCError as exc:
             log = nvrtc.getProgramLog(prog)
             raise KernelCompileError(f"NVRTC failed for {arch}:\n{log}") from exc

@@ -13,7 +13,7 @@ from support import python
 
 import dnn
 from dnn.backends import NumpyBackend
-from dnn.kernels import catalogue, host, launch, reference
+from dnn.kernels import catalogue, host, launch, nvrtc_check, reference
 from dnn.kernels.catalogue import CatalogueError
 from dnn.kernels.launch import FusedKernels, KernelUnavailable
 
@@ -39,12 +39,17 @@ needs_nvrtc = pytest.mark.skipif(not _nvrtc_available(),
 needs_cxx = pytest.mark.skipif(host.compiler() is None, reason="no C++ compiler")
 
 
-@pytest.fixture(scope="module")
-def k():
-    """The fused kernels built for the host."""
+# Blocks of 32 (a warp), 256 (the GPU's) and 1024 threads (CUDA's most).
+HOST_THREADS = (32, catalogue.THREADS, 1024)
+
+
+@pytest.fixture(scope="module", params=HOST_THREADS, ids=lambda t: f"{t}threads")
+def k(request):
+    """The fused kernels built for the host with blocks of real threads, each launch
+    run in the forward, reverse and a shuffled order of the threads."""
     if host.compiler() is None:
         pytest.skip("no C++ compiler")
-    return FusedKernels(host.HostRuntime())
+    return FusedKernels(host.HostRuntime(threads=request.param))
 
 
 # ------------------------------------------------------------------------ catalogue
@@ -93,6 +98,40 @@ def test_check_command_compiles_every_kernel():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == \
         f"compiled {len(catalogue.entry_names())} kernels for sm_80, sm_90"
+
+
+@needs_nvrtc
+def test_the_check_compiles_with_the_options_cupy_compiles_with(monkeypatch):
+    """What CuPy's RawModule really hands NVRTC for our options (recorded at NVRTC, no
+    GPU needed) is what the check compiles with, include paths aside: the source
+    includes nothing."""
+    import cupy
+    from cupy._core import core
+    from cupy.cuda import compiler
+
+    assert "#include" not in catalogue.read_source()
+    seen = []
+
+    class Recording(compiler._NVRTCProgram):
+        def compile(self, options=(), log_stream=None):
+            seen.append(tuple(options))
+            return super().compile(options, log_stream)
+
+    monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", "1")
+    monkeypatch.setattr(compiler, "_NVRTCProgram", Recording)
+    # CuPy picks sm_XX up to the NVRTC's newest (compute_XX past it) from the device;
+    # here the device is sm_90 by decree, since there may be none.
+    monkeypatch.setattr(compiler, "_get_arch_for_options_for_nvrtc",
+                        lambda arch=None: (f"-arch=sm_{arch}", "cubin"))
+    unit = catalogue.compile_unit(only=("increment_step", None, None))
+    try:  # RawModule's compile (cupy/_core/raw.pyx _get_raw_module), for device sm_90
+        core.compile_with_cache(unit, catalogue.NVRTC_OPTIONS, arch="90",
+                                prepend_cupy_headers=False, backend="nvrtc")
+    except (cupy.cuda.runtime.CUDARuntimeError, cupy.cuda.driver.CUDADriverError):
+        pass  # loading the compiled module needs a driver
+    compiled = [o for o in seen[-1] if not o.startswith("-I")]
+    assert tuple(compiled) == catalogue.nvrtc_options("sm_90", nvrtc_check.uses_pch(
+        cupy.cuda.nvrtc))
 
 
 @needs_nvrtc
@@ -292,7 +331,7 @@ def test_optimizer_updates_load_and_store_16_bytes_at_a_time():
 
     prog = nvrtc.createProgram(catalogue.compile_unit(), "dnn_kernels.cu", [], [])
     try:
-        nvrtc.compileProgram(prog, ["--gpu-architecture=compute_90", *catalogue.NVRTC_OPTIONS])
+        nvrtc.compileProgram(prog, list(catalogue.nvrtc_options("compute_90")))
         ptx = nvrtc.getPTX(prog).decode()
     finally:
         nvrtc.destroyProgram(prog)
@@ -757,3 +796,126 @@ def test_scheduled_rate_kernel_against_the_reference(k, dtype, schedule):
         k.scheduled_rate(encoded, numpy.array([update], numpy.int64), lr)
         want = reference.scheduled_rate(encoded, update - 1)  # the steps taken before it
         numpy.testing.assert_allclose(lr[0], want, rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+# ------------------------------------------------------------------ odd launch sizes
+# One element; a row shorter than its group of threads (3 columns: a group of 4); one
+# column; rows that fill no whole block (257 rows of 4-thread groups); a row wider than
+# the widest block (1500 columns, strided by 1024 threads).
+ODD_SHAPES = [(1, 1), (1, 3), (3, 1), (257, 3), (2, 1500)]
+ODD_FLAT = [1, 3, 5, 257, 1025]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
+def test_row_kernels_at_odd_sizes(k, dtype, shape):
+    rows, cols = shape
+    x = inputs(dtype, shape)
+    rng = numpy.random.default_rng(rows * cols)
+    bias, gamma, beta = (rng.normal(size=cols).astype(dtype) for _ in range(3))
+    y = k.bias_activation(x, bias, "softmax", numpy.empty_like(x))
+    close(y, reference.bias_activation("softmax", wide(x), wide(bias)), dtype)
+    dy = inputs(dtype, shape, seed=1) / 10
+    close(k.activation_backward("softmax", dy, None, y, numpy.empty_like(x)),
+          reference.activation_backward("softmax", wide(dy), None, wide(y)), dtype)
+    out, xhat, rstd = numpy.empty_like(x), numpy.empty_like(x), numpy.empty(rows, dtype)
+    k.layer_norm(x, gamma, beta, out, xhat, rstd, 1e-3)
+    want = reference.layer_norm(wide(x), wide(gamma), wide(beta), 1e-3)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else TOL[dtype]
+    for got, expected in zip((out, xhat, rstd), want):
+        numpy.testing.assert_allclose(got, expected, **tol)
+    numpy.testing.assert_allclose(
+        k.layer_norm_backward(dy, xhat, gamma, rstd, numpy.empty_like(x)),
+        reference.layer_norm_backward(wide(dy), want[1], wide(gamma), want[2])[0], **tol)
+    labels = rng.integers(0, cols, rows)
+    for target in (labels, numpy.eye(cols, dtype=dtype)[labels]):
+        grad, loss = numpy.empty_like(x), numpy.empty(1, dtype)
+        k.softmax_cross_entropy(x, target, None, grad, partials(dtype), loss, 0.1)
+        want_loss, want_grad = reference.softmax_cross_entropy(wide(x), target,
+                                                               label_smoothing=0.1)
+        close(loss[0], want_loss, dtype)
+        close(grad, want_grad, dtype)
+        total = numpy.zeros(1, dtype)
+        k.add_argmax_matches(x, target, partials(dtype), total)
+        k.add_top_k_matches(x, target, 2, partials(dtype), total)
+        assert total[0] == reference.argmax_matches(x, labels) + \
+            reference.top_k_matches(x, labels, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
+def test_elementwise_and_column_kernels_at_odd_sizes(k, dtype, shape):
+    rows, cols = shape
+    x = inputs(dtype, shape) / 10
+    rng = numpy.random.default_rng(rows + cols)
+    t = rng.integers(0, 2, shape).astype(dtype)
+    weights = rng.uniform(0, 2, rows).astype(dtype)
+    for act in ("relu", "gelu"):
+        bias = rng.normal(size=cols).astype(dtype)
+        close(k.bias_activation(x, bias, act, numpy.empty_like(x)),
+              reference.bias_activation(act, wide(x), wide(bias)), dtype)
+    grad, loss = numpy.empty_like(x), numpy.empty(1, dtype)
+    k.elementwise_loss("sigmoid_bce", x, t, weights, grad, partials(dtype), loss, 0.1)
+    want_loss, want_grad = reference.sigmoid_binary_cross_entropy(
+        wide(x), wide(t), weights=wide(weights), label_smoothing=0.1)
+    close(loss[0], want_loss, dtype)
+    close(grad, want_grad, dtype)
+    total = numpy.array([0.5], dtype)
+    k.add_regularization(x, None, 0.01, 0.02, partials(dtype), total)
+    close(total[0], 0.5 + reference.regularization(wide(x), 0.01, 0.02)[0], dtype)
+    counts, histogram = numpy.zeros(3, dtype), numpy.zeros(2 * 6, dtype)
+    probs = rng.uniform(0, 1, shape).astype(dtype)
+    k.add_binary_counts(probs, t, 0.5, partials(dtype), counts)
+    numpy.testing.assert_array_equal(counts, reference.binary_counts(probs, t, 0.5))
+    k.add_threshold_histogram("linear", probs, t, 5, histogram)
+    numpy.testing.assert_array_equal(histogram, numpy.concatenate(
+        reference.threshold_histogram(probs.astype(numpy.float64), t, 5)))
+    colsum = x.sum(axis=0, dtype=numpy.float64).astype(dtype)
+    squares = k.center_square(x, colsum, numpy.empty_like(x))
+    close(squares, (wide(x) - wide(colsum) / rows) ** 2, dtype)
+    mask = k.dropout_mask(numpy.empty(x.size, dtype), 5, numpy.array([2], numpy.int64), 0.3)
+    numpy.testing.assert_array_equal(mask, reference.dropout_mask(x.size, 0.3, 5, 2, dtype))
+    order = numpy.arange(rows, dtype=numpy.int64)[::-1].copy()
+    gathered = k.gather_rows(x, order, numpy.zeros(1, numpy.int64), numpy.empty_like(x))
+    numpy.testing.assert_array_equal(gathered, x[::-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", ODD_FLAT)
+def test_sum_and_optimizer_kernels_at_odd_sizes(k, dtype, n):
+    x = inputs(dtype, (n,)) / 100
+    out = k.sum(x, partials(dtype), numpy.empty(1, dtype))
+    numpy.testing.assert_allclose(out[0], wide(x).sum(), atol=numpy.abs(wide(x)).sum() * (
+        1e-6 if dtype == "float32" else 1e-14))
+    p, g = _flat(dtype, n, seed=n)
+    m, v, step = numpy.zeros_like(p), numpy.zeros_like(p), numpy.ones(1, numpy.int64)
+    want = reference.adam(wide(p), wide(g), 0.0, 0.0, 1, 1e-3, 0.9, 0.999, 1e-7)
+    k.adam(p, g, m, v, step, None, rate(1e-3, dtype), 0.9, 0.999, 1e-7, 0.0, False)
+    tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
+    for got, expected in zip((p, m, v), want):
+        numpy.testing.assert_allclose(got, expected, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_target_row_without_a_maximum_matches_nothing_and_reads_nothing_past_it(k, dtype):
+    """A NaN target row has no argmax (the kernel's row_argmax gives cols): top-k must
+    not read the score at column cols, the first one past the row. The scores sit in a
+    longer buffer whose next value is +inf, which would count the row in (no score
+    exceeds +inf) if it were read."""
+    rows, cols = 9, 5
+    rng = numpy.random.default_rng(4)
+    buffer = numpy.full(rows * cols + 1, numpy.inf, dtype)
+    scores = buffer[:-1].reshape(rows, cols)
+    scores[...] = rng.normal(size=(rows, cols))
+    labels = rng.integers(0, cols, rows)
+    targets = numpy.eye(cols, dtype=dtype)[labels]
+    targets[-1] = numpy.nan
+    scores[-2] = numpy.nan  # a NaN score row too: its argmax is cols, like its target's
+    targets[-2] = numpy.nan
+    for kk in (1, 3):
+        total = numpy.zeros(1, dtype)
+        k.add_top_k_matches(scores, targets, kk, partials(dtype), total)
+        assert total[0] == reference.top_k_matches(scores[:-2], labels[:-2], kk)
+    total = numpy.zeros(1, dtype)
+    k.add_argmax_matches(scores, targets, partials(dtype), total)
+    assert total[0] == reference.argmax_matches(scores[:-2], labels[:-2])
