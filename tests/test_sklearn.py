@@ -3,6 +3,7 @@
 DataFrames, multi-label targets, partial_fit and warm starts)."""
 import os
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -13,22 +14,19 @@ import pytest
 import dnn
 from dnn import backends
 
-sklearn = pytest.importorskip("sklearn")
-pandas = pytest.importorskip("pandas")
+pytest.importorskip("sklearn")
 
 from sklearn.base import clone  # noqa: E402
 from sklearn.compose import TransformedTargetRegressor  # noqa: E402
-from sklearn.datasets import (load_breast_cancer, load_diabetes, make_blobs,  # noqa: E402
-                              make_regression)
+from sklearn.datasets import load_diabetes, make_blobs, make_regression  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
-from sklearn.model_selection import (GridSearchCV, cross_val_score,  # noqa: E402
-                                     train_test_split)
+from sklearn.model_selection import cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import MultiLabelBinarizer, StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from dnn.sklearn import DNNClassifier, DNNRegressor  # noqa: E402
-from support import NEUTRAL_DIR  # noqa: E402
+from support import NEUTRAL_DIR, ROOT  # noqa: E402
 
 CUPY = pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
     backends.backend_status()["cupy"] is not None,
@@ -74,18 +72,28 @@ def test_import_dnn_does_not_import_scikit_learn():
 
 
 # ------------------------------------------------------------------ the done-when
-def test_breast_cancer_grid_search_in_a_parallel_pipeline():
-    x, y = load_breast_cancer(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y,
-                                                        random_state=0)
-    search = GridSearchCV(make_pipeline(StandardScaler(), DNNClassifier(random_state=0)),
-                          {"dnnclassifier__hidden_layer_sizes": [(16,), (64,), (64, 32)]},
-                          cv=3, n_jobs=2)
-    search.fit(x_train, y_train)
-    assert search.score(x_test, y_test) >= 0.95
+def readme_grid_search():
+    """The Python block of the README's scikit-learn section (dnn/sklearn/README-section.md
+    until it is placed in README.md)."""
+    heading = "## scikit-learn estimators"
+    text = (ROOT / "README.md").read_text()
+    if heading not in text:
+        text = (ROOT / "dnn" / "sklearn" / "README-section.md").read_text()
+    section = text[text.index(heading):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_grid_search_in_a_parallel_pipeline_reaches_095():
+    code = readme_grid_search()
+    assert "n_jobs=2" in code and "make_pipeline(StandardScaler(), DNNClassifier(" in code
+    namespace = {"print": lambda *args: None}
+    exec(code, namespace)
+    search = namespace["search"]
+    # measured: 0.972 (hidden (64,), dropout 0.2)
+    assert search.score(namespace["x_test"], namespace["y_test"]) >= 0.95
     best = search.best_estimator_[-1]
     assert best.hidden_layer_sizes == search.best_params_["dnnclassifier__hidden_layer_sizes"]
-    assert best.n_features_in_ == 30
+    assert best.n_features_in_ == 30 and best.classes_.tolist() == [0, 1]
 
 
 def test_diabetes_cross_val_score():
@@ -94,6 +102,7 @@ def test_diabetes_cross_val_score():
         make_pipeline(StandardScaler(), DNNRegressor(random_state=0)),
         transformer=StandardScaler())
     scores = cross_val_score(regressor, x, y, cv=3)
+    # measured: 0.459, 0.393, 0.477 (mean 0.443)
     assert scores.mean() >= 0.35, scores
 
 
@@ -185,6 +194,7 @@ def test_string_labels():
 
 
 def test_dataframe_with_column_names():
+    pandas = pytest.importorskip("pandas")
     x, y = _blobs()
     frame = pandas.DataFrame(x, columns=["height", "width", "depth", "mass"])
     model = DNNClassifier(epochs=20, random_state=0).fit(frame, pandas.Series(y))
