@@ -34,10 +34,10 @@ class DNNClassifier(ClassifierMixin, DNNEstimator):
     - ``shuffle`` True: reshuffle the rows every epoch.
     - ``early_stopping`` False: hold out ``validation_fraction`` (0.1) of the rows,
       stratified, and stop when the validation loss has not improved by ``tol`` for
-      ``patience`` epochs (counted as ``dnn.callbacks.EarlyStopping`` counts), keeping
-      the best weights. Without it, the training loss is watched the same way (``tol``
-      None: train all ``epochs``), as ``MLPClassifier`` does with its ``tol`` and
-      ``n_iter_no_change``.
+      ``patience`` epochs (counted as ``dnn.callbacks.EarlyStopping`` counts), going
+      back to the best epoch's weights. Without it, the training loss is watched the
+      same way (``tol`` None: train all ``epochs``), as ``MLPClassifier`` does with its
+      ``tol`` and ``n_iter_no_change``.
     - ``patience`` 10, ``tol`` 1e-4: see ``early_stopping``.
     - ``random_state`` None: an int makes the fit reproducible (weights, shuffles,
       dropout masks and the validation split).
@@ -55,6 +55,11 @@ class DNNClassifier(ClassifierMixin, DNNEstimator):
       The Dense-stack parameters above then do not apply.
     - ``callbacks`` None: a list of ``dnn.callbacks.Callback`` (copied at each fit).
     - ``warm_start`` False: True makes ``fit`` continue the fitted network.
+
+    ``sample_weight`` (and ``class_weight``) weight each row's loss, scaled to a mean of
+    1: a full-batch fit with integer weights equals a fit on the rows repeated, as
+    scikit-learn asks. Minibatches and BatchNormalization's batch statistics (which
+    count every row of a batch) make that approximate.
     - ``class_weight`` None: a dict {label: weight} or "balanced", multiplied into
       ``sample_weight``.
 
