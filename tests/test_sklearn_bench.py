@@ -3,16 +3,15 @@ asserted."""
 import json
 
 import pytest
-from support import python
 
 pytest.importorskip("sklearn")
 
+from dnn.bench import sklearn_bench  # noqa: E402
 
-def test_sklearn_bench_runs_tiny_and_writes_json(tmp_path):
+
+def test_sklearn_bench_runs_tiny_and_writes_json(tmp_path, capsys):
     out = tmp_path / "sklearn.json"
-    proc = python("-m", "dnn.bench.sklearn_bench", "--epochs", "1", "--repeats", "1",
-                  "--hidden", "8", "--out", str(out), cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    sklearn_bench.main(["--epochs", "1", "--repeats", "1", "--hidden", "8", "--out", str(out)])
     record = json.loads(out.read_text())
     assert record["settings"]["epochs"] == 1 and record["settings"]["hidden_layer_sizes"] == [8]
     assert {"DNNClassifier", "MLPClassifier"} <= set(record["rows"])
@@ -24,18 +23,21 @@ def test_sklearn_bench_runs_tiny_and_writes_json(tmp_path):
         assert 0 <= row["test_accuracy"] <= 1
         if name != "DNNClassifier":
             assert record["ratios"][f"{name} / DNNClassifier"] > 0
-    assert "MLPClassifier / DNNClassifier" in proc.stdout
+    assert "MLPClassifier / DNNClassifier" in capsys.readouterr().out
     assert record["environment"]["scikit-learn"]
+    assert [p.name for p in tmp_path.iterdir()] == ["sklearn.json"]  # no temporary left
 
 
-def test_sklearn_bench_writes_nothing_unless_asked(tmp_path):
-    proc = python("-m", "dnn.bench.sklearn_bench", "--epochs", "1", "--repeats", "1",
-                  "--hidden", "4", "--no-skorch", cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "disabled by --no-skorch" in proc.stdout
+def test_sklearn_bench_writes_nothing_unless_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    record = sklearn_bench.main(["--epochs", "1", "--repeats", "1", "--hidden", "4",
+                                 "--no-skorch"])
+    assert record["skipped"] == {"NeuralNetClassifier": "disabled by --no-skorch"}
+    assert "disabled by --no-skorch" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sklearn_bench_rejects_bad_arguments():
-    proc = python("-m", "dnn.bench.sklearn_bench", "--hidden", "wide", timeout=120)
-    assert proc.returncode != 0 and "--hidden: expected comma-separated widths" in proc.stderr
+def test_sklearn_bench_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        sklearn_bench.main(["--hidden", "wide"])
+    assert "--hidden: expected comma-separated widths" in capsys.readouterr().err
