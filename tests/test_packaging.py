@@ -14,8 +14,8 @@ import dnn
 PACKAGE = pathlib.Path(dnn.__file__).resolve().parent
 # The import packages the distribution installs (pyproject.toml's [tool.setuptools]).
 PACKAGES = ("dnn", "dnn.cli", "dnn.data", "dnn.distributed", "dnn.layers", "dnn.optimizers",
-            "dnn.saving", "dnn.training", "dnn.utils", "dnn.backends", "dnn.kernels",
-            "dnn.bench")
+            "dnn.saving", "dnn.sklearn", "dnn.training", "dnn.utils", "dnn.backends",
+            "dnn.kernels", "dnn.bench")
 
 
 def package_dir(name):
