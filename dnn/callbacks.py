@@ -141,37 +141,63 @@ class MonitorCallback(Callback):
 
 
 class EarlyStopping(MonitorCallback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
-    optionally restore the best weights."""
+    """Keras 3's ``EarlyStopping(monitor="val_loss", min_delta=0.0, patience=0,
+    verbose=0, mode="auto", baseline=None, restore_best_weights=False,
+    start_from_epoch=0)``: stop once ``monitor`` has gone ``patience`` epochs without
+    improving by ``min_delta`` (never at the first epoch); epochs before
+    ``start_from_epoch`` are not watched. With a ``baseline``, an improvement resets
+    the count only when it also beats the baseline. With ``restore_best_weights`` the
+    weights of the best epoch are restored when training ends, stopped early or not.
+    As in Keras, an epoch with no improvement counts from the first watched epoch; the
+    best value starts afresh at each fit."""
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
-                 restore_best_weights=False, baseline=None):
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0,
+                 mode="auto", baseline=None, restore_best_weights=False,
+                 start_from_epoch=0):
         super().__init__(monitor, mode, min_delta)
         self.patience = check_nonnegative_int(patience, "EarlyStopping: patience")
+        self.verbose = verbose
         self.restore_best_weights = check_bool(restore_best_weights,
                                                "EarlyStopping: restore_best_weights")
-        self.baseline = baseline
+        self.baseline = None if baseline is None else check_number_in(
+            baseline, "EarlyStopping: baseline", -math.inf, math.inf)
+        self.start_from_epoch = check_nonnegative_int(start_from_epoch,
+                                                      "EarlyStopping: start_from_epoch")
 
     def on_train_begin(self, logs=None):
         self.wait = 0
-        self.stopped_epoch = None
-        self._reset_best(self.baseline)
+        self.stopped_epoch = 0
+        self._reset_best()
         self.best_weights = None
-        self.best_epoch = None
+        self.best_epoch = 0
 
     def on_epoch_end(self, epoch, logs=None):
         value = self._monitored(logs)
+        if epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = self.model.get_weights(), epoch
+        self.wait += 1
         if self._is_improvement(value, self.best):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.best, self.best_epoch = value, epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._is_improvement(value, self.baseline):
+                self.wait = 0
             return
-        self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            if self.restore_best_weights and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs=None):
+        chief = self.model.replica.is_chief
+        if self.stopped_epoch > 0 and self.verbose and chief:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose and chief:
+                print(f"Restoring model weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
 
 
 class ModelCheckpoint(MonitorCallback):

@@ -334,3 +334,67 @@ def test_every_attribute_is_declared_in_init(use):
     assert [set(vars(layer)) for layer in model.layers] == names["layers"]
     trainer = model._trainer
     assert [set(vars(part)) for part in (trainer, trainer.nan_guard, trainer.captured)] == parts
+
+
+class _FakeModel:
+    """Only what EarlyStopping touches: weights, the stop flag, the replica."""
+
+    def __init__(self):
+        self.stop_training = False
+        self.weights = [numpy.zeros(1)]
+        self.replica = dnn.training.replica.LOCAL
+
+    def get_weights(self):
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        self.weights = [numpy.array(w) for w in weights]
+
+
+def _keras_early_stopping(values, patience, min_delta=0.0, baseline=None, start=0):
+    """Keras 3's EarlyStopping.on_epoch_end (keras/src/callbacks/early_stopping.py),
+    written out for a value to minimise: (epoch stopped at or None, best epoch)."""
+    best, wait, best_epoch = float("inf"), 0, 0
+    for epoch, value in enumerate(values):
+        if epoch < start:
+            continue
+        wait += 1
+        if value - (-min_delta) < best:  # monitor_op(current - min_delta, best), less
+            best, best_epoch = value, epoch
+            if baseline is None or value + min_delta < baseline:
+                wait = 0
+            continue
+        if wait >= patience and epoch > 0:
+            return epoch, best_epoch
+    return None, best_epoch
+
+
+@pytest.mark.parametrize("values,kwargs", [
+    ([5, 4, 4, 4, 4, 4], dict(patience=2)),
+    ([5, 4, 4, 4, 4, 4], dict(patience=0)),
+    ([5, 4.95, 4.9, 4.85, 1, 1], dict(patience=2, min_delta=0.1)),
+    ([5, 4, 3, 2, 1, 0], dict(patience=1, baseline=2.5)),
+    ([5, 6, 7, 8, 9, 1], dict(patience=1, start=3)),
+    ([3, 2, 1], dict(patience=1)),
+], ids=["plateau", "patience 0", "min_delta", "baseline", "start_from_epoch", "improves"])
+def test_early_stopping_counts_as_keras_3_does(values, kwargs):
+    """Stop epoch and restored weights follow Keras 3's update, value for value."""
+    stop_at, best_epoch = _keras_early_stopping(values, **kwargs)
+    callback = dnn.callbacks.EarlyStopping(
+        monitor="loss", patience=kwargs["patience"], min_delta=kwargs.get("min_delta", 0.0),
+        baseline=kwargs.get("baseline"), start_from_epoch=kwargs.get("start", 0),
+        restore_best_weights=True)
+    model = _FakeModel()
+    callback.set_model(model)
+    callback.on_train_begin()
+    stopped = None
+    for epoch, value in enumerate(values):
+        model.weights = [numpy.array([float(epoch)])]
+        callback.on_epoch_end(epoch, {"loss": value})
+        if model.stop_training:
+            stopped = epoch
+            break
+    callback.on_train_end()
+    assert stopped == stop_at
+    # Restored at the end of training, whether it stopped early or ran its epochs.
+    assert model.weights[0][0] == best_epoch

@@ -12,6 +12,7 @@ MAX_PARAMETERS = 7  # self and cls aside
 # keyword arguments, and Keras has them so), and scikit-learn estimators, whose
 # convention is every setting a constructor parameter (MLPClassifier has 23).
 PUBLIC_SIGNATURES = {"model.py:Sequential.fit", "layers/core.py:Dense.__init__",
+                     "callbacks.py:EarlyStopping.__init__",
                      "callbacks.py:ReduceLROnPlateau.__init__", "plot.py:decision_boundary",
                      "sklearn/classifier.py:DNNClassifier.__init__",
                      "sklearn/regressor.py:DNNRegressor.__init__"}
