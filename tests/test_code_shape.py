@@ -11,7 +11,8 @@ MAX_PARAMETERS = 7  # self and cls aside
 # Public signatures that mirror Keras' own, option for option: a user reads them as
 # keyword arguments, and Keras has them so.
 KERAS_SIGNATURES = {"model.py:Sequential.fit", "layers/core.py:Dense.__init__",
-                    "callbacks.py:ReduceLROnPlateau.__init__", "plot.py:decision_boundary"}
+                    "callbacks.py:ReduceLROnPlateau.__init__", "plot.py:decision_boundary",
+                    "optimizers/base.py:Optimizer.__init__"}
 
 
 def _functions():
