@@ -24,6 +24,8 @@ Conventions
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import time
 
 import numpy
@@ -32,7 +34,8 @@ from ..kernels import reference
 from ..kernels.reference import ACTIVATIONS, ACTIVATIONS_NEEDING_INPUT
 from . import host_graph
 
-__all__ = ["ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "check_activation"]
+__all__ = ["ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "Segments", "UpdateOptions",
+           "check_activation", "check_segment_bounds"]
 
 
 def check_activation(name):
@@ -43,6 +46,71 @@ def check_activation(name):
             f"activation: expected one of {', '.join(ACTIVATIONS)} (or None); got {name!r}"
         )
     return canonical
+
+
+def check_segment_bounds(bounds):
+    """``bounds`` as int64 host values, checked: increasing from 0, each but the last (the
+    buffer's size) a multiple of ``reference.SEGMENT_GROUP``, as the kernels' per-group
+    tables need."""
+    bounds = numpy.asarray(bounds, dtype=numpy.int64).reshape(-1)
+    group = reference.SEGMENT_GROUP
+    if bounds.size < 2 or bounds[0] != 0 or (numpy.diff(bounds) <= 0).any() or \
+            (bounds[1:-1] % group).any():
+        raise ValueError(f"segments: expected increasing bounds from 0, each but the last a "
+                         f"multiple of {group}; got {bounds.tolist()}")
+    return bounds
+
+
+@dataclasses.dataclass
+class Segments:
+    """A flat buffer cut into segments, one per weight: ``bounds`` (host int64, one more
+    than the segments), ``groups`` the device table of the segment of each
+    ``reference.SEGMENT_GROUP`` elements (None for one segment), and ``reduction``,
+    whatever a backend's per-segment reduction keeps on the device (built once)."""
+
+    bounds: numpy.ndarray
+    groups: object
+    reduction: object = None
+
+    @property
+    def count(self):
+        return len(self.bounds) - 1
+
+
+@dataclasses.dataclass
+class UpdateOptions:
+    """What Keras 3's ``BaseOptimizer.apply`` adds around an optimizer's rule, for the
+    backends' ``*_update`` methods (``reference.apply`` is the definition). Its device
+    buffers are made once, when an optimizer is built, so an update allocates nothing.
+
+    ``step``: the int64 (1,) device count of this call (1-based, every accumulation step
+    counted); ``accumulator`` (shaped like the parameters) with ``accumulation_steps``
+    k > 1; ``clipvalue``; ``clip_scales``, one factor per segment that ``clip_scales``
+    writes before the update; ``segments``, which the per-segment values refer to;
+    ``weight_decay``, per segment, replacing the method's uniform one (weights left out
+    of decay have 0); ``ema`` (shaped like the parameters) with its momentum and
+    overwrite frequency (0: never)."""
+
+    step: object
+    accumulator: object = None
+    accumulation_steps: int = 1
+    clipvalue: float | None = None
+    clip_scales: object = None
+    segments: Segments | None = None
+    weight_decay: object = None
+    ema: object = None
+    ema_momentum: float = 0.99
+    ema_overwrite_frequency: int = 0
+
+    def per_element(self, values, lo=0, hi=None, xp=numpy):
+        """Per-segment ``values`` (None passes) spread over the elements [lo, hi)."""
+        if values is None:
+            return None
+        if self.segments is None or self.segments.count == 1:
+            return values[0]
+        if hi is None:
+            return reference.segment_values(values, self.segments.bounds, xp)
+        return values[self.segments.groups[xp.arange(lo, hi) // reference.SEGMENT_GROUP]]
 
 
 class Backend:
@@ -398,11 +466,17 @@ class Backend:
         xp.copyto(flag, 1, where=bad)
 
     # ------------------------------------------------------------------ optimizers
+    # The *_update methods are Keras 3's optimizers (``reference.RULES``), with decoupled
+    # ``weight_decay`` (``p *= 1 - lr * weight_decay`` first) and, through ``options``
+    # (an ``UpdateOptions``), the rest of Keras' apply: gradient accumulation, clipping,
+    # per-weight weight decay and the weights' moving average, all in the update's one
+    # pass. Each one's state buffers are shaped like ``params``.
     def clip_by_value(self, grads, clipvalue):
         return self.xp.clip(grads, -clipvalue, clipvalue, out=grads)
 
     def clip_by_global_norm(self, grads, clipnorm):
-        """Scale ``grads`` in place so that its L2 norm is at most ``clipnorm``."""
+        """Scale ``grads`` in place so that its L2 norm is at most ``clipnorm``: the
+        clipping of files of the legacy formula (``clip_scales`` is Keras')."""
         xp = self.xp
         norm = xp.sqrt(xp.sum(grads.astype(numpy.float64) ** 2))
         factor = xp.minimum(1.0, clipnorm / xp.maximum(norm, 1e-30))
@@ -421,23 +495,66 @@ class Backend:
     def _rate(self, lr):
         return float(self.to_numpy(lr).reshape(-1)[0])
 
-    def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
-                   weight_decay=0.0, skip=None):
-        """SGD with optional (Nesterov) momentum and L2 weight decay, as in PyTorch;
-        ``velocity`` may be None when ``momentum == 0``."""
-        if self._skipped(skip):
-            return params
-        p, vel = reference.sgd(params, grads, velocity, self._rate(lr), momentum, nesterov,
-                               weight_decay)
-        self._write(params, p)
-        if momentum:
-            self._write(velocity, vel)
-        return params
+    def weight_segments(self, bounds, dtype="float32"):
+        """The flat buffer cut into segments ``[bounds[s], bounds[s + 1])``, one per
+        weight (bounds: host integers, multiples of ``reference.SEGMENT_GROUP``, the
+        last the buffer's size), as a ``Segments`` with its tables on this device; a
+        GPU also keeps there what ``clip_scales`` sums, in ``dtype``."""
+        bounds = check_segment_bounds(bounds)
+        return Segments(bounds, self._segment_groups(bounds))
+
+    def _segment_groups(self, bounds):
+        """The int32 device table of each SEGMENT_GROUP elements' segment (None for one)."""
+        if len(bounds) == 2:
+            return None
+        sizes = -(-numpy.diff(bounds) // reference.SEGMENT_GROUP)  # the last group may be short
+        return self.asarray(numpy.repeat(numpy.arange(len(sizes), dtype=numpy.int32), sizes))
+
+    def clip_scales(self, grads, clipnorm, per_weight, options):
+        """``options.clip_scales`` (one per segment of ``options.segments``) = Keras'
+        clip factor of each segment of the gradient the next update uses (see
+        ``reference.clip_scales``): per weight, or with ``per_weight=False`` of the
+        joint norm. The update scales the gradient in its own pass."""
+        step = int(self.to_numpy(options.step)[0])
+        g = reference.accumulated_gradient(grads, options.accumulator,
+                                           options.accumulation_steps, step)
+        scales = reference.clip_scales(g, options.segments.bounds, clipnorm, per_weight,
+                                       self.xp)
+        self._write(options.clip_scales, scales)
+        return options.clip_scales
+
+    def sgd_update(self, params, grads, momentums, lr, momentum=0.0, nesterov=False,
+                   weight_decay=0.0, skip=None, options=None):
+        """Keras 3's SGD: ``b = m b - lr g; p += b`` (Nesterov: ``p += m b - lr g``);
+        ``momentums`` may be None when ``momentum == 0``."""
+        return self._update("sgd", params, grads, {"momentum": momentums}, None, lr,
+                            weight_decay, skip, options, momentum=momentum, nesterov=nesterov)
+
+    def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
+                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None,
+                       average_gradient=None, options=None):
+        """Keras 3's RMSprop (epsilon inside the root; centered when
+        ``average_gradient`` is given); ``velocity`` only with momentum."""
+        state = {"sq_avg": sq_avg, "velocity": velocity}
+        if average_gradient is not None:
+            state["average_gradient"] = average_gradient
+        return self._update("rmsprop", params, grads, state, None, lr, weight_decay, skip,
+                            options, rho=rho, epsilon=epsilon, momentum=momentum)
 
     def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
-                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
-        """Adam at the 1-based step held in ``step`` (see ``reference.adam``); with
-        ``decoupled_weight_decay`` it is AdamW."""
+                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=True, skip=None,
+                    v_hat=None, options=None):
+        """Adam (AdamW: the same with weight decay) at the 1-based step held in ``step``
+        (see ``reference.adam``); AMSGrad with ``v_hat``. ``decoupled_weight_decay=False``
+        adds L2 to the gradient, the legacy formula, which takes no ``v_hat`` or
+        ``options``."""
+        if not decoupled_weight_decay and (v_hat is not None or options is not None):
+            raise ValueError("adam_update: decoupled_weight_decay=False (the legacy formula) "
+                             "takes no v_hat or options")
+        if v_hat is not None or options is not None:
+            state = {"m": m, "v": v, **({} if v_hat is None else {"v_hat": v_hat})}
+            return self._update("adam", params, grads, state, step, lr, weight_decay, skip,
+                                options, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
         if self._skipped(skip):
             return params
         t = int(self.to_numpy(step)[0])
@@ -447,13 +564,95 @@ class Backend:
             self._write(target, value)
         return params
 
-    def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
-                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
-        """RMSprop (see ``reference.rmsprop``); ``velocity`` only with momentum."""
+    def nadam_update(self, params, grads, m, v, u_product, step, lr, beta_1=0.9,
+                     beta_2=0.999, epsilon=1e-7, weight_decay=0.0, skip=None, options=None):
+        """Keras 3's Nadam; ``u_product`` is float64 (2,) (see ``reference.nadam_step``),
+        [1, 1] before the first update."""
+        return self._update("nadam", params, grads, {"m": m, "v": v, "u_product": u_product},
+                            step, lr, weight_decay, skip, options, beta_1=beta_1,
+                            beta_2=beta_2, epsilon=epsilon)
+
+    def adagrad_update(self, params, grads, accumulator, lr, epsilon=1e-7, weight_decay=0.0,
+                       skip=None, options=None):
+        """Keras 3's Adagrad (``accumulator`` starts at its initial value)."""
+        return self._update("adagrad", params, grads, {"accumulator": accumulator}, None, lr,
+                            weight_decay, skip, options, epsilon=epsilon)
+
+    def adamax_update(self, params, grads, m, u, step, lr, beta_1=0.9, beta_2=0.999,
+                      epsilon=1e-7, weight_decay=0.0, skip=None, options=None):
+        """Keras 3's Adamax at the 1-based step held in ``step``."""
+        return self._update("adamax", params, grads, {"m": m, "u": u}, step, lr, weight_decay,
+                            skip, options, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+
+    def lion_update(self, params, grads, momentums, lr, beta_1=0.9, beta_2=0.99,
+                    weight_decay=0.0, skip=None, options=None):
+        """Keras 3's Lion."""
+        return self._update("lion", params, grads, {"momentum": momentums}, None, lr,
+                            weight_decay, skip, options, beta_1=beta_1, beta_2=beta_2)
+
+    def _update(self, rule, params, grads, state, step, lr, weight_decay, skip, options,
+                **hyperparameters):
+        """Any rule through ``reference.apply``, written back in place."""
         if self._skipped(skip):
             return params
-        p, sq, vel = reference.rmsprop(params, grads, sq_avg, velocity, self._rate(lr), rho,
-                                       epsilon, momentum, weight_decay, self.xp)
+        p, new, accumulator, ema = reference.apply(
+            rule, params, grads, dict(state), self._step_number(step, options),
+            self._rate(lr), self.xp, **self._apply_arguments(options, weight_decay),
+            **hyperparameters)
+        self._write(params, p)
+        for name, buffer in state.items():
+            if buffer is not None and new.get(name) is not None:
+                self._write(buffer, new[name])
+        if options is not None:
+            for buffer, value in ((options.accumulator, accumulator), (options.ema, ema)):
+                if buffer is not None:
+                    self._write(buffer, value)
+        return params
+
+    def _step_number(self, step, options):
+        """The 1-based number of this call: from ``step``, else ``options.step``, else 1
+        (the rules without a step count need it only for Keras' apply)."""
+        step = step if step is not None else (None if options is None else options.step)
+        return 1 if step is None else int(self.to_numpy(step)[0])
+
+    def _apply_arguments(self, options, weight_decay, lo=0, hi=None):
+        """``reference.apply``'s keyword arguments from ``options``, with per-segment
+        values spread over the elements ``[lo, hi)``."""
+        if options is None:
+            return {"weight_decay": weight_decay}
+        spread = functools.partial(options.per_element, lo=lo, hi=hi, xp=self.xp)
+        cut = (lambda a: a) if hi is None else (lambda a: None if a is None else a[lo:hi])
+        return {"accumulator": cut(options.accumulator),
+                "accumulation_steps": options.accumulation_steps,
+                "clipvalue": options.clipvalue,
+                "clip_scale": spread(options.clip_scales),
+                "weight_decay": weight_decay if options.weight_decay is None
+                else spread(options.weight_decay),
+                "ema": cut(options.ema), "ema_momentum": options.ema_momentum,
+                "ema_overwrite_frequency": options.ema_overwrite_frequency}
+
+    # The formulas of files written before Keras 3 parity (an optimizer config's formula
+    # "legacy"), kept only so that such files resume as they trained.
+    def sgd_legacy_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
+                          weight_decay=0.0, skip=None):
+        """PyTorch's SGD with L2 decay (``reference.sgd_legacy``): old files only."""
+        if self._skipped(skip):
+            return params
+        p, vel = reference.sgd_legacy(params, grads, velocity, self._rate(lr), momentum,
+                                      nesterov, weight_decay)
+        self._write(params, p)
+        if momentum:
+            self._write(velocity, vel)
+        return params
+
+    def rmsprop_legacy_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
+                              momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
+        """RMSprop with epsilon outside the root (``reference.rmsprop_legacy``): old
+        files only."""
+        if self._skipped(skip):
+            return params
+        p, sq, vel = reference.rmsprop_legacy(params, grads, sq_avg, velocity, self._rate(lr),
+                                              rho, epsilon, momentum, weight_decay, self.xp)
         self._write(params, p)
         self._write(sq_avg, sq)
         if momentum:

@@ -16,6 +16,7 @@ import numpy
 from ..kernels.catalogue import FLOAT_DTYPES, REDUCE_BLOCKS
 from ..kernels.cuda import CudaRuntime
 from ..kernels.launch import FusedKernels, KernelUnavailable
+from ..kernels.launch import Apply, chunk_table
 from ..kernels.reference import NORMALIZATION_EPSILON
 from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, Backend,
                    dlpack_device_name, type_name, check_activation)
@@ -547,21 +548,109 @@ class CupyBackend(Backend):
         self.kernels.increment_step(step, skip)
         return step
 
-    def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
-                   weight_decay=0.0, skip=None):
-        self.kernels.sgd(params, grads, velocity, skip, lr, momentum, nesterov, weight_decay)
-        return params
+    def weight_segments(self, bounds, dtype="float32"):
+        """Also the chunk table of the clip-norm reduction and its sums, on the device."""
+        segments = super().weight_segments(bounds)
+        chunks, first = chunk_table(segments.bounds)
+        segments.reduction = ((self.asarray(chunks), self.asarray(first)),
+                              self.zeros((chunks.size - 1,), dtype))
+        return segments
 
-    def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
-                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
-        self.kernels.adam(params, grads, m, v, step, skip, lr, beta_1, beta_2, epsilon,
-                          weight_decay, decoupled_weight_decay)
+    def clip_scales(self, grads, clipnorm, per_weight, options):
+        table, sums = options.segments.reduction
+        return self.kernels.clip_scales(grads, options.accumulator, options.accumulation_steps,
+                                        options.step, table, sums, clipnorm, not per_weight,
+                                        options.clip_scales)
+
+    def _apply(self, options, weight_decay, dtype):
+        """The *_apply kernels' ``Apply`` for ``options`` and a uniform weight decay (a
+        persistent device scalar, made by the eager step before any capture)."""
+        wd = None if options is None else options.weight_decay
+        if wd is None and weight_decay:
+            wd = self._buffer(("weight_decay", float(weight_decay)), (1,), dtype,
+                              fill=weight_decay)
+        if options is None:
+            return Apply(wd=wd)
+        groups = None if options.segments is None else options.segments.groups
+        return Apply(options.accumulator, int(options.accumulation_steps or 1),
+                     float(options.clipvalue or 0), options.clip_scales, groups, wd,
+                     options.ema, options.ema_momentum,
+                     int(options.ema_overwrite_frequency or 0))
+
+    def _call_step(self, step, options):
+        """The step count a kernel reads: ``step``, ``options.step``, or a constant 1."""
+        if step is not None:
+            return step
+        if options is not None:
+            return options.step
+        return self._buffer("first_step", (1,), "int64", fill=1)
+
+    def sgd_update(self, params, grads, momentums, lr, momentum=0.0, nesterov=False,
+                   weight_decay=0.0, skip=None, options=None):
+        self.kernels.sgd_apply(params, grads, momentums, self._call_step(None, options), skip,
+                               lr, momentum, nesterov,
+                               self._apply(options, weight_decay, params.dtype))
         return params
 
     def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
-                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
-        self.kernels.rmsprop(params, grads, sq_avg, velocity, skip, lr, rho, epsilon, momentum,
-                             weight_decay)
+                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None,
+                       average_gradient=None, options=None):
+        self.kernels.rmsprop_apply(params, grads, sq_avg, velocity, average_gradient,
+                                   self._call_step(None, options), skip, lr, rho, epsilon,
+                                   momentum, self._apply(options, weight_decay, params.dtype))
+        return params
+
+    def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
+                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=True, skip=None,
+                    v_hat=None, options=None):
+        if v_hat is None and options is None:  # the plain update, or the legacy L2 one
+            self.kernels.adam(params, grads, m, v, step, skip, lr, beta_1, beta_2, epsilon,
+                              weight_decay, decoupled_weight_decay)
+            return params
+        if not decoupled_weight_decay:
+            return super().adam_update(params, grads, m, v, step, lr, beta_1, beta_2, epsilon,
+                                       weight_decay, False, skip, v_hat, options)  # refuses
+        self.kernels.adam_apply(params, grads, m, v, v_hat, step, skip, lr, beta_1, beta_2,
+                                epsilon, self._apply(options, weight_decay, params.dtype))
+        return params
+
+    def nadam_update(self, params, grads, m, v, u_product, step, lr, beta_1=0.9,
+                     beta_2=0.999, epsilon=1e-7, weight_decay=0.0, skip=None, options=None):
+        self.kernels.nadam_apply(params, grads, m, v, u_product, step, skip, lr, beta_1,
+                                 beta_2, epsilon,
+                                 self._apply(options, weight_decay, params.dtype))
+        return params
+
+    def adagrad_update(self, params, grads, accumulator, lr, epsilon=1e-7, weight_decay=0.0,
+                       skip=None, options=None):
+        self.kernels.adagrad_apply(params, grads, accumulator, self._call_step(None, options),
+                                   skip, lr, epsilon,
+                                   self._apply(options, weight_decay, params.dtype))
+        return params
+
+    def adamax_update(self, params, grads, m, u, step, lr, beta_1=0.9, beta_2=0.999,
+                      epsilon=1e-7, weight_decay=0.0, skip=None, options=None):
+        self.kernels.adamax_apply(params, grads, m, u, step, skip, lr, beta_1, beta_2, epsilon,
+                                  self._apply(options, weight_decay, params.dtype))
+        return params
+
+    def lion_update(self, params, grads, momentums, lr, beta_1=0.9, beta_2=0.99,
+                    weight_decay=0.0, skip=None, options=None):
+        self.kernels.lion_apply(params, grads, momentums, self._call_step(None, options), skip,
+                                lr, beta_1, beta_2,
+                                self._apply(options, weight_decay, params.dtype))
+        return params
+
+    def sgd_legacy_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
+                          weight_decay=0.0, skip=None):
+        self.kernels.sgd_legacy(params, grads, velocity, skip, lr, momentum, nesterov,
+                                weight_decay)
+        return params
+
+    def rmsprop_legacy_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
+                              momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
+        self.kernels.rmsprop_legacy(params, grads, sq_avg, velocity, skip, lr, rho, epsilon,
+                                    momentum, weight_decay)
         return params
 
     def scheduled_rate(self, schedule, step, lr):

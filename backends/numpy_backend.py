@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from ..kernels import cpu as cpu_kernels
+from ..kernels import reference
 
 from .base import Backend
 
@@ -183,42 +184,53 @@ class NumpyBackend(Backend):
         return numpy.divide(out, denom, out=out)
 
     # --------------------------------------------------------------------- optimizers
-    def sgd_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
-                   weight_decay=0.0, skip=None):
+    # The plain updates of SGD, RMSprop and Adam (nothing of Keras' apply but a uniform
+    # weight decay) run as hand-written in-place passes; every other update, and those
+    # with ``options``, as one numba kernel or the reference chunk by chunk.
+    def sgd_update(self, params, grads, momentums, lr, momentum=0.0, nesterov=False,
+                   weight_decay=0.0, skip=None, options=None):
+        if options is not None:
+            return self._update("sgd", params, grads, {"momentum": momentums}, None, lr,
+                                weight_decay, skip, options, momentum=momentum,
+                                nesterov=nesterov)
         if self._skipped(skip):
             return params
         lr = float(lr[0])
         if self._fused(params):
-            cpu_kernels.sgd_update(params, grads, velocity, lr, momentum, nesterov, weight_decay)
+            cpu_kernels.sgd_update(params, grads, momentums, lr, momentum, nesterov,
+                                   weight_decay)
             return params
+        decay = 1 - lr * weight_decay if weight_decay else None
 
         def work(lo, hi):
             p, g = params[lo:hi], grads[lo:hi]
-            if weight_decay:
-                s = self._scratch(hi - lo, p.dtype)
-                numpy.multiply(p, weight_decay, out=s)
-                g += s  # grads are scratch for the step; overwriting them saves a pass
-            if momentum:
-                vel = velocity[lo:hi]
-                vel *= momentum
-                vel += g
-                if nesterov:
-                    s = self._scratch(hi - lo, p.dtype)
-                    numpy.multiply(vel, momentum, out=s)
-                    s += g
-                    s *= lr
-                    p -= s
-                    return
-                g = vel
+            if decay is not None:
+                p *= decay
             s = self._scratch(hi - lo, p.dtype)
-            numpy.multiply(g, lr, out=s)
-            p -= s
+            numpy.multiply(g, lr, out=s)  # s = lr g
+            if not momentum:
+                p -= s
+                return
+            b = momentums[lo:hi]
+            b *= momentum
+            b -= s  # b = m b - lr g
+            if nesterov:
+                numpy.multiply(b, momentum, out=g)  # grads are the step's scratch
+                g -= s
+                p += g
+            else:
+                p += b
 
         self._chunked(params.shape[0], work)
         return params
 
     def adam_update(self, params, grads, m, v, step, lr, beta_1=0.9, beta_2=0.999,
-                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=False, skip=None):
+                    epsilon=1e-7, weight_decay=0.0, decoupled_weight_decay=True, skip=None,
+                    v_hat=None, options=None):
+        if v_hat is not None or options is not None:
+            return super().adam_update(params, grads, m, v, step, lr, beta_1, beta_2, epsilon,
+                                       weight_decay, decoupled_weight_decay, skip, v_hat,
+                                       options)
         if self._skipped(skip):
             return params
         t, lr = int(step[0]), float(lr[0])
@@ -256,13 +268,136 @@ class NumpyBackend(Backend):
         return params
 
     def rmsprop_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
-                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
+                       momentum=0.0, velocity=None, weight_decay=0.0, skip=None,
+                       average_gradient=None, options=None):
+        if average_gradient is not None or options is not None:
+            return super().rmsprop_update(params, grads, sq_avg, lr, rho, epsilon, momentum,
+                                          velocity, weight_decay, skip, average_gradient,
+                                          options)
         if self._skipped(skip):
             return params
         lr = float(lr[0])
         if self._fused(params):
             cpu_kernels.rmsprop_update(params, grads, sq_avg, velocity, lr, rho, epsilon,
                                        momentum, weight_decay)
+            return params
+        decay = 1 - lr * weight_decay if weight_decay else None
+
+        def work(lo, hi):
+            p, g, sq = params[lo:hi], grads[lo:hi], sq_avg[lo:hi]
+            if decay is not None:
+                p *= decay
+            s = self._scratch(hi - lo, p.dtype)
+            numpy.multiply(g, g, out=s)  # sq = rho sq + (1 - rho) g^2
+            s *= 1 - rho
+            sq *= rho
+            sq += s
+            numpy.add(sq, epsilon, out=s)  # the increment lr g / sqrt(sq + eps)
+            numpy.sqrt(s, out=s)
+            g *= lr  # grads are the step's scratch
+            numpy.divide(g, s, out=s)
+            if momentum:
+                vel = velocity[lo:hi]
+                vel *= momentum
+                vel += s
+                p -= vel
+            else:
+                p -= s
+
+        self._chunked(params.shape[0], work)
+        return params
+
+    def _update(self, rule, params, grads, state, step, lr, weight_decay, skip, options,
+                **hyperparameters):
+        """Any rule with Keras' apply: one numba kernel, or the reference over cache-sized
+        chunks written back in place (each chunk's temporaries stay in cache)."""
+        if self._skipped(skip):
+            return params
+        number, rate = self._step_number(step, options), float(lr[0])
+        if self._fused(params):
+            cpu_kernels.apply_update(rule, params, grads, state, number, rate,
+                                     hyperparameters, **self._kernel_options(options,
+                                                                             weight_decay))
+            return params
+        whole = params.shape[0]
+
+        def work(lo, hi):
+            part = {name: (buf if buf is None or buf.shape != (whole,) else buf[lo:hi])
+                    for name, buf in state.items()}
+            p, new, accumulator, ema = reference.apply(
+                rule, params[lo:hi], grads[lo:hi], dict(part), number, rate, numpy,
+                **self._apply_arguments(options, weight_decay, lo, hi), **hyperparameters)
+            params[lo:hi] = p
+            for name, buf in part.items():
+                if buf is not None and new.get(name) is not None:
+                    buf[...] = new[name]
+            if options is not None:
+                for buf, value in ((options.accumulator, accumulator), (options.ema, ema)):
+                    if buf is not None:
+                        buf[lo:hi] = value
+
+        self._chunked(whole, work)
+        return params
+
+    @staticmethod
+    def _kernel_options(options, weight_decay):
+        """``cpu.apply_update``'s keyword arguments: per-segment values as they are."""
+        wd = numpy.asarray([weight_decay], numpy.float64) if weight_decay else None
+        if options is None:
+            return {"wd": wd}
+        segments = options.segments
+        return {"grad_acc": options.accumulator, "accumulate": options.accumulation_steps,
+                "clipvalue": options.clipvalue, "scale": options.clip_scales,
+                "groups": None if segments is None else segments.groups,
+                "wd": wd if options.weight_decay is None else options.weight_decay,
+                "ema": options.ema, "ema_momentum": options.ema_momentum,
+                "ema_every": options.ema_overwrite_frequency}
+
+    # The formulas of old files only (see Backend.sgd_legacy_update): the passes they
+    # trained with, unchanged.
+    def sgd_legacy_update(self, params, grads, velocity, lr, momentum=0.0, nesterov=False,
+                          weight_decay=0.0, skip=None):
+        if self._skipped(skip):
+            return params
+        lr = float(lr[0])
+        if self._fused(params):
+            cpu_kernels.sgd_legacy_update(params, grads, velocity, lr, momentum, nesterov,
+                                          weight_decay)
+            return params
+
+        def work(lo, hi):
+            p, g = params[lo:hi], grads[lo:hi]
+            if weight_decay:
+                s = self._scratch(hi - lo, p.dtype)
+                numpy.multiply(p, weight_decay, out=s)
+                g += s  # grads are scratch for the step; overwriting them saves a pass
+            if momentum:
+                vel = velocity[lo:hi]
+                vel *= momentum
+                vel += g
+                if nesterov:
+                    s = self._scratch(hi - lo, p.dtype)
+                    numpy.multiply(vel, momentum, out=s)
+                    s += g
+                    s *= lr
+                    p -= s
+                    return
+                g = vel
+            s = self._scratch(hi - lo, p.dtype)
+            numpy.multiply(g, lr, out=s)
+            p -= s
+
+        self._chunked(params.shape[0], work)
+        return params
+
+    def rmsprop_legacy_update(self, params, grads, sq_avg, lr, rho=0.9, epsilon=1e-7,
+                              momentum=0.0, velocity=None, weight_decay=0.0, skip=None):
+        if self._skipped(skip):
+            return params
+        lr = float(lr[0])
+        if self._fused(params):
+            cpu_kernels.rmsprop_legacy_update(params, grads, sq_avg, velocity, lr, rho,
+                                              epsilon, momentum, weight_decay)
             return params
 
         def work(lo, hi):

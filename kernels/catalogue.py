@@ -207,6 +207,11 @@ def prelude(threads=THREADS):
              f"#define DNN_SCHEDULE_EXPONENTIAL {reference.SCHEDULE_EXPONENTIAL}",
              f"#define DNN_SCHEDULE_PIECEWISE {reference.SCHEDULE_PIECEWISE}",
              f"#define DNN_SCHEDULE_COSINE {reference.SCHEDULE_COSINE}",
+             f"#define DNN_SCHEDULE_POLYNOMIAL {reference.SCHEDULE_POLYNOMIAL}",
+             f"#define DNN_SCHEDULE_INVERSE_TIME {reference.SCHEDULE_INVERSE_TIME}",
+             f"#define DNN_SCHEDULE_COSINE_RESTARTS {reference.SCHEDULE_COSINE_RESTARTS}",
+             f"#define DNN_SEGMENT_GROUP {reference.SEGMENT_GROUP}",
+             f"#define DNN_NADAM_DECAY {reference.NADAM_DECAY!r}",
              f"#define DNN_ACTIVATION_COUNT {len(reference.ELEMENTWISE_ACTIVATIONS)}"]
     lines += [f"#define DNN_ACT_{name.upper()} {code}"
               for code, name in enumerate(reference.ELEMENTWISE_ACTIVATIONS)]

@@ -656,9 +656,13 @@ __device__ void adam(T* p, const T* g, T* m, T* v, const long long* step, const 
     DNN_STREAM(T, n, dnn_aligned16(p, g, m, v), vector, scalar)
 }
 
+// The two updates below keep the formulas of files written before Keras 3 parity
+// (formula "legacy" in an optimizer's config) only so that such files resume as they
+// trained: PyTorch's momentum SGD and RMSprop with epsilon outside the root, both with
+// L2 weight decay added to the gradient (reference.sgd_legacy, rmsprop_legacy).
 template <typename T>
-__device__ __forceinline__ void sgd_element(T& p, T g, T& vel, T lr, T momentum, int nesterov,
-                                            T wd) {
+__device__ __forceinline__ void sgd_legacy_element(T& p, T g, T& vel, T lr, T momentum,
+                                                   int nesterov, T wd) {
     T gi = g + wd * p;
     if (momentum != T(0)) {
         vel = momentum * vel + gi;
@@ -670,8 +674,8 @@ __device__ __forceinline__ void sgd_element(T& p, T g, T& vel, T lr, T momentum,
 // vel is read only with momentum != 0 and may be null otherwise.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void sgd(T* p, const T* g, T* vel, const int* skip, long long n, const T* rate,
-                    T momentum, int nesterov, T wd) {
+__device__ void sgd_legacy(T* p, const T* g, T* vel, const int* skip, long long n,
+                           const T* rate, T momentum, int nesterov, T wd) {
     if (skip && skip[0]) return;
     const T lr = rate[0];
     typedef typename dnn_pack<T>::type V;
@@ -682,21 +686,21 @@ __device__ void sgd(T* p, const T* g, T* vel, const int* skip, long long n, cons
         gp.vec = ((const V*)g)[j];
         if (moving) vp.vec = ((const V*)vel)[j];
         for (int k = 0; k < (int)(16 / sizeof(T)); ++k) {
-            sgd_element(pp.s[k], gp.s[k], vp.s[k], lr, momentum, nesterov, wd);
+            sgd_legacy_element(pp.s[k], gp.s[k], vp.s[k], lr, momentum, nesterov, wd);
         }
         ((V*)p)[j] = pp.vec;
         if (moving) ((V*)vel)[j] = vp.vec;
     };
     auto scalar = [&](long long i) {
         T unused = T(0);
-        sgd_element(p[i], g[i], moving ? vel[i] : unused, lr, momentum, nesterov, wd);
+        sgd_legacy_element(p[i], g[i], moving ? vel[i] : unused, lr, momentum, nesterov, wd);
     };
     DNN_STREAM(T, n, dnn_aligned16(p, g, vel, p), vector, scalar)
 }
 
 template <typename T>
-__device__ __forceinline__ void rmsprop_element(T& p, T g, T& sq, T& vel, T lr, T rho, T eps,
-                                                T momentum, T wd) {
+__device__ __forceinline__ void rmsprop_legacy_element(T& p, T g, T& sq, T& vel, T lr, T rho,
+                                                       T eps, T momentum, T wd) {
     T gi = g + wd * p;
     sq = rho * sq + (T(1) - rho) * gi * gi;
     T s = gi / (dnn_sqrt(sq) + eps);
@@ -711,8 +715,8 @@ __device__ __forceinline__ void rmsprop_element(T& p, T g, T& sq, T& vel, T lr, 
 // vel is read only with momentum != 0 and may be null otherwise.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long long n,
-                        const T* rate, T rho, T eps, T momentum, T wd) {
+__device__ void rmsprop_legacy(T* p, const T* g, T* sq, T* vel, const int* skip, long long n,
+                               const T* rate, T rho, T eps, T momentum, T wd) {
     if (skip && skip[0]) return;
     const T lr = rate[0];
     typedef typename dnn_pack<T>::type V;
@@ -724,7 +728,8 @@ __device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long l
         sp.vec = ((const V*)sq)[j];
         if (moving) vp.vec = ((const V*)vel)[j];
         for (int k = 0; k < (int)(16 / sizeof(T)); ++k) {
-            rmsprop_element(pp.s[k], gp.s[k], sp.s[k], vp.s[k], lr, rho, eps, momentum, wd);
+            rmsprop_legacy_element(pp.s[k], gp.s[k], sp.s[k], vp.s[k], lr, rho, eps, momentum,
+                                   wd);
         }
         ((V*)p)[j] = pp.vec;
         ((V*)sq)[j] = sp.vec;
@@ -732,10 +737,382 @@ __device__ void rmsprop(T* p, const T* g, T* sq, T* vel, const int* skip, long l
     };
     auto scalar = [&](long long i) {
         T unused = T(0);
-        rmsprop_element(p[i], g[i], sq[i], moving ? vel[i] : unused, lr, rho, eps, momentum,
-                        wd);
+        rmsprop_legacy_element(p[i], g[i], sq[i], moving ? vel[i] : unused, lr, rho, eps,
+                               momentum, wd);
     };
     DNN_STREAM(T, n, dnn_aligned16(p, g, sq, vel), vector, scalar)
+}
+
+// ------------------------------------------------ Keras 3's apply around each rule
+// The *_apply updates do, in their one pass, what Keras 3's BaseOptimizer.apply does
+// around an optimizer's update_step (reference.apply is the definition):
+//   accumulation: with accumulate = k > 1, a step whose number is not a multiple of k
+//     only adds g to grad_acc; the k-th uses (g + grad_acc) / k and empties it, and the
+//     rule counts updates, not steps;
+//   clipping: clipvalue > 0 clamps g; clip_scale (per segment, segment_clip_scales'
+//     output) scales it;
+//   weight decay: p *= 1 - lr wd[segment] before the rule (wd null: none);
+//   the weights' moving average: ema follows p at every step (momentum 0 while Keras'
+//     iteration count is 0), and every ema_every iterations p takes its value (0: never).
+// groups holds the segment of each DNN_SEGMENT_GROUP consecutive elements (null: one
+// segment, 0), so a per-weight value costs one small load per pack. A null array is a
+// feature switched off; every branch on one is the same for the whole grid.
+template <typename T>
+struct dnn_apply {
+    T* grad_acc;
+    T k;
+    bool update;
+    T clipvalue;
+    const T* clip_scale;
+    const int* groups;
+    const T* wd;
+    T rate;
+    T* ema;
+    T ema_momentum;
+    bool overwrite;
+};
+
+// The apply of the step numbered step[0] (1-based, every accumulation step counted).
+template <typename T>
+__device__ __forceinline__ dnn_apply<T> dnn_make_apply(const long long* step, const T* lr,
+                                                       T* grad_acc, long long accumulate,
+                                                       T clipvalue, const T* clip_scale,
+                                                       const int* groups, const T* wd, T* ema,
+                                                       T ema_momentum, long long ema_every) {
+    const long long s = step[0], k = accumulate > 1 ? accumulate : 1;
+    const long long done = (s - 1) / k;  // Keras' optimizer.iterations before this step
+    dnn_apply<T> a;
+    a.grad_acc = k > 1 ? grad_acc : nullptr;
+    a.k = T(k);
+    a.update = s % k == 0;
+    a.clipvalue = clipvalue;
+    a.clip_scale = clip_scale;
+    a.groups = groups;
+    a.wd = wd;
+    a.rate = lr[0];
+    a.ema = ema;
+    a.ema_momentum = done != 0 ? ema_momentum : T(0);
+    a.overwrite = ema_every > 0 && (done + 1) % ema_every == 0;
+    return a;
+}
+
+// The 1-based number of this update as a rule counts it (accumulation steps aside).
+__device__ __forceinline__ long long dnn_update_count(const long long* step,
+                                                      long long accumulate) {
+    return accumulate > 1 ? step[0] / accumulate : step[0];
+}
+
+template <typename T, typename Rule>
+__device__ __forceinline__ void dnn_apply_element(const dnn_apply<T>& a, long long seg, T& p,
+                                                  T g, T& s0, T& s1, T& s2, T& acc, T& ema,
+                                                  const Rule& rule) {
+    if (a.grad_acc && !a.update) {
+        acc += g;
+    } else {
+        if (a.grad_acc) {
+            g = (g + acc) / a.k;
+            acc = T(0);
+        }
+        if (a.clipvalue > T(0)) {
+            g = g < -a.clipvalue ? -a.clipvalue : (g > a.clipvalue ? a.clipvalue : g);
+        }
+        if (a.clip_scale) g *= a.clip_scale[seg];
+        if (a.wd) p *= T(1) - a.rate * a.wd[seg];
+        rule(p, g, s0, s1, s2);
+    }
+    if (a.ema) {
+        ema = a.ema_momentum * ema + (T(1) - a.ema_momentum) * p;
+        if (a.overwrite) p = ema;
+    }
+}
+
+// One pass over p, g, the rule's state s0..s2 (null where it has fewer) and the apply's
+// buffers, 16 bytes per load where every buffer is aligned (see DNN_STREAM).
+// ``rule(p, g, s0, s1, s2)`` updates one element.
+template <typename T, typename Rule>
+__device__ __forceinline__ void dnn_apply_stream(T* p, const T* g, T* s0, T* s1, T* s2,
+                                                 long long n, const dnn_apply<T>& a,
+                                                 const Rule& rule) {
+    typedef typename dnn_pack<T>::type V;
+    const long long W = 16 / sizeof(T);
+    auto vector = [&](long long j) {
+        dnn_packed<T> pp, gp, p0, p1, p2, pa, pe;
+        pp.vec = ((const V*)p)[j];
+        gp.vec = ((const V*)g)[j];
+        if (s0) p0.vec = ((const V*)s0)[j];
+        if (s1) p1.vec = ((const V*)s1)[j];
+        if (s2) p2.vec = ((const V*)s2)[j];
+        if (a.grad_acc) pa.vec = ((const V*)a.grad_acc)[j];
+        if (a.ema) pe.vec = ((const V*)a.ema)[j];
+        const long long seg = a.groups ? a.groups[j * W / DNN_SEGMENT_GROUP] : 0;
+        for (int k = 0; k < (int)W; ++k) {
+            dnn_apply_element(a, seg, pp.s[k], gp.s[k], p0.s[k], p1.s[k], p2.s[k], pa.s[k],
+                              pe.s[k], rule);
+        }
+        ((V*)p)[j] = pp.vec;
+        if (s0) ((V*)s0)[j] = p0.vec;
+        if (s1) ((V*)s1)[j] = p1.vec;
+        if (s2) ((V*)s2)[j] = p2.vec;
+        if (a.grad_acc) ((V*)a.grad_acc)[j] = pa.vec;
+        if (a.ema) ((V*)a.ema)[j] = pe.vec;
+    };
+    auto scalar = [&](long long i) {  // values in registers, stored where there are arrays
+        T pi = p[i], v0 = s0 ? s0[i] : T(0), v1 = s1 ? s1[i] : T(0), v2 = s2 ? s2[i] : T(0);
+        T va = a.grad_acc ? a.grad_acc[i] : T(0), ve = a.ema ? a.ema[i] : T(0);
+        dnn_apply_element(a, a.groups ? (long long)a.groups[i / DNN_SEGMENT_GROUP] : 0LL, pi,
+                          g[i], v0, v1, v2, va, ve, rule);
+        p[i] = pi;
+        if (s0) s0[i] = v0;
+        if (s1) s1[i] = v1;
+        if (s2) s2[i] = v2;
+        if (a.grad_acc) a.grad_acc[i] = va;
+        if (a.ema) a.ema[i] = ve;
+    };
+    DNN_STREAM(T, n, dnn_aligned16(p, g, s0, s1) && dnn_aligned16(s2, a.grad_acc, a.ema, p),
+               vector, scalar)
+}
+
+// Each *_apply kernel ends with the same parameters, Keras 3's apply (see above):
+//   T* grad_acc, long long accumulate, T clipvalue, const T* clip_scale,
+//   const int* groups, const T* wd, T* ema, T ema_momentum, long long ema_every
+// and returns at once when skip[0] is set. The learning rate is read from lr[0].
+
+// SGD: b = m b - lr g; p += b (Nesterov: p += m b - lr g); without momentum p -= lr g.
+// b is read only with momentum != 0 and may be null otherwise.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void sgd_apply(T* p, const T* g, T* b, const long long* step, const int* skip,
+                          long long n, const T* lr, T momentum, int nesterov, T* grad_acc,
+                          long long accumulate, T clipvalue, const T* clip_scale,
+                          const int* groups, const T* wd, T* ema, T ema_momentum,
+                          long long ema_every) {
+    if (skip && skip[0]) return;
+    const dnn_apply<T> a = dnn_make_apply(step, lr, grad_acc, accumulate, clipvalue, clip_scale,
+                                          groups, wd, ema, ema_momentum, ema_every);
+    const T rate = lr[0];
+    const bool moving = momentum != T(0);
+    auto rule = [&](T& pi, T gi, T& bi, T&, T&) {
+        if (moving) {
+            bi = bi * momentum - gi * rate;
+            pi += nesterov ? bi * momentum - gi * rate : bi;
+        } else {
+            pi -= gi * rate;
+        }
+    };
+    dnn_apply_stream(p, g, moving ? b : (T*)nullptr, (T*)nullptr, (T*)nullptr, n, a, rule);
+}
+
+// RMSprop: sq = rho sq + (1 - rho) g^2; centered (avg not null) avg = rho avg + (1 - rho) g
+// and d = sq - avg^2 + eps, else d = sq + eps; the increment lr g / sqrt(d) is taken
+// directly or, with momentum, through vel = momentum vel + increment (vel may be null
+// without momentum).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void rmsprop_apply(T* p, const T* g, T* sq, T* vel, T* avg, const long long* step,
+                              const int* skip, long long n, const T* lr, T rho, T eps,
+                              T momentum, T* grad_acc, long long accumulate, T clipvalue,
+                              const T* clip_scale, const int* groups, const T* wd, T* ema,
+                              T ema_momentum, long long ema_every) {
+    if (skip && skip[0]) return;
+    const dnn_apply<T> a = dnn_make_apply(step, lr, grad_acc, accumulate, clipvalue, clip_scale,
+                                          groups, wd, ema, ema_momentum, ema_every);
+    const T rate = lr[0];
+    const bool moving = momentum != T(0), centered = avg != nullptr;
+    auto rule = [&](T& pi, T gi, T& si, T& vi, T& ai) {
+        si = rho * si + (T(1) - rho) * (gi * gi);
+        T d = si + eps;
+        if (centered) {
+            ai = rho * ai + (T(1) - rho) * gi;
+            d = si - ai * ai + eps;
+        }
+        const T increment = rate * gi / dnn_sqrt(d);
+        if (moving) {
+            vi = momentum * vi + increment;
+            pi -= vi;
+        } else {
+            pi -= increment;
+        }
+    };
+    dnn_apply_stream(p, g, sq, moving ? vel : (T*)nullptr, avg, n, a, rule);
+}
+
+// Adam at the update's 1-based number t: m += (g - m)(1 - beta_1), v += (g^2 - v)(1 -
+// beta_2), p -= alpha m / (sqrt(v) + eps) with alpha = lr sqrt(1 - beta_2^t) / (1 -
+// beta_1^t); AMSGrad (vhat not null) takes the root of vhat = max(vhat, v). The plain
+// update (no AMSGrad, nothing of the apply but a uniform decay) is the adam kernel.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void adam_apply(T* p, const T* g, T* m, T* v, T* vhat, const long long* step,
+                           const int* skip, long long n, const T* lr, T beta_1, T beta_2,
+                           T eps, T* grad_acc, long long accumulate, T clipvalue,
+                           const T* clip_scale, const int* groups, const T* wd, T* ema,
+                           T ema_momentum, long long ema_every) {
+    if (skip && skip[0]) return;
+    const dnn_apply<T> a = dnn_make_apply(step, lr, grad_acc, accumulate, clipvalue, clip_scale,
+                                          groups, wd, ema, ema_momentum, ema_every);
+    const double t = (double)dnn_update_count(step, accumulate);
+    const T alpha = (T)((double)lr[0] * sqrt(1.0 - pow((double)beta_2, t))
+                        / (1.0 - pow((double)beta_1, t)));
+    const bool amsgrad = vhat != nullptr;
+    auto rule = [&](T& pi, T gi, T& mi, T& vi, T& hi) {
+        mi = mi + (gi - mi) * (T(1) - beta_1);
+        vi = vi + (gi * gi - vi) * (T(1) - beta_2);
+        T d = vi;
+        if (amsgrad) {
+            hi = hi > vi ? hi : vi;
+            d = hi;
+        }
+        pi -= mi * alpha / (dnn_sqrt(d) + eps);
+    };
+    dnn_apply_stream(p, g, m, v, vhat, n, a, rule);
+}
+
+// Nadam (Keras 3): the momentum schedule u_i = beta_1 (1 - 0.5 DNN_NADAM_DECAY^i) and its
+// running product, which update t reads from u_product[(t - 1) % 2] and writes (one
+// thread) to u_product[t % 2]: every thread reads the slot no thread writes.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void nadam_apply(T* p, const T* g, T* m, T* v, double* u_product,
+                            const long long* step, const int* skip, long long n, const T* lr,
+                            T beta_1, T beta_2, T eps, T* grad_acc, long long accumulate,
+                            T clipvalue, const T* clip_scale, const int* groups, const T* wd,
+                            T* ema, T ema_momentum, long long ema_every) {
+    if (skip && skip[0]) return;
+    const dnn_apply<T> a = dnn_make_apply(step, lr, grad_acc, accumulate, clipvalue, clip_scale,
+                                          groups, wd, ema, ema_momentum, ema_every);
+    const long long t = dnn_update_count(step, accumulate);
+    const double b1 = (double)beta_1, decay_t = pow(DNN_NADAM_DECAY, (double)t);
+    const double u_t = b1 * (1.0 - 0.5 * decay_t);
+    const double u_next = b1 * (1.0 - 0.5 * pow(DNN_NADAM_DECAY, (double)(t + 1)));
+    const double product = u_product[(t - 1) & 1] * b1 * (1.0 - 0.5 * decay_t);
+    if (a.update && blockIdx.x == 0 && threadIdx.x == 0) u_product[t & 1] = product;
+    const T c_next = (T)u_next, d_next = (T)(1.0 - product * u_next);
+    const T c_now = (T)(1.0 - u_t), d_now = (T)(1.0 - product);
+    const T v_correction = (T)(1.0 - pow((double)beta_2, (double)t)), rate = lr[0];
+    auto rule = [&](T& pi, T gi, T& mi, T& vi, T&) {
+        mi = mi + (gi - mi) * (T(1) - beta_1);
+        vi = vi + (gi * gi - vi) * (T(1) - beta_2);
+        const T m_hat = c_next * mi / d_next + c_now * gi / d_now;
+        pi -= m_hat * rate / (dnn_sqrt(vi / v_correction) + eps);
+    };
+    dnn_apply_stream(p, g, m, v, (T*)nullptr, n, a, rule);
+}
+
+// Adagrad: accumulator += g^2; p -= lr g / sqrt(accumulator + eps).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void adagrad_apply(T* p, const T* g, T* accumulator, const long long* step,
+                              const int* skip, long long n, const T* lr, T eps, T* grad_acc,
+                              long long accumulate, T clipvalue, const T* clip_scale,
+                              const int* groups, const T* wd, T* ema, T ema_momentum,
+                              long long ema_every) {
+    if (skip && skip[0]) return;
+    const dnn_apply<T> a = dnn_make_apply(step, lr, grad_acc, accumulate, clipvalue, clip_scale,
+                                          groups, wd, ema, ema_momentum, ema_every);
+    const T rate = lr[0];
+    auto rule = [&](T& pi, T gi, T& si, T&, T&) {
+        si = si + gi * gi;
+        pi -= rate * gi / dnn_sqrt(si + eps);
+    };
+    dnn_apply_stream(p, g, accumulator, (T*)nullptr, (T*)nullptr, n, a, rule);
+}
+
+// Adamax: m += (g - m)(1 - beta_1), u = max(beta_2 u, |g|),
+// p -= lr m / ((1 - beta_1^t)(u + eps)).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void adamax_apply(T* p, const T* g, T* m, T* u, const long long* step,
+                             const int* skip, long long n, const T* lr, T beta_1, T beta_2,
+                             T eps, T* grad_acc, long long accumulate, T clipvalue,
+                             const T* clip_scale, const int* groups, const T* wd, T* ema,
+                             T ema_momentum, long long ema_every) {
+    if (skip && skip[0]) return;
+    const dnn_apply<T> a = dnn_make_apply(step, lr, grad_acc, accumulate, clipvalue, clip_scale,
+                                          groups, wd, ema, ema_momentum, ema_every);
+    const double t = (double)dnn_update_count(step, accumulate);
+    const T correction = (T)(1.0 - pow((double)beta_1, t)), rate = lr[0];
+    auto rule = [&](T& pi, T gi, T& mi, T& ui, T&) {
+        mi = mi + (gi - mi) * (T(1) - beta_1);
+        const T decayed = beta_2 * ui, size = dnn_abs(gi);
+        ui = decayed > size ? decayed : size;
+        pi -= rate * mi / (correction * (ui + eps));
+    };
+    dnn_apply_stream(p, g, m, u, (T*)nullptr, n, a, rule);
+}
+
+// Lion: p -= lr sign(beta_1 m + (1 - beta_1) g), then m = beta_2 m + (1 - beta_2) g.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void lion_apply(T* p, const T* g, T* m, const long long* step, const int* skip,
+                           long long n, const T* lr, T beta_1, T beta_2, T* grad_acc,
+                           long long accumulate, T clipvalue, const T* clip_scale,
+                           const int* groups, const T* wd, T* ema, T ema_momentum,
+                           long long ema_every) {
+    if (skip && skip[0]) return;
+    const dnn_apply<T> a = dnn_make_apply(step, lr, grad_acc, accumulate, clipvalue, clip_scale,
+                                          groups, wd, ema, ema_momentum, ema_every);
+    const T rate = lr[0];
+    auto rule = [&](T& pi, T gi, T& mi, T&, T&) {
+        const T c = mi * beta_1 + gi * (T(1) - beta_1);
+        pi -= rate * (c > T(0) ? T(1) : (c < T(0) ? T(-1) : c));  // sign; 0 and NaN kept
+        mi = mi * beta_2 + gi * (T(1) - beta_2);
+    };
+    dnn_apply_stream(p, g, m, (T*)nullptr, (T*)nullptr, n, a, rule);
+}
+
+// ------------------------------------------------------------------- clip norms
+// Keras' clipnorm scales each weight's gradient by its own norm, global_clipnorm all of
+// them by their joint norm. Either is a reduction in two launches with no temporary
+// storage (so a captured graph may hold it): segment_square_sums writes the sum of
+// squares of each chunk (chunk c covers [bounds[c], bounds[c + 1]), inside one segment;
+// one block per chunk), then segment_clip_scales adds each segment's chunks (those of
+// segment s are [first[s], first[s + 1])) in a fixed order into its factor. The
+// gradient measured is the one the rule will see: (g + grad_acc) / k on an update step
+// of gradient accumulation (a step that only accumulates sums nothing).
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void segment_square_sums(const T* g, const T* grad_acc, long long accumulate,
+                                    const long long* step, const long long* bounds,
+                                    long long chunks, T* sums) {
+    const bool accumulating = accumulate > 1 && grad_acc != nullptr;
+    if (accumulating && step[0] % accumulate != 0) return;
+    for (long long c = blockIdx.x; c < chunks; c += gridDim.x) {
+        T total = T(0);
+        for (long long i = bounds[c] + threadIdx.x; i < bounds[c + 1]; i += blockDim.x) {
+            const T v = accumulating ? (g[i] + grad_acc[i]) / T(accumulate) : g[i];
+            total += v * v;
+        }
+        total = dnn_group_sum(total, (int)blockDim.x);
+        if (threadIdx.x == 0) sums[c] = total;
+    }
+}
+
+// scale[s] = clipnorm / max(norm_s, clipnorm) for each segment; with ``joint`` every
+// slot gets clipnorm min(1 / norm, 1 / clipnorm) of the joint norm (Keras'
+// clip_by_global_norm: NaN when the norm is not finite), from one block.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void segment_clip_scales(const T* sums, const long long* first, long long segments,
+                                    T clipnorm, int joint, T* scale) {
+    if (joint) {
+        if (blockIdx.x != 0) return;
+        T total = T(0);
+        for (long long c = threadIdx.x; c < first[segments]; c += blockDim.x) total += sums[c];
+        const T norm = dnn_sqrt(dnn_group_sum(total, (int)blockDim.x));
+        const T inverse = T(1) / norm, least = T(1) / clipnorm;
+        const T factor = clipnorm * (inverse < least ? inverse : least) + (norm - norm);
+        for (long long s = threadIdx.x; s < segments; s += blockDim.x) scale[s] = factor;
+        return;
+    }
+    for (long long s = blockIdx.x; s < segments; s += gridDim.x) {
+        T total = T(0);
+        for (long long c = first[s] + threadIdx.x; c < first[s + 1]; c += blockDim.x) {
+            total += sums[c];
+        }
+        const T norm = dnn_sqrt(dnn_group_sum(total, (int)blockDim.x));
+        const bool above = norm > clipnorm || norm != norm;  // NaN propagates, as Keras
+        if (threadIdx.x == 0) scale[s] = clipnorm / (above ? norm : clipnorm);
+    }
 }
 
 // The learning rate of the update whose 1-based number is step[0], from a schedule
@@ -769,6 +1146,32 @@ __device__ void scheduled_rate(const double* schedule, const long long* step, T*
             const double cosine = 0.5 * (1.0 + cos(DNN_PI * (at - warm) / steps));
             rate = target * ((1.0 - alpha) * cosine + alpha);
         }
+    } else if (kind == DNN_SCHEDULE_POLYNOMIAL) {  // lr0, decay_steps, end, power, cycle
+        double steps = schedule[2], at = s;
+        if (schedule[5] != 0.0) {
+            steps = steps * (s == 0.0 ? 1.0 : ceil(s / steps));
+        } else if (at > steps) {
+            at = steps;
+        }
+        rate = (schedule[1] - schedule[3]) * pow(1.0 - at / steps, schedule[4]) + schedule[3];
+    } else if (kind == DNN_SCHEDULE_INVERSE_TIME) {  // lr0, decay_steps, decay_rate, staircase
+        double p = s / schedule[2];
+        if (schedule[4] != 0.0) p = floor(p);
+        rate = schedule[1] / (1.0 + schedule[3] * p);
+    } else if (kind == DNN_SCHEDULE_COSINE_RESTARTS) {
+        // lr0, first_decay_steps, t_mul, m_mul, alpha
+        const double t_mul = schedule[3], m_mul = schedule[4], alpha = schedule[5];
+        double fraction = s / schedule[2], restart;
+        if (t_mul == 1.0) {
+            restart = floor(fraction);
+            fraction -= restart;
+        } else {
+            restart = floor(log(1.0 - fraction * (1.0 - t_mul)) / log(t_mul));
+            const double done = (1.0 - pow(t_mul, restart)) / (1.0 - t_mul);
+            fraction = (fraction - done) / pow(t_mul, restart);
+        }
+        const double cosine = 0.5 * pow(m_mul, restart) * (1.0 + cos(DNN_PI * fraction));
+        rate = schedule[1] * ((1.0 - alpha) * cosine + alpha);
     }
     lr[0] = (T)rate;
 }

@@ -8,9 +8,14 @@ kernel, the launch shape and the arguments; the runtime converts every argument 
 C type that the parsed signature in ``dnn_kernels.cu`` declares.
 
 Arrays are C-contiguous and of the kernel's dtype; ``out``-style arguments are filled
-in place. Nothing here allocates.
+in place. No launch allocates (``chunk_table`` builds a host table once, at an
+optimizer's build).
 """
 from __future__ import annotations
+
+import typing
+
+import numpy
 
 from .catalogue import MAX_BLOCKS, REDUCE_BLOCKS, THREADS, kernels as catalogue
 from .reference import ACTIVATIONS_NEEDING_INPUT
@@ -46,6 +51,43 @@ def row_group(cols, threads=THREADS):
     strided by the block's threads, one row per block (so a few rows of many columns
     leave much of a large GPU idle)."""
     return min(threads, 1 << max(0, int(cols) - 1).bit_length())
+
+
+class Apply(typing.NamedTuple):
+    """What Keras 3's apply adds around a rule, as the *_apply kernels take it, in the
+    order of their last parameters (see the kernel source); each feature is off by
+    default (None, 1 or 0)."""
+
+    grad_acc: object = None  # the gradient accumulator, with accumulate = k > 1
+    accumulate: int = 1
+    clipvalue: float = 0.0
+    clip_scale: object = None  # per segment, from clip_scales
+    groups: object = None  # int32, the segment of each SEGMENT_GROUP elements
+    wd: object = None  # weight decay per segment
+    ema: object = None
+    ema_momentum: float = 0.0
+    ema_every: int = 0
+
+
+NO_APPLY = Apply()
+# At most about this many chunks in a clip-norm reduction: its second launch adds them
+# in one block per segment, so they stay few, however large the buffer.
+MAX_CHUNKS = 4 * REDUCE_BLOCKS
+
+
+def chunk_table(bounds):
+    """``(chunk bounds, first chunk of each segment)``, both int64 host arrays, for the
+    segments ``[bounds[s], bounds[s + 1])``: each segment cut into chunks of at most a
+    chunk size (a multiple of THREADS chosen so that there are about MAX_CHUNKS), which
+    one block each sums in the first launch of ``clip_scales``."""
+    bounds = numpy.asarray(bounds, numpy.int64)
+    per_chunk = THREADS * max(1, -(-int(bounds[-1] - bounds[0]) // (THREADS * MAX_CHUNKS)))
+    counts = numpy.maximum(1, -(-numpy.diff(bounds) // per_chunk))
+    first = numpy.concatenate([[0], numpy.cumsum(counts)]).astype(numpy.int64)
+    segment = numpy.repeat(numpy.arange(counts.size), counts)
+    within = numpy.arange(first[-1]) - first[segment]
+    starts = numpy.minimum(bounds[segment] + within * per_chunk, bounds[segment + 1])
+    return numpy.append(starts, bounds[-1]).astype(numpy.int64), first
 
 
 class KernelUnavailable(LookupError):
@@ -266,15 +308,69 @@ class FusedKernels:
                      (p, g, m, v, step, skip, p.size, lr, beta_1, beta_2, epsilon,
                       weight_decay, int(bool(decoupled))))
 
-    def sgd(self, p, g, velocity, skip, lr, momentum, nesterov, weight_decay):
-        self._launch("sgd", p.dtype.name, STREAM, p.size,
+    def sgd_legacy(self, p, g, velocity, skip, lr, momentum, nesterov, weight_decay):
+        """PyTorch's momentum SGD with L2 decay: only to resume files of the old formula."""
+        self._launch("sgd_legacy", p.dtype.name, STREAM, p.size,
                      (p, g, velocity, skip, p.size, lr, momentum, int(bool(nesterov)),
                       weight_decay))
 
-    def rmsprop(self, p, g, sq_avg, velocity, skip, lr, rho, epsilon, momentum, weight_decay):
-        self._launch("rmsprop", p.dtype.name, STREAM, p.size,
+    def rmsprop_legacy(self, p, g, sq_avg, velocity, skip, lr, rho, epsilon, momentum,
+                       weight_decay):
+        """RMSprop with epsilon outside the root: only to resume files of the old formula."""
+        self._launch("rmsprop_legacy", p.dtype.name, STREAM, p.size,
                      (p, g, sq_avg, velocity, skip, p.size, lr, rho, epsilon, momentum,
                       weight_decay))
+
+    # Keras 3's updates, each inside its apply (``Apply``: accumulation, clipping, weight
+    # decay, the moving average). ``step`` is the int64 (1,) count of this call, ``lr``
+    # a (1,) device array; state arrays a rule does not use may be None.
+    def sgd_apply(self, p, g, momentums, step, skip, lr, momentum, nesterov, apply):
+        self._launch("sgd_apply", p.dtype.name, STREAM, p.size,
+                     (p, g, momentums, step, skip, p.size, lr, momentum, int(bool(nesterov)),
+                      *apply))
+
+    def rmsprop_apply(self, p, g, sq_avg, velocity, average, step, skip, lr, rho, epsilon,
+                      momentum, apply):
+        self._launch("rmsprop_apply", p.dtype.name, STREAM, p.size,
+                     (p, g, sq_avg, velocity, average, step, skip, p.size, lr, rho, epsilon,
+                      momentum, *apply))
+
+    def adam_apply(self, p, g, m, v, v_hat, step, skip, lr, beta_1, beta_2, epsilon, apply):
+        self._launch("adam_apply", p.dtype.name, STREAM, p.size,
+                     (p, g, m, v, v_hat, step, skip, p.size, lr, beta_1, beta_2, epsilon,
+                      *apply))
+
+    def nadam_apply(self, p, g, m, v, u_product, step, skip, lr, beta_1, beta_2, epsilon,
+                    apply):
+        """``u_product``: float64 (2,), the momentum schedule's running product."""
+        self._launch("nadam_apply", p.dtype.name, STREAM, p.size,
+                     (p, g, m, v, u_product, step, skip, p.size, lr, beta_1, beta_2, epsilon,
+                      *apply))
+
+    def adagrad_apply(self, p, g, accumulator, step, skip, lr, epsilon, apply):
+        self._launch("adagrad_apply", p.dtype.name, STREAM, p.size,
+                     (p, g, accumulator, step, skip, p.size, lr, epsilon, *apply))
+
+    def adamax_apply(self, p, g, m, u, step, skip, lr, beta_1, beta_2, epsilon, apply):
+        self._launch("adamax_apply", p.dtype.name, STREAM, p.size,
+                     (p, g, m, u, step, skip, p.size, lr, beta_1, beta_2, epsilon, *apply))
+
+    def lion_apply(self, p, g, m, step, skip, lr, beta_1, beta_2, apply):
+        self._launch("lion_apply", p.dtype.name, STREAM, p.size,
+                     (p, g, m, step, skip, p.size, lr, beta_1, beta_2, *apply))
+
+    def clip_scales(self, g, grad_acc, accumulate, step, chunks, sums, clipnorm, joint, scale):
+        """``scale`` (one per segment) = Keras' clip factor of each segment's gradient
+        (``joint``: of their joint norm), from the chunk table ``chunks`` (see
+        ``chunk_table``) and its ``sums`` buffer (one slot per chunk)."""
+        bounds, first = chunks
+        n_chunks, segments = bounds.size - 1, first.size - 1
+        self._launch("segment_square_sums", g.dtype.name, ROWS, n_chunks,
+                     (g, grad_acc, accumulate, step, bounds, n_chunks, sums), group=THREADS)
+        self._launch("segment_clip_scales", g.dtype.name, BLOCK if joint else ROWS,
+                     1 if joint else segments,
+                     (sums, first, segments, clipnorm, int(bool(joint)), scale), group=THREADS)
+        return scale
 
     def scheduled_rate(self, schedule, step, lr):
         """``lr[0]`` = the rate of an encoded schedule (float64) at the step count."""

@@ -272,12 +272,14 @@ def abs_error(pred, target, activation_name="linear", xp=numpy):
 
 
 # Learning-rate schedules, encoded as float64 arrays for the device: [kind, ...].
-SCHEDULE_CONSTANT, SCHEDULE_EXPONENTIAL, SCHEDULE_PIECEWISE, SCHEDULE_COSINE = 0, 1, 2, 3
+(SCHEDULE_CONSTANT, SCHEDULE_EXPONENTIAL, SCHEDULE_PIECEWISE, SCHEDULE_COSINE,
+ SCHEDULE_POLYNOMIAL, SCHEDULE_INVERSE_TIME, SCHEDULE_COSINE_RESTARTS) = range(7)
 
 
 def scheduled_rate(schedule, steps_taken):
     """The learning rate after ``steps_taken`` updates, from an encoded schedule (as
-    Keras' ExponentialDecay, PiecewiseConstantDecay and CosineDecay compute it)."""
+    Keras 3's ExponentialDecay, PiecewiseConstantDecay, CosineDecay, PolynomialDecay,
+    InverseTimeDecay and CosineDecayRestarts compute it)."""
     kind, s = int(schedule[0]), float(steps_taken)
     if kind == SCHEDULE_EXPONENTIAL:
         lr0, decay_steps, rate, staircase = schedule[1:5]
@@ -295,26 +297,226 @@ def scheduled_rate(schedule, steps_taken):
             return lr0 + (target - lr0) * (at / warm)
         return target * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * (at - warm) / steps))
                          + alpha)
+    if kind == SCHEDULE_POLYNOMIAL:
+        lr0, steps, end, power, cycle = schedule[1:6]
+        if cycle:  # the first multiple of decay_steps at or above the step (1 at step 0)
+            steps = steps * (1.0 if s == 0 else math.ceil(s / steps))
+        else:
+            s = min(s, steps)
+        return (lr0 - end) * (1 - s / steps) ** power + end
+    if kind == SCHEDULE_INVERSE_TIME:
+        lr0, decay_steps, rate, staircase = schedule[1:5]
+        p = s / decay_steps
+        return lr0 / (1 + rate * (math.floor(p) if staircase else p))
+    if kind == SCHEDULE_COSINE_RESTARTS:
+        return _cosine_restarts(s, *schedule[1:6])
     return schedule[1]
 
 
-def sgd(p, g, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-    """SGD with (Nesterov) momentum and L2 weight decay added to the gradient, as in
-    PyTorch. Returns ``(new p, new velocity)``; ``velocity`` may be None without
-    momentum."""
-    g = g + weight_decay * p
+def _cosine_restarts(s, lr0, first_steps, t_mul, m_mul, alpha):
+    """SGDR: period i lasts first_steps * t_mul**i steps and starts at m_mul**i."""
+    fraction = s / first_steps
+    if t_mul == 1.0:
+        restart = math.floor(fraction)
+        fraction -= restart
+    else:
+        restart = math.floor(math.log(1.0 - fraction * (1.0 - t_mul)) / math.log(t_mul))
+        done = (1.0 - t_mul ** restart) / (1.0 - t_mul)
+        fraction = (fraction - done) / t_mul ** restart
+    cosine = 0.5 * m_mul ** restart * (1.0 + math.cos(math.pi * fraction))
+    return lr0 * ((1 - alpha) * cosine + alpha)
+
+
+# ----------------------------------------------------------------------- optimizers
+# Keras 3's optimizers. Each is its ``update_step`` (a rule: the new weights and state
+# from one gradient) inside what ``BaseOptimizer.apply`` does around every rule
+# (``apply``): gradient accumulation, clipping, decoupled weight decay and the weights'
+# moving average. A rule takes ``(p, g, state, lr, t, xp, **hyperparameters)``, where
+# ``state`` maps the optimizer's state names to arrays and ``t`` is the 1-based number
+# of this update, and returns ``(new p, new state)``.
+#
+# Per-weight values (each weight's clip factor, its weight decay) belong to segments of
+# the flat buffer, whose boundaries are multiples of SEGMENT_GROUP elements, so a table
+# with one entry per group tells a kernel the segment of any element.
+SEGMENT_GROUP = 16
+NADAM_DECAY = 0.96  # the decay of Nadam's momentum schedule (Keras hard-codes it)
+
+
+def sgd_step(p, g, state, lr, t, xp=numpy, momentum=0.0, nesterov=False):
+    """Keras 3's SGD: ``b = m b - lr g; p += b`` (Nesterov: ``p += m b - lr g``), so each
+    step's rate is folded into the buffer; without momentum ``p -= lr g``."""
+    if not momentum:
+        return p - g * lr, state
+    b = state["momentum"] * momentum - g * lr
+    return p + (b * momentum - g * lr if nesterov else b), {"momentum": b}
+
+
+def rmsprop_step(p, g, state, lr, t, xp=numpy, rho=0.9, epsilon=1e-7, momentum=0.0):
+    """Keras 3's RMSprop: ``v = rho v + (1 - rho) g^2``, ``w -= lr g / sqrt(v + eps)``
+    (epsilon inside the root); centered (an ``average_gradient`` in the state) divides
+    by ``sqrt(v - a^2 + eps)``; with momentum ``b = m b + lr g / sqrt(...); w -= b``.
+    dnn's names: ``sq_avg`` is Keras' velocity, ``velocity`` its momentum buffer."""
+    new = dict(state)
+    sq = new["sq_avg"] = rho * state["sq_avg"] + (1 - rho) * (g * g)
+    if "average_gradient" in state:
+        a = new["average_gradient"] = rho * state["average_gradient"] + (1 - rho) * g
+        denominator = sq - a * a + epsilon
+    else:
+        denominator = sq + epsilon
+    increment = lr * g / xp.sqrt(denominator)
     if momentum:
-        velocity = momentum * velocity + g
-        g = g + momentum * velocity if nesterov else velocity
-    return p - lr * g, velocity
+        new["velocity"] = momentum * state["velocity"] + increment
+        return p - new["velocity"], new
+    return p - increment, new
+
+
+def adam_step(p, g, state, lr, t, xp=numpy, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """Keras 3's Adam (bias correction folded into the step size, epsilon outside the
+    root); with a ``v_hat`` in the state it is AMSGrad (the root of the largest v)."""
+    alpha = lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+    m = state["m"] + (g - state["m"]) * (1 - beta_1)
+    v = state["v"] + (g * g - state["v"]) * (1 - beta_2)
+    new = {"m": m, "v": v}
+    if "v_hat" in state:
+        v = new["v_hat"] = xp.maximum(state["v_hat"], v)
+    return p - m * alpha / (xp.sqrt(v) + epsilon), new
+
+
+def nadam_step(p, g, state, lr, t, xp=numpy, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """Keras 3's Nadam. ``u_product`` (2,) holds the product of the momentum schedule
+    u_i = beta_1 (1 - 0.5 * 0.96^i): update t reads slot (t - 1) % 2 and writes slot
+    t % 2, so every element of a pass reads the same value wherever the pass is split."""
+    u_t = beta_1 * (1.0 - 0.5 * NADAM_DECAY ** t)
+    u_next = beta_1 * (1.0 - 0.5 * NADAM_DECAY ** (t + 1))
+    u_product = state["u_product"].copy()
+    product = u_product[(t - 1) % 2] * beta_1 * (1.0 - 0.5 * NADAM_DECAY ** t)
+    u_product[t % 2] = product
+    m = state["m"] + (g - state["m"]) * (1 - beta_1)
+    v = state["v"] + (g * g - state["v"]) * (1 - beta_2)
+    m_hat = u_next * m / (1 - product * u_next) + (1 - u_t) * g / (1 - product)
+    v_hat = v / (1 - beta_2 ** t)
+    return p - m_hat * lr / (xp.sqrt(v_hat) + epsilon), {"m": m, "v": v,
+                                                          "u_product": u_product}
+
+
+def adagrad_step(p, g, state, lr, t, xp=numpy, epsilon=1e-7):
+    """Keras 3's Adagrad: ``acc += g^2; w -= lr g / sqrt(acc + eps)``."""
+    accumulator = state["accumulator"] + g * g
+    return p - lr * g / xp.sqrt(accumulator + epsilon), {"accumulator": accumulator}
+
+
+def adamax_step(p, g, state, lr, t, xp=numpy, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """Keras 3's Adamax: ``u = max(beta_2 u, |g|)``, ``w -= lr m / ((1 - beta_1^t)(u + eps))``."""
+    m = state["m"] + (g - state["m"]) * (1 - beta_1)
+    u = xp.maximum(beta_2 * state["u"], xp.abs(g))
+    return p - lr * m / ((1 - beta_1 ** t) * (u + epsilon)), {"m": m, "u": u}
+
+
+def lion_step(p, g, state, lr, t, xp=numpy, beta_1=0.9, beta_2=0.99):
+    """Keras 3's Lion: ``w -= lr sign(beta_1 m + (1 - beta_1) g)``, then
+    ``m = beta_2 m + (1 - beta_2) g``."""
+    m = state["momentum"]
+    p = p - lr * xp.sign(m * beta_1 + g * (1.0 - beta_1))
+    return p, {"momentum": m * beta_2 + g * (1.0 - beta_2)}
+
+
+RULES = {"sgd": sgd_step, "rmsprop": rmsprop_step, "adam": adam_step, "nadam": nadam_step,
+         "adagrad": adagrad_step, "adamax": adamax_step, "lion": lion_step}
+
+
+def apply(rule, p, g, state, step, lr, xp=numpy, accumulator=None, accumulation_steps=1,
+          clipvalue=None, clip_scale=None, weight_decay=0.0, ema=None, ema_momentum=0.99,
+          ema_overwrite_frequency=None, **hyperparameters):
+    """Call number ``step`` (1-based) of Keras 3's ``BaseOptimizer.apply`` on one flat
+    buffer, with the rule named ``rule`` (see RULES). Returns ``(p, state, accumulator,
+    ema)``, each new.
+
+    With ``accumulation_steps`` k > 1, a call whose step is not a multiple of k only adds
+    ``g`` to ``accumulator``; the k-th uses ``(g + accumulator) / k`` and empties it, and
+    the rule sees t = step / k. Then, in Keras' order: ``clipvalue`` clamps the gradient,
+    ``clip_scale`` (per element, from ``clip_scales``) scales it, and the weights decay
+    (``p *= 1 - lr * weight_decay``; weight_decay may be per element). With ``ema``, the
+    moving average follows the weights at every call (momentum 0 while Keras' iteration
+    count, step // k before this call, is 0), and every ``ema_overwrite_frequency``
+    iterations the weights take its value."""
+    k = max(1, int(accumulation_steps or 1))
+    done = (step - 1) // k  # Keras' optimizer.iterations before this call
+    if accumulator is not None and step % k:
+        accumulator = accumulator + g
+    else:
+        if accumulator is not None:
+            g = (g + accumulator) / k
+            accumulator = xp.zeros_like(accumulator)
+        if clipvalue:
+            g = xp.clip(g, -clipvalue, clipvalue)
+        if clip_scale is not None:
+            g = g * clip_scale
+        if (xp.any(weight_decay) if hasattr(weight_decay, "shape") else weight_decay):
+            p = p * (1 - lr * weight_decay)
+        p, state = RULES[rule](p, g, state, lr, step // k, xp, **hyperparameters)
+    if ema is not None:
+        momentum = ema_momentum if done != 0 else 0.0
+        ema = momentum * ema + (1 - momentum) * p
+        if ema_overwrite_frequency and (done + 1) % ema_overwrite_frequency == 0:
+            p = ema.copy()
+    return p, state, accumulator, ema
+
+
+def accumulated_gradient(g, accumulator, accumulation_steps, step):
+    """The gradient the rule sees at ``step``: ``(g + accumulator) / k`` on an update
+    step of gradient accumulation, else ``g`` (what the clip norms are measured on)."""
+    k = max(1, int(accumulation_steps or 1))
+    if accumulator is None or k == 1 or step % k:
+        return g
+    return (g + accumulator) / k
+
+
+def clip_scales(g, bounds, clipnorm, per_weight, xp=numpy):
+    """The factor each segment ``[bounds[s], bounds[s + 1])`` of the gradient is scaled
+    by, as Keras clips: per weight (``clipnorm``) ``c / max(norm_s, c)``; for the joint
+    norm (``global_clipnorm``) ``c min(1 / norm, 1 / c)`` for every segment (NaN when the
+    norm is not finite, as Keras)."""
+    squares = xp.add.reduceat(g * g, xp.asarray(numpy.asarray(bounds)[:-1]))
+    if per_weight:
+        return clipnorm / xp.maximum(xp.sqrt(squares), clipnorm)
+    norm = xp.sqrt(squares.sum())
+    with numpy.errstate(divide="ignore", invalid="ignore"):  # 1 / 0 is inf, as in Keras
+        scale = clipnorm * xp.minimum(1.0 / norm, 1.0 / clipnorm) + (norm - norm)
+    return xp.full(squares.shape, scale, dtype=g.dtype)
+
+
+def segment_values(values, bounds, xp=numpy):
+    """Per element: ``values[s]`` for each element of segment s."""
+    return xp.repeat(values, numpy.diff(numpy.asarray(bounds)).tolist())
+
+
+def sgd(p, g, momentums, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """One Keras 3 SGD update with decoupled weight decay. Returns ``(new p, new
+    momentums)``; ``momentums`` may be None without momentum."""
+    p, state, _, _ = apply("sgd", p, g, {"momentum": momentums}, 1, lr,
+                           weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+    return p, state["momentum"]
+
+
+def rmsprop(p, g, sq, velocity, lr, rho=0.9, epsilon=1e-7, momentum=0.0, weight_decay=0.0,
+            xp=numpy, average=None):
+    """One Keras 3 RMSprop update (``average``: the centered form's mean gradient).
+    Returns ``(new p, new sq, new velocity)``."""
+    state = {"sq_avg": sq, "velocity": velocity}
+    if average is not None:
+        state["average_gradient"] = average
+    p, state, _, _ = apply("rmsprop", p, g, state, 1, lr, xp, weight_decay=weight_decay,
+                           rho=rho, epsilon=epsilon, momentum=momentum)
+    return p, state["sq_avg"], state["velocity"]
 
 
 def adam(p, g, m, v, t, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0,
          decoupled=False, xp=numpy):
     """Step ``t`` (1-based) of Adam, Keras' formulation (epsilon added to sqrt(v), bias
-    correction folded into the step size); with ``decoupled`` it is AdamW (``p *= 1 -
-    lr * weight_decay`` first), otherwise weight decay is L2 added to the gradient.
-    Returns ``(new p, new m, new v)``."""
+    correction folded into the step size); with ``decoupled`` the weight decay is Keras
+    3's (``p *= 1 - lr * weight_decay`` first); without, it is L2 added to the gradient,
+    the formula of files written before Keras 3 parity (kept to resume them). Returns
+    ``(new p, new m, new v)``."""
     if weight_decay and not decoupled:
         g = g + weight_decay * p
     m = m + (1 - beta_1) * (g - m)
@@ -325,10 +527,22 @@ def adam(p, g, m, v, t, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay
     return p - alpha * m / (xp.sqrt(v) + epsilon), m, v
 
 
-def rmsprop(p, g, sq, velocity, lr, rho=0.9, epsilon=1e-7, momentum=0.0, weight_decay=0.0,
-            xp=numpy):
-    """RMSprop, Keras' formulation (epsilon outside the square root). Returns
-    ``(new p, new sq, new velocity)``."""
+# The formulas of files written before Keras 3 parity (formula "legacy" in an
+# optimizer's config), kept only so that such a file resumes as it trained.
+def sgd_legacy(p, g, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """PyTorch's SGD (``v = m v + g; p -= lr v``) with L2 weight decay added to the
+    gradient: the formula of old files only. Returns ``(new p, new velocity)``."""
+    g = g + weight_decay * p
+    if momentum:
+        velocity = momentum * velocity + g
+        g = g + momentum * velocity if nesterov else velocity
+    return p - lr * g, velocity
+
+
+def rmsprop_legacy(p, g, sq, velocity, lr, rho=0.9, epsilon=1e-7, momentum=0.0,
+                   weight_decay=0.0, xp=numpy):
+    """RMSprop with epsilon outside the root and L2 weight decay: the formula of old
+    files only. Returns ``(new p, new sq, new velocity)``."""
     g = g + weight_decay * p
     sq = rho * sq + (1 - rho) * g * g
     step = g / (xp.sqrt(sq) + epsilon)

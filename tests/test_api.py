@@ -228,10 +228,17 @@ def test_terminate_on_nan_can_be_switched_off(use):
 
 
 def test_clipnorm_bounds_the_update(use):
+    """clipnorm bounds each weight's step (Keras), global_clipnorm their joint step."""
     x, y = make_moons(64, seed=0)
     model = dnn.Sequential([Dense(1)], input_dim=2, seed=0)
     model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1.0, clipnorm=0.5))
-    before = numpy.concatenate([w.ravel() for w in model.build().get_weights()])
+    before = model.build().get_weights()
+    model.fit(x, y * 1e3, epochs=1, batch_size=64, verbose=0)
+    for w0, w1 in zip(before, model.get_weights()):  # the kernel and the bias
+        numpy.testing.assert_allclose(numpy.linalg.norm(w1 - w0), 0.5, rtol=1e-5)
+    model.compile(loss="mse", optimizer=dnn.optimizers.SGD(learning_rate=1.0,
+                                                           global_clipnorm=0.5))
+    before = numpy.concatenate([w.ravel() for w in model.get_weights()])
     model.fit(x, y * 1e3, epochs=1, batch_size=64, verbose=0)
     after = numpy.concatenate([w.ravel() for w in model.get_weights()])
     numpy.testing.assert_allclose(numpy.linalg.norm(after - before), 0.5, rtol=1e-5)

@@ -14,6 +14,7 @@ MAX_PARAMETERS = 7  # self and cls aside
 PUBLIC_SIGNATURES = {"model.py:Sequential.fit", "layers/core.py:Dense.__init__",
                      "callbacks.py:EarlyStopping.__init__",
                      "callbacks.py:ReduceLROnPlateau.__init__", "plot.py:decision_boundary",
+                     "optimizers/base.py:Optimizer.__init__",
                      "sklearn/classifier.py:DNNClassifier.__init__",
                      "sklearn/regressor.py:DNNRegressor.__init__"}
 

@@ -335,8 +335,9 @@ def test_optimizer_updates_load_and_store_16_bytes_at_a_time():
         ptx = nvrtc.getPTX(prog).decode()
     finally:
         nvrtc.destroyProgram(prog)
-    for kernel, suffix in [(k, s) for k in ("adam", "sgd", "rmsprop")
-                           for s in ("f32", "f64")]:
+    updates = ("adam", "sgd_legacy", "rmsprop_legacy") + tuple(
+        f"{rule}_apply" for rule in reference.RULES)
+    for kernel, suffix in [(k, s) for k in updates for s in ("f32", "f64")]:
         body = ptx.split(f".entry dnn_{kernel}_{suffix}(")[1].split(".entry")[0]
         vector = "v4.f32" if suffix == "f32" else "v2.f64"
         assert f"ld.global.{vector}" in body and f"st.global.{vector}" in body, kernel
@@ -345,26 +346,27 @@ def test_optimizer_updates_load_and_store_16_bytes_at_a_time():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
-def test_sgd_kernel(k, dtype, momentum, nesterov):
+def test_sgd_legacy_kernel(k, dtype, momentum, nesterov):
     p, g = _flat(dtype, seed=9)
     vel = numpy.zeros_like(p) if momentum else None
     ref_p, ref_v = wide(p), numpy.zeros(p.size)
     for _ in range(3):
-        k.sgd(p, g, vel, None, rate(1e-3, dtype), momentum, nesterov, 0.01)
-        ref_p, ref_v = reference.sgd(ref_p, wide(g), ref_v, 1e-3, momentum, nesterov, 0.01)
+        k.sgd_legacy(p, g, vel, None, rate(1e-3, dtype), momentum, nesterov, 0.01)
+        ref_p, ref_v = reference.sgd_legacy(ref_p, wide(g), ref_v, 1e-3, momentum, nesterov,
+                                            0.01)
     close(p, ref_p, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_rmsprop_kernel(k, dtype, momentum):
+def test_rmsprop_legacy_kernel(k, dtype, momentum):
     p, g = _flat(dtype, seed=10)
     sq, vel = numpy.zeros_like(p), numpy.zeros_like(p) if momentum else None
     ref = (wide(p), numpy.zeros(p.size), numpy.zeros(p.size))
     for _ in range(3):
-        k.rmsprop(p, g, sq, vel, None, rate(1e-3, dtype), 0.9, 1e-7, momentum, 0.0)
-        ref = reference.rmsprop(ref[0], wide(g), ref[1], ref[2], 1e-3, 0.9, 1e-7, momentum,
-                                0.0)
+        k.rmsprop_legacy(p, g, sq, vel, None, rate(1e-3, dtype), 0.9, 1e-7, momentum, 0.0)
+        ref = reference.rmsprop_legacy(ref[0], wide(g), ref[1], ref[2], 1e-3, 0.9, 1e-7,
+                                       momentum, 0.0)
     tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
     numpy.testing.assert_allclose(p, ref[0], **tol)
 
@@ -590,9 +592,9 @@ def test_cuda_launches_pass_each_scalar_as_its_c_type_and_null_for_no_array():
 
     k = FusedKernels(CudaRuntime(FakeCupy))
     p = numpy.zeros(1000, numpy.float32)
-    k.sgd(p, p, None, None, rate(0.1, "float32"), 0.0, True, 0.0)
+    k.sgd_legacy(p, p, None, None, rate(0.1, "float32"), 0.0, True, 0.0)
     name, grid, block, args = launches[-1]
-    assert name == "dnn_sgd_f32" and block == (catalogue.THREADS,)
+    assert name == "dnn_sgd_legacy_f32" and block == (catalogue.THREADS,)
     assert grid == (-(-1000 // catalogue.THREADS),)
     assert args[2] is NULL and args[3] is NULL
     assert [type(a) for a in args[4:]] == [numpy.int64, numpy.ndarray, numpy.float32,
@@ -669,8 +671,9 @@ def test_every_grid_scales_with_its_work(rows, cols):
     k.layer_norm_backward(a, a, b, labels, a)
     k.sum(flat, part, one)
     k.adam(flat, flat, flat, flat, step, flag, one, 0.9, 0.999, 1e-7, 0.0, False)
-    k.sgd(flat, flat, flat, flag, one, 0.9, False, 0.0)
-    k.rmsprop(flat, flat, flat, flat, flag, one, 0.9, 1e-7, 0.0, 0.0)
+    k.sgd_legacy(flat, flat, flat, flag, one, 0.9, False, 0.0)
+    k.rmsprop_legacy(flat, flat, flat, flat, flag, one, 0.9, 1e-7, 0.0, 0.0)
+    _launch_every_apply_kernel(k, flat, step, flag, one)
     k.scheduled_rate(_Shape((7,), "float64"), step, one)
     k.dropout_mask(a, 1, step, 0.5)
     half = _Shape((rows, cols), "bfloat16") if ml_dtypes else _Shape((rows, cols), "float16")
@@ -692,8 +695,30 @@ def test_every_grid_scales_with_its_work(rows, cols):
         if blocks == 1 and threads == 1 or entry.startswith("dnn_reduce_partials"):
             assert n <= catalogue.REDUCE_BLOCKS, f"{entry} does O({n}) work in one block"
             continue
+        if entry.startswith("dnn_segment_clip_scales"):  # a reduction's second pass
+            assert n <= launch.MAX_CHUNKS + 8, f"{entry} adds {n} chunk sums"
+            continue
         want = min(-(-n // threads), FEW_BLOCKS_PER_SM * H100_SMS)
         assert blocks >= want, f"{entry}: {blocks} blocks for {n} elements; want >= {want}"
+
+
+def _launch_every_apply_kernel(k, flat, step, flag, one):
+    """Each *_apply update, every feature of Keras' apply on, and the clip norms."""
+    n = flat.size
+    chunks = tuple(_Shape((len(t),), "int64") for t in launch.chunk_table([0, n // 2, n]))
+    groups, segs = _Shape((n // reference.SEGMENT_GROUP,), "int32"), _Shape((2,))
+    apply = launch.Apply(flat, 4, 0.5, segs, groups, segs, flat, 0.99, 3)
+    k.sgd_apply(flat, flat, flat, step, flag, one, 0.9, True, apply)
+    k.rmsprop_apply(flat, flat, flat, flat, flat, step, flag, one, 0.9, 1e-7, 0.9, apply)
+    k.adam_apply(flat, flat, flat, flat, flat, step, flag, one, 0.9, 0.999, 1e-7, apply)
+    k.nadam_apply(flat, flat, flat, flat, _Shape((2,), "float64"), step, flag, one, 0.9,
+                  0.999, 1e-7, apply)
+    k.adagrad_apply(flat, flat, flat, step, flag, one, 1e-7, apply)
+    k.adamax_apply(flat, flat, flat, flat, step, flag, one, 0.9, 0.999, 1e-7, apply)
+    k.lion_apply(flat, flat, flat, step, flag, one, 0.9, 0.99, apply)
+    sums = _Shape((chunks[0].size - 1,))
+    k.clip_scales(flat, flat, 4, step, chunks, sums, 1.0, False, segs)
+    k.clip_scales(flat, None, 1, step, chunks, sums, 1.0, True, segs)
 
 
 # ------------------------------------------------------------------ normalization
@@ -784,6 +809,12 @@ SCHEDULES = [
     dnn.optimizers.schedules.PiecewiseConstantDecay([3, 10], [0.3, 0.2, 0.1]),
     dnn.optimizers.schedules.CosineDecay(0.1, 20, alpha=0.1),
     dnn.optimizers.schedules.CosineDecay(0.0, 20, warmup_target=0.2, warmup_steps=5),
+    dnn.optimizers.schedules.PolynomialDecay(0.1, 10, 0.01, power=0.5),
+    dnn.optimizers.schedules.PolynomialDecay(0.1, 10, 0.01, power=2.0, cycle=True),
+    dnn.optimizers.schedules.InverseTimeDecay(0.1, 3, 0.5),
+    dnn.optimizers.schedules.InverseTimeDecay(0.1, 3, 0.5, staircase=True),
+    dnn.optimizers.schedules.CosineDecayRestarts(0.1, 5, alpha=0.1),
+    dnn.optimizers.schedules.CosineDecayRestarts(0.1, 5, t_mul=1.0, m_mul=0.5),
 ]
 
 

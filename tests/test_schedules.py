@@ -10,7 +10,9 @@ import dnn
 from dnn.callbacks import Callback, ReduceLROnPlateau
 from dnn.data import make_moons
 from dnn.layers import Dense
-from dnn.optimizers.schedules import CosineDecay, ExponentialDecay, PiecewiseConstantDecay
+from dnn.optimizers.schedules import (CosineDecay, CosineDecayRestarts, ExponentialDecay,
+                                      InverseTimeDecay, PiecewiseConstantDecay,
+                                      PolynomialDecay)
 
 
 def test_exponential_decay_values():
@@ -35,6 +37,39 @@ def test_cosine_decay_with_and_without_warmup_follows_keras():
     assert [warm(s) for s in (0, 1, 5)] == pytest.approx([0.0, 0.04, 0.2], rel=1e-14)
     assert warm(15) == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 10 / 20)), rel=1e-14)
     assert warm(25) == warm(1000) == pytest.approx(0.0, abs=1e-17)
+
+
+def test_polynomial_decay_values_with_and_without_cycles():
+    held = PolynomialDecay(0.1, decay_steps=10, end_learning_rate=0.01, power=2.0)
+    for step in (0, 3, 10, 25):
+        want = (0.1 - 0.01) * (1 - min(step, 10) / 10) ** 2 + 0.01
+        assert held(step) == pytest.approx(want, rel=1e-15)
+    cycling = PolynomialDecay(0.1, decay_steps=10, end_learning_rate=0.01, cycle=True)
+    # decay_steps stretches to the first multiple of 10 at or above the step (10 at 0)
+    assert [cycling(s) for s in (0, 10, 15, 20)] == pytest.approx(
+        [0.1, 0.01, 0.09 * (1 - 15 / 20) + 0.01, 0.01], rel=1e-14)
+
+
+def test_inverse_time_decay_values():
+    smooth = InverseTimeDecay(0.1, decay_steps=4, decay_rate=0.5)
+    stairs = InverseTimeDecay(0.1, decay_steps=4, decay_rate=0.5, staircase=True)
+    for step in (0, 1, 4, 7, 100):
+        assert smooth(step) == pytest.approx(0.1 / (1 + 0.5 * step / 4), rel=1e-15)
+        assert stairs(step) == pytest.approx(0.1 / (1 + 0.5 * (step // 4)), rel=1e-15)
+
+
+def test_cosine_decay_restarts_start_each_period_again():
+    """Periods of 10, 20, 40 steps (t_mul=2), period i's cosine scaled by m_mul**i,
+    and alpha the floor as a fraction of the initial rate (Keras)."""
+    sgdr = CosineDecayRestarts(0.1, first_decay_steps=10, m_mul=0.5, alpha=0.1)
+
+    def rate(restart, fraction):
+        return 0.1 * (0.9 * 0.5 * 0.5 ** restart * (1 + math.cos(math.pi * fraction)) + 0.1)
+
+    assert [sgdr(s) for s in (0, 10, 20, 30, 50)] == pytest.approx(
+        [rate(0, 0), rate(1, 0), rate(1, 0.5), rate(2, 0), rate(2, 0.5)], rel=1e-12)
+    flat = CosineDecayRestarts(0.1, first_decay_steps=10, t_mul=1.0)
+    assert flat(15) == pytest.approx(flat(5), rel=1e-14) and flat(10) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("make,pattern", [
@@ -75,7 +110,7 @@ def test_each_update_uses_the_rate_of_the_steps_taken_before_it(use, rng):
             numpy.testing.assert_allclose(w0 - w1, schedule(step) * g, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("name", sorted(dnn.optimizers.OPTIMIZERS))
 def test_every_optimizer_takes_a_schedule_and_a_constant_schedule_is_the_constant(use, rng,
                                                                                    name):
     x, y = rng.normal(size=(32, 3)), rng.normal(size=(32, 1))

@@ -1,5 +1,6 @@
 """Learning-rate schedules with Keras 3's signatures, accepted as ``learning_rate=`` by
-every optimizer: ``ExponentialDecay``, ``PiecewiseConstantDecay`` and ``CosineDecay``.
+every optimizer: ``ExponentialDecay``, ``PiecewiseConstantDecay``, ``CosineDecay``,
+``PolynomialDecay``, ``InverseTimeDecay`` and ``CosineDecayRestarts``.
 
 A schedule is evaluated at the number of updates taken so far (as Keras evaluates it at
 ``optimizer.iterations``). On a GPU it is evaluated on the device inside the training
@@ -117,8 +118,92 @@ class CosineDecay(LearningRateSchedule):
                 "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}
 
 
+class PolynomialDecay(LearningRateSchedule):
+    """Keras 3's ``PolynomialDecay(initial_learning_rate, decay_steps,
+    end_learning_rate=0.0001, power=1.0, cycle=False, name="PolynomialDecay")``:
+    ``(initial - end) * (1 - step / decay_steps) ** power + end``, the step held at
+    decay_steps, or with ``cycle`` decay_steps stretched to the first multiple of it at
+    or above the step."""
+
+    def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001,
+                 power=1.0, cycle=False, name="PolynomialDecay"):
+        owner = type(self).__name__
+        self.initial_learning_rate = float(_positive(owner, "initial_learning_rate",
+                                                     initial_learning_rate))
+        self.decay_steps = _positive(owner, "decay_steps", decay_steps)
+        self.end_learning_rate = check_positive_number(
+            end_learning_rate, f"{owner}: end_learning_rate", allow_zero=True)
+        self.power = float(_positive(owner, "power", power))
+        self.cycle = bool(cycle)
+        self.name = name
+
+    def encode(self):
+        return numpy.array([reference.SCHEDULE_POLYNOMIAL, self.initial_learning_rate,
+                            self.decay_steps, self.end_learning_rate, self.power,
+                            float(self.cycle)])
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_steps": self.decay_steps, "end_learning_rate": self.end_learning_rate,
+                "power": self.power, "cycle": self.cycle, "name": self.name}
+
+
+class InverseTimeDecay(LearningRateSchedule):
+    """Keras 3's ``InverseTimeDecay(initial_learning_rate, decay_steps, decay_rate,
+    staircase=False, name="InverseTimeDecay")``: ``initial / (1 + decay_rate * step /
+    decay_steps)``, the quotient floored with ``staircase``."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
+                 name="InverseTimeDecay"):
+        owner = type(self).__name__
+        self.initial_learning_rate = float(_positive(owner, "initial_learning_rate",
+                                                     initial_learning_rate))
+        self.decay_steps = _positive(owner, "decay_steps", decay_steps)
+        self.decay_rate = check_positive_number(decay_rate, f"{owner}: decay_rate",
+                                                allow_zero=True)
+        self.staircase = bool(staircase)
+        self.name = name
+
+    def encode(self):
+        return numpy.array([reference.SCHEDULE_INVERSE_TIME, self.initial_learning_rate,
+                            self.decay_steps, self.decay_rate, float(self.staircase)])
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
+                "staircase": self.staircase, "name": self.name}
+
+
+class CosineDecayRestarts(LearningRateSchedule):
+    """Keras 3's ``CosineDecayRestarts(initial_learning_rate, first_decay_steps,
+    t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay")``: cosine decay from 1 to
+    ``alpha`` over ``first_decay_steps``, then warm restarts, period i lasting ``t_mul**i``
+    times as long and starting at ``m_mul**i`` times the initial rate (SGDR)."""
+
+    def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0,
+                 alpha=0.0, name="SGDRDecay"):
+        owner = type(self).__name__
+        self.initial_learning_rate = float(_positive(owner, "initial_learning_rate",
+                                                     initial_learning_rate))
+        self.first_decay_steps = _positive(owner, "first_decay_steps", first_decay_steps)
+        self.t_mul = float(_positive(owner, "t_mul", t_mul))
+        self.m_mul = float(_positive(owner, "m_mul", m_mul))
+        self.alpha = check_number_in(alpha, f"{owner}: alpha", 0, 1)
+        self.name = name
+
+    def encode(self):
+        return numpy.array([reference.SCHEDULE_COSINE_RESTARTS, self.initial_learning_rate,
+                            self.first_decay_steps, self.t_mul, self.m_mul, self.alpha])
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "first_decay_steps": self.first_decay_steps, "t_mul": self.t_mul,
+                "m_mul": self.m_mul, "alpha": self.alpha, "name": self.name}
+
+
 SCHEDULES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay,
-                                           CosineDecay)}
+                                           CosineDecay, PolynomialDecay, InverseTimeDecay,
+                                           CosineDecayRestarts)}
 
 
 def serialize(schedule):

@@ -12,6 +12,8 @@ gives the same network on every backend.
 """
 from __future__ import annotations
 
+import re
+
 import numpy
 
 from ..layers.base import LayerViews
@@ -43,6 +45,17 @@ def _initial_values(layouts, n_params, n_state, seed, dtype):
     return host_params, host_state
 
 
+def _layer_names(layers):
+    """Each layer's name, or as Keras names layers: its class in snake case, numbered
+    per class after the first ("dense", "dense_1", ...)."""
+    seen, names = {}, []
+    for layer in layers:
+        base = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
+        count = seen[base] = seen.get(base, -1) + 1
+        names.append(layer.name or (base if count == 0 else f"{base}_{count}"))
+    return names
+
+
 class Parameters:
     """The weights of ``layers`` (already built) on ``backend``."""
 
@@ -70,8 +83,14 @@ class Parameters:
         self.layer_penalties, self.grad_ranges = [], []
         # The step's weight penalty, then the data loss added: a device scalar.
         self.penalty = be.zeros((1,), dtype)
-        for layout in layouts:
+        # (path, offset, size) of each trainable weight, in buffer order: what an
+        # optimizer treats weight by weight (per-weight clipnorm, weight decay exclusions).
+        self.segments = []
+        for layout, layer_name in zip(layouts, _layer_names(layers)):
             self._bind(layout, buffers)
+            layer, params, _ = layout
+            self.segments += [(f"{layer_name}/{name}", offset, int(numpy.prod(shape)))
+                              for (name, _), (offset, shape) in zip(layer.param_shapes, params)]
 
     def _bind(self, layout, buffers):
         """Hand one layer its views, and note its penalties and gradient range."""

@@ -75,6 +75,9 @@ class Trainer:
                         break
         finally:
             self.captured.release_call_graphs()
+            if options.epochs > options.initial_epoch:  # as Keras: the weights' average
+                model.optimizer.finalize_variable_values(model.weights.params)
+                model.weights.refresh_compute()
             run.callbacks.on_train_end()
         return model.history
 
@@ -96,12 +99,13 @@ class Trainer:
         """The run of one fit call: callbacks, the guard, graphs, and the replicas'
         agreement on all of it."""
         model, be, replica = self.model, self.backend, self.replica
-        clipnorm = model.optimizer.clipnorm is not None
-        if options.cuda_graph is True and be.supports_graphs and clipnorm:
-            raise ValueError("cuda_graph: expected 'auto' or False with clipnorm (the global "
-                             "norm needs temporaries a captured graph cannot own); got True")
+        uncapturable = not model.optimizer.capturable
+        if options.cuda_graph is True and be.supports_graphs and uncapturable:
+            raise ValueError("cuda_graph: expected 'auto' or False with the legacy formula's "
+                             "clipnorm (its joint norm needs temporaries a captured graph "
+                             "cannot own); got True")
         use_graph = options.cuda_graph is True or (
-            options.cuda_graph == "auto" and be.supports_graphs and not clipnorm)
+            options.cuda_graph == "auto" and be.supports_graphs and not uncapturable)
         if use_graph and be.supports_graphs and not replica.capturable:
             if options.cuda_graph is True:
                 raise ValueError(f"cuda_graph: expected 'auto' or False with the "
