@@ -33,6 +33,9 @@ class DataParallelReplica(Replica):
     def check_same(self, what, **values):
         self.strategy.check_same(what, **values)
 
+    def all_values(self, values):
+        return self.strategy.all_values(values)
+
     def after_backward(self):
         self.reducer.finish()
 
