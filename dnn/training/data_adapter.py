@@ -265,6 +265,8 @@ def validation_source(model, data, options):
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and \
             kind_of(data[0]) in ("array", "rows") and not _is_batch(data[0]):
         weights = (data[2:] or [None])[0]
+        if options.validation_batch_size is None:  # a batch source trains: as Keras, 32
+            options.validation_batch_size = 32
         if kind_of(data[0]) == "rows" or _streams(model, data[0], "validation_data"):
             return host_source(model, data[0], data[1], "validation_data", weights)
         return ArraySource(*features_and_targets(model, *data[:2], name="validation_data",

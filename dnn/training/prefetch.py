@@ -21,6 +21,9 @@ import queue
 import threading
 
 JOIN_S = 5.0  # how long close() waits for a loader thread to finish its current task
+# ... and after Ctrl-C, which should end the run at once: a loader still in a slow
+# task is left to finish it (its thread ends then, a daemon meanwhile).
+INTERRUPTED_JOIN_S = 0.2
 
 
 class _Result:
@@ -104,22 +107,23 @@ class Prefetcher:
                     result.error = exc
             result.done.set()
 
-    def close(self):
-        """Stop the loaders. Returns whether every thread stopped: when one is still in
-        its task, its slot may be written after this returns."""
+    def close(self, wait=JOIN_S):
+        """Stop the loaders, waiting at most ``wait`` seconds for each. Returns whether
+        every thread stopped: when one is still in its task, its slot may be written
+        after this returns."""
         if self._closed:
             return self._stopped
         self._closed = True
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
-            thread.join(JOIN_S)
+            thread.join(wait)
         self._stopped = not any(t.is_alive() for t in self._threads)
         return self._stopped
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, *exc):
+        self.close(INTERRUPTED_JOIN_S if kind is KeyboardInterrupt else JOIN_S)
         return False

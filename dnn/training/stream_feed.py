@@ -17,6 +17,7 @@ import collections
 import numpy
 
 from .epoch_plan import WHOLE, Segment, Share, split_rows
+from .prefetch import INTERRUPTED_JOIN_S, JOIN_S
 from .sources import batch_buffers
 from .staging import batch_into
 
@@ -101,9 +102,10 @@ class StreamFeed:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, *exc):
         self.release_held()
-        if self.owns_prefetcher and not self.prefetcher.close() and self.on_abandoned:
+        wait = INTERRUPTED_JOIN_S if kind is KeyboardInterrupt else JOIN_S
+        if self.owns_prefetcher and not self.prefetcher.close(wait) and self.on_abandoned:
             self.on_abandoned()
         if self.after_close is not None:
             self.after_close()
