@@ -290,7 +290,7 @@ def test_mpiexec_dnn_train_reaches_the_accuracy_of_dnn_train(tmp_path):
     assert alone.returncode == 0 and together.returncode == 0, together.stderr
 
     def accuracy(text):
-        line = next(l for l in text.splitlines() if l.startswith("test accuracy"))
+        line = next(t for t in text.splitlines() if t.startswith("test accuracy"))
         return float(line.split()[2])
 
     assert abs(accuracy(alone.stdout) - accuracy(together.stdout)) <= 0.01

@@ -97,8 +97,8 @@ SOURCES = {
     "list-of-batches": lambda x, y: (batches(x, y), {"shuffle": False}),
     "pydataset-pool": lambda x, y: (PyDatasetShape(x, y), {"shuffle": False}),
     "memmap": None,  # made in the test: needs a file
-    "rows": lambda x, y: (Rows(x, numpy.arange(x.shape[0])), {"y": y, "shuffle": False,
-                                                             "batch_size": BATCH}),
+    "rows": lambda x, y: (Rows(x, numpy.arange(x.shape[0])),
+                          {"y": y, "shuffle": False, "batch_size": BATCH}),
 }
 
 

@@ -22,8 +22,7 @@ def moons_table(n=600):
     return x, y, numpy.column_stack([x, y])
 
 
-def test_a_large_npy_file_trains_evaluates_and_predicts_as_a_memmap(tmp_path, small_limit,
-                                                                     capsys):
+def test_a_large_npy_file_trains_and_evaluates_as_a_memmap(tmp_path, small_limit, capsys):
     _, _, table = moons_table()
     path = tmp_path / "moons.npy"
     numpy.save(path, table)
@@ -112,8 +111,7 @@ def test_a_large_csv_is_read_in_chunks_into_a_memmap_cache_beside_it(tmp_path, s
     assert streaming.load_large_csv(path, -1, None)[0].shape == (400, 2)
 
 
-def test_a_bad_cell_of_a_large_csv_names_its_line_and_column(tmp_path, small_limit,
-                                                              monkeypatch):
+def test_a_bad_cell_of_a_large_csv_names_its_line_and_column(tmp_path, small_limit, monkeypatch):
     x, y, _ = moons_table(300)
     path = str(tmp_path / "bad.csv")
     write_csv(path, x, y)

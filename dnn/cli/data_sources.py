@@ -92,5 +92,3 @@ def _large_csv(source, target, delimiter, with_target, class_names):
     x, y, features, target_name, classes = found
     note = " (the last column; --target chooses another)" if column == -1 else ""
     return Dataset(x, y, source, target_name, features, classes, note)
-
-

@@ -8,10 +8,11 @@ and trained on by streaming (``dnn.training.host_source``).
   beside it, ``<file>.dnn-cache.npy`` (the features, float64, as a memmap) and
   ``<file>.dnn-cache.y.npy`` (the targets), with ``<file>.dnn-cache.json`` (the names,
   the delimiter, and the size and modification time of the CSV they were made from);
-  a later run with the same CSV and options reuses them. The rules are ``read_csv``'s (delimiter, header, decimal
-  comma, text labels coded in sorted order, whole-number targets as integers); a bad
-  cell names its line and column. The cache is written atomically (the JSON last), and
-  where the CSV's folder cannot be written the CSV is read whole instead.
+  a later run with the same CSV and options reuses them. The rules are ``read_csv``'s
+  (delimiter, header, decimal comma, text labels coded in sorted order, whole-number
+  targets as integers); a bad cell names its line and column. The cache is written
+  atomically (the JSON last), and where the CSV's folder cannot be written the CSV is
+  read whole instead.
 
 A streamed data set is split by rows (``split``: the same split as in memory, held as
 ``Rows`` of the file), and the Normalization layer adapts to its training rows'
@@ -197,8 +198,8 @@ def _build_cache(path, cache, target, delimiter, class_names):
     try:
         while done < count:
             chunk = [r for _, r in zip(range(CHUNK_ROWS), rows)]
-            x[done:done + len(chunk)] = csv_io._feature_matrix(path, chunk, features, names,
-                                                              decimal_comma)
+            x[done:done + len(chunk)] = csv_io._feature_matrix(
+                path, chunk, features, names, decimal_comma)
             if col is not None:
                 y[done:done + len(chunk)] = _chunk_targets(path, chunk, names[col], col,
                                                            decimal_comma, class_names)

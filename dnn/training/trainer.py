@@ -116,7 +116,7 @@ class Trainer:
     def _prepare(self, train, options, validation):
         """The run of one fit call: callbacks, the guard, graphs, and the replicas'
         agreement on all of it."""
-        model, be, replica = self.model, self.backend, self.replica
+        model, be = self.model, self.backend
         use_graph = self._use_graph(options)
         callbacks = list(options.callbacks)
         if options.terminate_on_nan and not any(isinstance(c, TerminateOnNaN)
