@@ -39,13 +39,17 @@ class EpochSettings:
     device_order: object
 
 
-def batch_buffers(model, rows, specs):
+def buffers_key(specs):
+    """What the batch buffers of arrays like ``specs`` are cached under."""
+    return ("batch",) + tuple((tuple(shape), dtype) for shape, dtype in specs)
+
+
+def batch_buffers(model, rows, specs, key=None):
     """The fixed batch buffers of ``rows`` rows, one per ``(trailing shape, dtype)`` of
     ``specs``, from the model's buffer cache: the same objects at every step of that
-    size (a captured step reads them)."""
+    size (a captured step reads them). ``key``: ``buffers_key(specs)``, made once."""
     be = model.backend
-    key = ("batch",) + tuple((tuple(shape), dtype) for shape, dtype in specs)
-    return model.buffers.get(rows, key, lambda r: tuple(
+    return model.buffers.get(rows, key or buffers_key(specs), lambda r: tuple(
         be.empty((r,) + tuple(shape), dtype) for shape, dtype in specs))
 
 
@@ -61,6 +65,7 @@ class ArraySource:
         self.rows = int(x.shape[0])
         self.weighted = weights is not None
         self.specs = tuple((a.shape[1:], a.dtype) for a in self.arrays)
+        self.buffers_key = buffers_key(self.specs)
         self.shard_rows = None  # with shards: every rank's row count (see agreement)
 
     def steps(self, batch_size, replica):
@@ -135,7 +140,7 @@ class _ArrayFeed:
         return self.steps == 0
 
     def batch_buffers(self, rows):
-        return batch_buffers(self.model, rows, self.source.specs)
+        return batch_buffers(self.model, rows, self.source.specs, self.source.buffers_key)
 
     def batch(self, segment, fixed):
         """The step's batch of one segment, in the fixed batch buffers."""

@@ -18,7 +18,7 @@ import numpy
 
 from .epoch_plan import WHOLE, Segment, Share, split_rows
 from .prefetch import INTERRUPTED_JOIN_S, JOIN_S
-from .sources import batch_buffers
+from .sources import batch_buffers, buffers_key
 from .staging import batch_into
 
 # One batch a loader prepared: this rank's ``rows`` of it, in its staging ``slot`` (the
@@ -36,6 +36,7 @@ class StreamFeed:
     def __init__(self, model, landing, prefetcher, chunk_cache):
         self.model, self.landing, self.prefetcher = model, landing, prefetcher
         self.specs, self._chunk_cache = landing.specs, chunk_cache
+        self._key = buffers_key(self.specs)
         self._held = []  # what the current segment reads
         self.ended_early = False  # the data ended before the epoch's known steps
         # Whether leaving the feed stops its loaders (else they serve the next epoch),
@@ -71,7 +72,7 @@ class StreamFeed:
         return False
 
     def batch_buffers(self, rows):
-        return batch_buffers(self.model, rows, self.specs)
+        return batch_buffers(self.model, rows, self.specs, self._key)
 
     def batch(self, segment, fixed):
         """The step's batch: the slot's arrays, copied into the fixed batch buffers when
