@@ -595,3 +595,17 @@ def test_cupy_stages_in_pinned_memory_and_orders_the_copy_with_events():
     be.host_wait(event)
     assert float(total) == float(host.sum(dtype=numpy.float64))
     numpy.testing.assert_array_equal(be.to_numpy(out), host)
+
+
+def test_a_list_of_rows_is_data_and_a_list_of_tuples_of_arrays_is_batches():
+    x, y = data(64)
+    rows = [[numpy.float64(v) for v in row] for row in x]  # NumPy scalars: still rows
+    want, got = model(), model()
+    want.fit(x, y, epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+    got.fit(rows, list(y), epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+    for a, b in zip(want.get_weights(), got.get_weights()):
+        numpy.testing.assert_array_equal(a, b)
+    again = model()
+    again.fit(batches(x, y), epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(want.get_weights(), again.get_weights()):
+        numpy.testing.assert_array_equal(a, b)

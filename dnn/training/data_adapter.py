@@ -58,9 +58,10 @@ def kind_of(data):
 
 
 def _is_batch(item):
-    return isinstance(item, (tuple, list)) and 1 <= len(item) <= 3 and (
-        hasattr(item[0], "shape") or hasattr(item[0], "__dlpack__") or
-        hasattr(item[0], "__array__"))
+    """Whether a list's first item is a batch: a tuple of arrays (of at least one
+    dimension: a row of numbers, NumPy scalars included, is data, not a batch)."""
+    return isinstance(item, (tuple, list)) and 1 <= len(item) <= 3 and \
+        (getattr(item[0], "ndim", 0) or 0) >= 1
 
 
 def _refuse(name, value, why):
