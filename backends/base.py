@@ -227,6 +227,40 @@ class Backend:
         and launches, array methods called directly. Nothing to do on the CPU."""
         return contextlib.nullcontext()
 
+    # ---------------------------------------------------------------- host staging
+    # Batches streamed from host memory (dnn.training.staging): loader threads write
+    # them into host staging buffers, which are copied to device buffers on a stream
+    # beside the compute, ordered with events. Here the device is the host: a copy is
+    # done when it returns, and there are no streams or events (None).
+    def host_empty(self, shape, dtype="float32"):
+        """A host array to stage batches in (page-locked on a GPU, so that copies from it
+        to the device run asynchronously)."""
+        return numpy.empty(shape, dtype=dtype)
+
+    def upload_stream(self):
+        """A stream for host-to-device copies beside the compute stream (None here)."""
+        return None
+
+    def upload(self, host, out, stream=None):
+        """``out[...] = host``: a host array into a device array of the same shape and
+        dtype, queued on ``stream`` (on a GPU asynchronous when ``host`` is page-locked;
+        ``host`` must then stay untouched until the copy is done, see ``host_wait``)."""
+        self.xp.copyto(out, self.xp.asarray(host))
+        return out
+
+    def record_event(self, stream=None, event=None):
+        """An event that happens once the work queued so far on ``stream`` (None: the
+        calling thread's compute stream) is done; ``event``, when given, is recorded
+        again and returned (no allocation per step). None here."""
+        return None
+
+    def wait_event(self, event, stream=None):
+        """Make ``stream`` (None: the calling thread's compute stream) wait for
+        ``event`` before its later work, without blocking the host. None: no wait."""
+
+    def host_wait(self, event):
+        """Block the calling thread until ``event`` has happened (None: at once)."""
+
     def multiply(self, a, b, out=None):
         return self.xp.multiply(a, b, out=out)
 

@@ -726,6 +726,41 @@ class CupyBackend(Backend):
             "pci_bus_id": cupy.cuda.Device(self.device_id).pci_bus_id,
         }
 
+    # ------------------------------------------------------------- host staging
+    # (dnn.training.staging): page-locked host buffers, copied to the device on a
+    # stream of their own, ordered against the compute stream with events.
+    def host_empty(self, shape, dtype="float32"):
+        import cupyx
+
+        with self._device:
+            return cupyx.empty_pinned(shape, dtype=dtype)
+
+    def upload_stream(self):
+        with self._device:
+            return self.xp.cuda.Stream(non_blocking=True)
+
+    def upload(self, host, out, stream=None):
+        with self._device:
+            out.set(host, stream=stream)
+        return out
+
+    def record_event(self, stream=None, event=None):
+        cuda = self.xp.cuda
+        with self._device:
+            if event is None:
+                event = cuda.Event(disable_timing=True)
+            event.record(stream if stream is not None else cuda.get_current_stream())
+        return event
+
+    def wait_event(self, event, stream=None):
+        if event is not None:
+            cuda = self.xp.cuda
+            (stream if stream is not None else cuda.get_current_stream()).wait_event(event)
+
+    def host_wait(self, event):
+        if event is not None:
+            event.synchronize()
+
 
 def _abandon_capture(stream, exc):
     """End a capture that ``exc`` interrupted, keeping ``exc`` as the error: ending it

@@ -39,10 +39,11 @@ FORBIDDEN = {"empty": "allocates", "zeros": "allocates", "asarray": "allocates (
              "the device)", "from_dlpack": "allocates", "to_numpy": "reads the device on "
              "the host", "to_float": "reads the device on the host", "read_scalars":
              "reads the device on the host", "synchronize": "synchronises",
-             "free_memory": "queries the device"}
+             "free_memory": "queries the device", "host_empty": "allocates",
+             "host_wait": "synchronises"}
 # Calls that neither compute nor break a capture: they are not recorded.
 PASSTHROUGH = {"view", "is_native", "check_array", "describe", "capture", "warmup",
-               "limit_threads", "time_device"}
+               "limit_threads", "time_device", "device_scope", "upload_stream"}
 
 
 class CaptureError(RuntimeError):

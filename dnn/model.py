@@ -21,7 +21,6 @@ from .training.nan_guard import NonFiniteLossError
 from .training.options import FitOptions
 from .training.parameters import Parameters
 from .training.replica import LOCAL, Strategy
-from .training.sources import ArraySource
 from .training.trainer import Trainer
 from .utils.summary import summary_text
 from .utils.validation import check_dtype, check_nonnegative_int, check_positive_int
@@ -261,56 +260,95 @@ class Sequential:
                                                                  0))
 
     # ---------------------------------------------------------- fit/evaluate/predict
-    def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-            shuffle=True, verbose=1, callbacks=None, initial_epoch=0, terminate_on_nan=True,
-            cuda_graph="auto", sample_weight=None, class_weight=None,
-            validation_batch_size=None):
+    def fit(self, x, y=None, epochs=1, batch_size=None, validation_split=0.0,
+            validation_data=None, shuffle=True, verbose=1, callbacks=None, initial_epoch=0,
+            terminate_on_nan=True, cuda_graph="auto", sample_weight=None, class_weight=None,
+            validation_batch_size=None, steps_per_epoch=None, validation_steps=None,
+            shard=False):
         """Train for ``epochs - initial_epoch`` epochs. Returns a History whose
         ``.history`` maps "loss", each metric and their "val_" forms to per-epoch lists.
 
+        ``x`` and ``y``: arrays (NumPy, the backend's own, DLPack exporters such as torch
+        tensors; a memmap or ``dnn.training.Rows`` is streamed from the host, as is an
+        array larger than the device's memory), or ``x`` alone a batch source: a
+        Keras-style sequence (``__len__``, ``__getitem__``; Keras 3's ``PyDataset``), a
+        generator or an iterable (a torch ``DataLoader``) of ``(x, y)`` or ``(x, y,
+        sample_weight)`` batches (see ``dnn.training.data_adapter``). ``batch_size``
+        (arrays only; default 32): rows per step, per rank in data-parallel training.
+        ``steps_per_epoch`` (batch sources): batches per epoch, drawn from a stream that
+        goes on across epochs (needed for a generator that never ends);
+        ``validation_steps``: batches per validation. ``shuffle`` permutes the rows of
+        arrays and the batches of a sequence (an iterable keeps its own order).
+
         ``sample_weight`` (one weight per sample) or ``class_weight`` ({class: weight})
         weight each sample's loss, as in Keras: the batch loss is the weighted sum over
-        the batch size. ``validation_batch_size``: the batch of the validation pass
+        the batch size. ``validation_data``: ``(x, y)``, ``(x, y, sample_weight)`` or a
+        batch source. ``validation_batch_size``: the batch of the validation pass
         (default: ``batch_size``). ``cuda_graph``: "auto" captures the training step as
         a CUDA graph and replays it where the backend supports graphs (CuPy) and nothing
         in the step needs the host (``clipnorm`` does); True forces the captured-step
         code path (on NumPy a replay checks that the step runs exactly what was
-        captured); False runs every step eagerly.
+        captured); False runs every step eagerly. ``shard`` (data-parallel): each rank
+        passes its own part of the data (checked: the same number of steps), instead
+        of every rank the same data (checked: the same rows and fingerprint).
         """
         self._require_compiled("fit")
-        options = FitOptions(epochs, batch_size, validation_split, validation_data,
-                             validation_batch_size, shuffle, verbose, callbacks,
-                             initial_epoch, terminate_on_nan, cuda_graph)
-        source = ArraySource(*data_adapter.features_and_targets(
-            self, x, y, sample_weight=sample_weight, class_weight=class_weight))
-        train, validation = data_adapter.split_validation(
-            self, source, options.validation_split, options.validation_data)
+        options = FitOptions(
+            epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+            validation_data=validation_data, validation_batch_size=validation_batch_size,
+            shuffle=shuffle, verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
+            terminate_on_nan=terminate_on_nan, cuda_graph=cuda_graph,
+            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, shard=shard)
+        train, validation = data_adapter.training_sources(
+            self, x, y, options, sample_weight=sample_weight, class_weight=class_weight)
         return self._trainer.fit(train, options, validation)
 
-    def evaluate(self, x, y, batch_size=256, verbose=0, sample_weight=None):
-        """Mean loss and metrics over (x, y): ``{"loss": ..., "accuracy": ...}``.
-        Data-parallel, the ranks share the rows: call it on every rank."""
+    def evaluate(self, x, y=None, batch_size=None, verbose=0, sample_weight=None, steps=None):
+        """Mean loss and metrics over (x, y), or over a batch source's batches (as
+        ``fit`` takes them; at most ``steps`` batches): ``{"loss": ..., "accuracy":
+        ...}``. ``batch_size``: arrays only, default 256. Data-parallel, the ranks share
+        the rows: call it on every rank."""
         self._require_compiled("evaluate")
-        batch_size = check_positive_int(batch_size, "batch_size")
-        source = ArraySource(*data_adapter.features_and_targets(
-            self, x, y, what="evaluate", sample_weight=sample_weight))
-        logs = self._trainer.evaluate(source, batch_size)
+        batch_size = _optional_positive(batch_size, "batch_size")
+        steps = _optional_positive(steps, "steps")
+        source, batch_size = data_adapter.evaluation_source(self, x, y, batch_size,
+                                                            sample_weight, steps)
+        logs = self._trainer.evaluate(source, batch_size, steps)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
 
-    def predict(self, x, batch_size=256, verbose=0):
+    def predict(self, x, batch_size=None, verbose=0, steps=None):
         """Outputs as a NumPy array of shape (n, output_dim), with the output
-        activation applied (probabilities for sigmoid/softmax outputs)."""
-        batch_size = check_positive_int(batch_size, "batch_size")
+        activation applied (probabilities for sigmoid/softmax outputs). ``x``: arrays,
+        or a batch source (its batches' targets, if any, are not used); at most
+        ``steps`` batches. ``batch_size``: arrays only, default 256."""
+        batch_size = _optional_positive(batch_size, "batch_size")
+        steps = _optional_positive(steps, "steps")
+        source, batch_size = data_adapter.prediction_source(self, x, batch_size, steps)
+        if source is not None:
+            return self._predict_batches(source, batch_size, steps)
         x_dev = data_adapter.features(self, x)
-        result = numpy.empty((x_dev.shape[0], self.output_dim), dtype=self.dtype)
-        for start in range(0, x_dev.shape[0], batch_size):
-            out = passes.output(self, x_dev[start:start + batch_size])
+        rows = x_dev.shape[0] if steps is None else min(x_dev.shape[0], steps * batch_size)
+        result = numpy.empty((rows, self.output_dim), dtype=self.dtype)
+        for start in range(0, rows, batch_size):
+            out = passes.output(self, x_dev[start:min(start + batch_size, rows)])
             if self._logits:
                 out = self.backend.activation(self._output_activation(), out)
             result[start:start + out.shape[0]] = self.backend.to_numpy(out)
         return result
+
+    def _predict_batches(self, source, batch_size, steps):
+        outputs = []
+        with source.evaluation(self, batch_size, steps, split=False) as batches:
+            for batch in batches:
+                out = passes.output(self, batch[0])
+                if self._logits:
+                    out = self.backend.activation(self._output_activation(), out)
+                outputs.append(numpy.array(self.backend.to_numpy(out), dtype=self.dtype))
+        if not outputs:
+            raise ValueError("predict: x gave no batches (an exhausted generator?)")
+        return numpy.concatenate(outputs)
 
     def __call__(self, x):
         """``model(x)``: ``predict(x)`` as one batch."""
@@ -384,6 +422,10 @@ class Sequential:
     def __repr__(self):
         return (f"Sequential([{', '.join(repr(layer) for layer in self.layers)}], "
                 f"input_dim={self.input_dim}, seed={self.seed}, dtype={self.dtype_policy!r})")
+
+
+def _optional_positive(value, name):
+    return None if value is None else check_positive_int(value, name)
 
 
 def _check_strategy(strategy, name, allow_none=False):

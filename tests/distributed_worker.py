@@ -38,6 +38,13 @@ def report(strategy, m, **extra):
                 meta=numpy.frombuffer(json.dumps(extra).encode(), numpy.uint8))
 
 
+def halves(x, y, batch, passes, kind=iter):
+    """Batches of ``batch`` rows of (x, y), ``passes`` times over: a generator (``iter``)
+    or a list (``list``, a sequence)."""
+    return kind((x[i:i + batch], y[i:i + batch]) for _ in range(passes)
+                for i in range(0, x.shape[0], batch))
+
+
 class RaiseOnRank(Callback):
     def __init__(self, rank, epoch):
         self.rank, self.epoch = rank, epoch
@@ -116,6 +123,39 @@ def main(scenario, out):
         m = model(strategy)
         rows = 300 if strategy.rank == 0 else 250  # Horovod's habit: a shard per rank
         m.fit(x[:rows], y[:rows], epochs=1, batch_size=16, verbose=0)
+    elif scenario in ("shards-arrays", "shards-generator", "shards-sequence"):  # shard=True
+        mine = slice(0, 150) if strategy.rank == 0 else slice(150, 300)
+        m = model(strategy)
+        source = {"shards-arrays": lambda: ((x[mine], y[mine]), {"batch_size": 16}),
+                  "shards-generator": lambda: ((halves(x[mine], y[mine], 16, 2),),
+                                               {"steps_per_epoch": 10}),
+                  "shards-sequence": lambda: ((halves(x[mine], y[mine], 16, 1, list),),
+                                              {})}[scenario]
+        args, fit = source()
+        history = m.fit(*args, epochs=2, verbose=0, shuffle=False, shard=True,
+                        validation_data=(x[mine][:40], y[mine][:40]), **fit)
+        report(strategy, m, history=history.history, train_steps=m.train_steps,
+               evaluated=m.evaluate(x[mine], y[mine]))
+    elif scenario == "same-generator":  # every rank the same batches of 32, shard=False
+        m = model(strategy)
+        history = m.fit(halves(x, y, 32, 2), epochs=2, steps_per_epoch=10, verbose=0)
+        report(strategy, m, history=history.history, train_steps=m.train_steps)
+    elif scenario == "shards-end-early":
+        m = model(strategy)
+        rows = 150 if strategy.rank == 0 else 100  # rank 1 runs out after 7 batches
+        m.fit(halves(x[:rows], y[:rows], 16, 1), epochs=1, verbose=0, shard=True)
+    elif scenario == "shards-unequal-steps":
+        m = model(strategy)
+        rows = 300 if strategy.rank == 0 else 250
+        m.fit(x[:rows], y[:rows], epochs=1, batch_size=16, verbose=0, shard=True)
+    elif scenario == "same-size-different-data":  # Horovod's habit, without shard=True
+        m = model(strategy)
+        mine = slice(0, 150) if strategy.rank == 0 else slice(150, 300)
+        m.fit(x[mine], y[mine], epochs=1, batch_size=16, verbose=0)
+    elif scenario == "different-batches":
+        m = model(strategy)
+        mine = slice(0, 150) if strategy.rank == 0 else slice(150, 300)
+        m.fit(halves(x[mine], y[mine], 32, 1), epochs=1, verbose=0)
     elif scenario == "save-fail":
         m = model(strategy)
         m.fit(x, y, epochs=1, batch_size=16, verbose=0)

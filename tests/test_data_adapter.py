@@ -114,13 +114,20 @@ class SmallDevice(backends.NumpyBackend):
         return 1 << 20
 
 
-def test_a_data_set_larger_than_the_device_is_refused_before_the_upload():
+def test_a_data_set_larger_than_the_device_is_streamed_rather_than_uploaded():
+    """It used to be refused; now it streams through the loader threads (issue 21)."""
+    from dnn.training import data_adapter
+    from dnn.training.host_source import HostArraySource
+    from dnn.training.options import FitOptions
+
     model = model_on(SmallDevice())
     x = numpy.zeros((200_000, 2), numpy.float32)
     y = numpy.zeros(200_000, numpy.float32)
-    with pytest.raises(MemoryError, match=r"fit: the data needs 2.3 MiB on cpu, which has "
-                                          r"1.0 MiB free.*does not stream"):
-        model.fit(x, y, verbose=0)
+    train, _ = data_adapter.training_sources(model, x, y, FitOptions())
+    assert isinstance(train, HostArraySource)
+    small, _ = data_adapter.training_sources(model, x[:1000], y[:1000], FitOptions())
+    assert not isinstance(small, HostArraySource)  # what fits is uploaded once
+    model.fit(x, y, epochs=1, batch_size=4096, verbose=0)
 
 
 @pytest.mark.gpu

@@ -173,7 +173,83 @@ def test_ranks_with_different_data_are_told_so_instead_of_hanging(tmp_path):
     out = run_ranks(2, WORKER, "mismatch", tmp_path, timeout=60)
     assert out.returncode != 0
     assert "fit: rows of x: expected the same value on every rank (every rank passes the " \
-           "same data and arguments); got rank 0: 300, rank 1: 250" in out.stderr
+           "same data and arguments, unless fit(shard=True) says each rank passes its own " \
+           "part); got rank 0: 300, rank 1: 250" in out.stderr
+
+
+def sharded_reference():
+    """One process on the global batches that two ranks with shards make: rank 0's
+    batch of 16 rows from the first 150, then rank 1's from the last 150 (the last
+    global batch 6 + 6 rows)."""
+    x, y = worker.data()
+    halves = [(x[:150], y[:150]), (x[150:], y[150:])]
+    glued = [tuple(numpy.concatenate([part[k][i:i + 16] for part in halves]) for k in (0, 1))
+             for i in range(0, 150, 16)]
+    with dnn.use_backend("numpy"):
+        single = worker.model(None)
+        history = single.fit(glued, epochs=2, verbose=0, shuffle=False)
+    return single, history
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.parametrize("scenario", ["shards-arrays", "shards-generator", "shards-sequence"])
+def test_shards_train_as_one_process_on_every_ranks_batch_together(tmp_path, scenario):
+    """shard=True: each rank passes its own half (arrays, a generator, a sequence); a
+    global batch is every rank's batch of the step, in rank order, as one process
+    would train on them glued together. Validation and evaluate add up the ranks'."""
+    results = ranks(scenario, tmp_path)
+    assert_bitwise_equal_replicas(results)
+    single, history = sharded_reference()
+    weights, meta = results[0]
+    assert meta["train_steps"] == single.train_steps == 20
+    for a, b in zip(weights, single.get_weights()):
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    numpy.testing.assert_allclose(meta["history"]["loss"], history.history["loss"],
+                                  rtol=1e-9)
+    assert results[0][1]["evaluated"] == results[1][1]["evaluated"]
+    assert results[0][1]["history"]["val_loss"] == results[1][1]["history"]["val_loss"]
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_every_rank_reading_the_same_generator_takes_its_share_of_each_batch(tmp_path):
+    results = ranks("same-generator", tmp_path)
+    assert_bitwise_equal_replicas(results)
+    x, y = worker.data()
+    with dnn.use_backend("numpy"):  # one process on the same generator's batches of 32
+        single = worker.model(None)
+        history = single.fit(worker.halves(x, y, 32, 2), epochs=2, steps_per_epoch=10,
+                             verbose=0)
+    weights, meta = results[0]
+    for a, b in zip(weights, single.get_weights()):
+        numpy.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    numpy.testing.assert_allclose(meta["history"]["loss"], history.history["loss"],
+                                  rtol=1e-9)
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.parametrize("scenario,message", [
+    ("shards-end-early", "fit: the data of rank 1 ended after 7 batches, while other ranks "
+                         "had more: every rank must give the same number of batches per "
+                         "epoch"),
+    ("shards-unequal-steps", "fit: steps per epoch: expected the same value on every rank "
+                             "(every rank passes the same data and arguments); got rank 0: "
+                             "19, rank 1: 16"),
+    ("same-size-different-data", "fit: fingerprint of x: expected the same value on every "
+                                 "rank (every rank passes the same data and arguments, "
+                                 "unless fit(shard=True) says each rank passes its own part)"),
+    ("different-batches", "fit: batch 0: expected the same batch on every rank (shard=False: "
+                          "every rank passes the same data and takes its share of each "
+                          "batch); got rank 0: 32 rows, rank 1: 32 rows with different "
+                          "values. Pass shard=True"),
+])
+def test_ranks_whose_data_disagree_are_told_so_on_every_rank_instead_of_hanging(
+        tmp_path, scenario, message):
+    out = run_ranks(2, WORKER, scenario, tmp_path, timeout=60)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr[-2000:]
 
 
 @needs_mpi
@@ -205,12 +281,32 @@ def test_a_rank_that_never_joins_times_out_instead_of_hanging(tmp_path):
 
 @needs_mpi
 @pytest.mark.mpi
+def test_mpiexec_dnn_train_reaches_the_accuracy_of_dnn_train(tmp_path):
+    """--batch-size is the global batch: 2 ranks of 16 train as one process of 32."""
+    args = ["-m", "dnn", "train", "moons", "--epochs", "6", "--verbose", "0"]
+    alone = subprocess.run([sys.executable, *args], cwd=NEUTRAL_DIR, capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "DNN_BACKEND": "numpy"})
+    together = run_ranks(2, *args)
+    assert alone.returncode == 0 and together.returncode == 0, together.stderr
+
+    def accuracy(text):
+        line = next(t for t in text.splitlines() if t.startswith("test accuracy"))
+        return float(line.split()[2])
+
+    assert abs(accuracy(alone.stdout) - accuracy(together.stdout)) <= 0.01
+    odd = run_ranks(2, "-m", "dnn", "train", "moons", "--epochs", "1", "--batch-size", "33")
+    assert odd.returncode == 2
+    assert "--batch-size: expected a multiple of the 2 ranks" in odd.stderr
+
+
+@needs_mpi
+@pytest.mark.mpi
 def test_mpiexec_dnn_train_trains_data_parallel_and_prints_once(tmp_path):
     model = tmp_path / "m.npz"
     out = run_ranks(2, "-m", "dnn", "train", "moons", "--epochs", "4", "--verbose", "2",
                     "--save", model)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("data-parallel: 2 ranks over MPI, batch 32 per rank") == 1
+    assert out.stdout.count("data-parallel: 2 ranks over MPI, batch 32 (16 per rank)") == 1
     assert out.stdout.count("Epoch 1/4") == 1 and out.stdout.count("test accuracy") == 1
     assert out.stdout.count(f"saved model to {model}") == 1
     with dnn.use_backend("numpy"):

@@ -7,12 +7,13 @@ import os
 import numpy
 
 from .. import backends
-from ..data import csv_columns, train_test_split
+from ..data import csv_columns
 from ..utils.environment import launched_world_size, local_rank
 from ..utils.files import atomic_write, check_output_path
 from .data_sources import load_data
 from .errors import UsageError
 from .parser import parse_layers
+from .streaming import adapt_data, is_streamed, split
 from .task import SEED002_LAYERS, default_layers, infer_task
 
 
@@ -61,6 +62,17 @@ def _split_sizes(n, test_split, val_split):
     return n_train, n_fit - n_train, n_test
 
 
+def _rank_batch(batch_size):
+    """Each rank's rows per step: ``--batch-size`` is the global batch, split evenly
+    across the ranks mpiexec started (fit's batch_size is per rank), so that N ranks
+    train as one process does."""
+    world = launched_world_size()
+    if batch_size % world:
+        raise UsageError(f"--batch-size: expected a multiple of the {world} ranks (the "
+                         f"global batch is split evenly across them); got {batch_size}")
+    return batch_size // world
+
+
 def _backend_for_rank(name):
     """Under mpiexec, each rank on a machine takes its own GPU (by its local rank), as
     NCCL wants; elsewhere the backend as asked."""
@@ -94,7 +106,7 @@ def _build_model(args, data, plan, x_train):
     model = dnn.Sequential(layers, input_dim=data.x.shape[1], seed=args.seed,
                            dtype=args.dtype)
     if not args.no_standardize:
-        model.layers[0].adapt(x_train)
+        model.layers[0].adapt(adapt_data(x_train))
     if plan.classification and data.class_names is not None:
         model.class_names = data.class_names
     model.metadata.update({"data": os.path.basename(data.source), "target": data.target_name,
@@ -117,8 +129,8 @@ def _print_choices(args, data, plan, model, x_test, session):
     strategy = session.strategy
     if strategy is not None:
         print(f"data-parallel: {strategy.world_size} ranks over "
-              f"{model.replica.communicator_name.upper()}, batch {args.batch_size} per rank "
-              f"({args.batch_size * strategy.world_size} per step)")
+              f"{model.replica.communicator_name.upper()}, batch {args.batch_size} "
+              f"({_rank_batch(args.batch_size)} per rank)")
     x = data.x
     n_train, n_val, _ = _split_sizes(len(x), args.test_split, args.val_split)
     features = f" ({_names_text(data.feature_names)})" if data.feature_names else ""
@@ -145,8 +157,12 @@ def cmd_train(args, session):
     plan = _Plan(args, data)
     if args.boundary and data.x.shape[1] != 2:
         raise UsageError(f"--boundary: expected 2-D inputs; got {data.x.shape[1]} features")
-    x_tr, x_te, y_tr, y_te = train_test_split(data.x, data.y, test_size=args.test_split,
-                                              seed=args.seed, stratify=plan.classification)
+    if args.boundary and is_streamed(data.x):
+        raise UsageError(f"--boundary: expected data held in memory; {data.source!r} is "
+                         f"streamed from disk (it is larger than DNN_STREAM_MB)")
+    batch_size = _rank_batch(args.batch_size)
+    x_tr, x_te, y_tr, y_te = split(data.x, data.y, args.test_split, args.seed,
+                                   plan.classification)
     model = _build_model(args, data, plan, x_tr)
     _compile(args, model, plan, session)
     if args.verbose:
@@ -157,7 +173,7 @@ def cmd_train(args, session):
 
         recorder = DecisionBoundaryRecorder(x_tr, y_tr, every=max(1, args.epochs // 25),
                                             animate=args.boundary.lower().endswith(".gif"))
-    history = model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size,
+    history = model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=batch_size,
                         validation_split=args.val_split, verbose=args.verbose,
                         callbacks=[recorder] if recorder else [])
     _report_test(model, x_te, y_te, plan.loss)

@@ -1,5 +1,6 @@
 """What the command line trains on: the built-in data sets by name, and files (.csv,
-.npz, .idx) read into a ``Dataset`` with names for what it prints and saves."""
+.npz, .npy, .idx) read into a ``Dataset`` with names for what it prints and saves
+(a large .npy or CSV as a memmap: see ``streaming``)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import numpy
 from ..data import (load_digits, load_idx, load_npz, make_circles, make_moons,
                     make_spirals, make_student, make_xor, read_csv)
 from .errors import UsageError
+from .streaming import load_large_csv, load_npy
 
 # name -> (loader(seed), description, target name)
 DATASETS = {
@@ -49,10 +51,16 @@ def load_data(source, target=None, seed=0, delimiter=None, with_target=True,
         return Dataset(x, y, source, target_name, class_names=None)
     if not os.path.exists(source):
         names = ", ".join(DATASETS)
-        raise UsageError(f"data: expected a dataset name ({names}) or an existing .csv, .npz "
+        raise UsageError(f"data: expected a dataset name ({names}) or an existing .csv, .npz, .npy "
                          f"or .idx file; got {source!r}")
     lower = source.lower()
+    if lower.endswith(".npy"):  # a memmap when it is large: see streaming
+        x, y, target_name = load_npy(source, target)
+        return Dataset(x, y, source, target_name)
     if lower.endswith(".csv"):
+        streamed = _large_csv(source, target, delimiter, with_target, class_names)
+        if streamed is not None:
+            return streamed
         if target is None and not with_target:
             table = read_csv(source, None, delimiter)
             return Dataset(table.x, None, source, feature_names=table.feature_names)
@@ -71,6 +79,16 @@ def load_data(source, target=None, seed=0, delimiter=None, with_target=True,
         x = load_idx(source)
         return Dataset(x.reshape(x.shape[0], -1).astype(numpy.float64), load_idx(target),
                        source, os.path.basename(target))
-    raise UsageError(f"data: expected a .csv, .npz or .idx(.gz) file; got {source!r}")
+    raise UsageError(f"data: expected a .csv, .npz, .npy or .idx(.gz) file; got {source!r}")
 
 
+def _large_csv(source, target, delimiter, with_target, class_names):
+    """A ``Dataset`` of a CSV too large to read whole, through its memmap cache (see
+    ``streaming``), or None for one read whole."""
+    column = -1 if target is None and with_target else target
+    found = load_large_csv(source, column, delimiter, class_names)
+    if found is None:
+        return None
+    x, y, features, target_name, classes = found
+    note = " (the last column; --target chooses another)" if column == -1 else ""
+    return Dataset(x, y, source, target_name, features, classes, note)

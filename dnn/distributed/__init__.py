@@ -14,10 +14,21 @@ update.
 Semantics, chosen so that N ranks train exactly as one rank would on N times the batch:
 
 - every rank passes the same ``x`` and ``y`` and the same fit arguments (checked at
-  the start of ``fit``: a mismatch is a ValueError on every rank); ``batch_size`` is
-  per rank. The epoch's order comes from ``(seed, epoch)`` as always; each global
-  batch of ``batch_size x N`` rows is split by rank (the last, short one as evenly as
-  it goes, and always run eagerly, never from a graph captured for full batches);
+  the start of ``fit``: the arguments, the rows, and a fingerprint of the data, each
+  array's sum and a strided sample of its rows; a mismatch is a ValueError on every
+  rank); ``batch_size`` is per rank (the command line's ``--batch-size`` is the
+  global batch, split across the ranks). The epoch's order comes from ``(seed,
+  epoch)`` as always; each global batch of ``batch_size x N`` rows is split by rank
+  (the last, short one as evenly as it goes, and always run eagerly, never from a
+  graph captured for full batches). A batch source read by every rank is split the
+  same way, batch by batch, each batch checked to be the same on every rank;
+- or, with ``fit(..., shard=True)``, each rank passes its own part of the data (an
+  array, or a batch source such as a DataLoader with a DistributedSampler): a global
+  batch is every rank's batch of that step, in rank order, each rank's loss gradient
+  scaled by its share of the rows. Ranks must then have the same number of steps per
+  epoch: checked at the start where it is known, and at every step for a source of
+  unknown length, where a rank whose data ends early is an error on every rank (no
+  rank waits for ever). Validation and ``evaluate`` add up the ranks' own rows;
 - weights start identical: rank 0's seed and weights are broadcast when the strategy
   is attached (at compile, or ``load_model(path, distribute=)``);
 - each rank scales its loss gradient by its share of the global batch and the sums

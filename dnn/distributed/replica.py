@@ -44,6 +44,9 @@ class DataParallelReplica(Replica):
     def _after_layer(self, i):
         self._call(self.reducer.layer_done, i)
 
+    def all_values(self, values):
+        return self.strategy.all_values(values)
+
     def after_backward(self):
         self._call(self.reducer.finish)
 

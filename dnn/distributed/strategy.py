@@ -20,6 +20,8 @@ from .replica import DataParallelReplica
 
 COMMUNICATORS = ("auto", "mpi", "nccl")
 ABORT_GRACE_S = 0.5  # how long an aborting rank lets its last output drain
+# What a mismatch message adds about shards: the way to give ranks different data.
+_SHARDS = ", unless fit(shard=True) says each rank passes its own part"
 _MISSING_MPI = ("DataParallel: MPI needs mpi4py and an MPI library: pip install mpi4py "
                 "mpich (or pip install '.[mpi]' in the dnn checkout)")
 
@@ -188,9 +190,18 @@ class DataParallel(Strategy):
         for j, name in enumerate(names):
             column = table[:, j]
             if (column != column[0]).any():
+                data = any(word in name for word in ("rows of", "fingerprint of"))
                 raise ValueError(f"{what}: {name}: expected the same value on every rank "
-                                 f"(every rank passes the same data and arguments); got "
+                                 f"(every rank passes the same data and arguments"
+                                 f"{_SHARDS if data else ''}); got "
                                  f"{', '.join(f'rank {r}: {v}' for r, v in enumerate(column))}")
+
+    def all_values(self, values):
+        """Every rank's integer ``values``, one list per rank in rank order."""
+        mine = numpy.array([int(v) for v in values], numpy.int64)
+        if self.comm is None:
+            return [mine.tolist()]
+        return self._gather_host(mine).tolist()
 
     def any_rank(self, flag):
         """Whether ``flag`` is true on any rank (the same answer on every rank)."""

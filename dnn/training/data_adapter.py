@@ -1,131 +1,82 @@
-"""Data at the API boundary: what ``fit``, ``evaluate`` and ``predict`` accept, checked
-once, and handed to the training loop as arrays on the model's device.
+"""Data at the API boundary: what ``fit``, ``evaluate`` and ``predict`` accept, checked,
+and handed to the training loop as a source (``dnn.training.sources``).
 
-Accepted: host data (NumPy arrays, lists), the backend's own arrays (CuPy on the cupy
-backend), and any array that exports DLPack (a CUDA or CPU ``torch.Tensor``, a JAX
-array), taken without a copy where it already lives on the model's device. An array on
-another device is an error that names both.
+Accepted:
 
-Checks run where the data lives, so device data never makes a host round trip: shapes
-from the metadata, then the values (every feature finite; targets finite and in the
-range the loss accepts) from a few reductions read back in one transfer. Host data is
-checked in one pass and uploaded once per call. The data set must fit in the device's
-memory: dnn keeps it there and gathers each batch on the device, and does not stream
-from host memory; a data set larger than the free memory is refused before the upload
-with the sizes named.
+- arrays: host data (NumPy arrays, lists), the backend's own arrays (CuPy on the cupy
+  backend), and any array that exports DLPack (a CUDA or CPU ``torch.Tensor``, a JAX
+  array), taken without a copy where it already lives on the model's device. An array
+  on another device is an error that names both. Arrays are checked where they live,
+  so device data never makes a host round trip: shapes from the metadata, then the
+  values (every feature finite; targets finite and in the range the loss accepts) from
+  a few reductions read back in one transfer. Host data is checked in one pass and
+  uploaded once per call, and each batch is then gathered on the device (the fast
+  path, ``ArraySource``);
+- data streamed from the host instead (``HostArraySource``): a memory-mapped array
+  (``numpy.memmap``, ``numpy.load(..., mmap_mode="r")``) on any backend; a host array
+  larger than the device's free memory; ``Rows(x, rows)``, rows of either. Loader
+  threads gather, cast and check each batch (naming the row of a bad value);
+- batch sources: a Keras-style sequence (``__len__`` and ``__getitem__``, Keras 3's
+  ``PyDataset``; a list of ``(x, y)`` batches is one), or an iterable of batches (a
+  generator, a torch ``DataLoader``): ``(x, y)`` or ``(x, y, sample_weight)`` tuples,
+  ``(x,)`` or ``x`` alone for predict. Their batches are checked one by one, as arrays
+  are, and an error names the batch (``batch_reader``). ``y``, ``sample_weight``,
+  ``batch_size`` and ``validation_split`` do not apply (the batches hold all of it);
+  ``shuffle`` permutes a sequence's batches and leaves an iterable's order to it.
 """
 from __future__ import annotations
 
 import numpy
 
-from .. import backend_scope, backends
+from . import checks
+from .batch_reader import BatchReader
+from .batch_sources import IterableSource, SequenceSource
+from .host_source import HostArraySource, Rows, is_memmap
 from .sources import ArraySource
 
-
-def _array(backend, data, name):
-    """``data`` as an array of ``backend``, or a host NumPy array."""
-    backend.check_array(data, name)
-    if backend.is_native(data):
-        arr = data
-    elif hasattr(data, "__dlpack__") and not isinstance(data, numpy.ndarray):
-        arr = backend.from_dlpack(data, name)
-    else:
-        try:
-            arr = numpy.asarray(data)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name}: expected a numeric array; could not convert: {exc}") \
-                from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name}: expected numeric data (bool, int or float); "
-                        f"got dtype {arr.dtype}")
-    return arr
+# A host data set larger than this fraction of the device's free memory is streamed
+# (the rest is the model's: weights, optimizer state, each batch size's workspaces).
+STREAM_FRACTION = 0.8
 
 
-def _backend(model):
-    """The model's backend, or the one it will be built on."""
-    return model.backend or backend_scope.get_backend()
+def kind_of(data):
+    """``"array"``, ``"rows"``, ``"sequence"`` or ``"iterable"``: how ``data`` is read."""
+    if isinstance(data, Rows):
+        return "rows"
+    if data is None or isinstance(data, (str, bytes, dict, numpy.ndarray)) or \
+            hasattr(data, "__dlpack__") or hasattr(data, "__array__") or \
+            hasattr(data, "__array_interface__") or hasattr(data, "__cuda_array_interface__"):
+        return "array"
+    if isinstance(data, (list, tuple)):
+        return "sequence" if data and _is_batch(data[0]) else "array"
+    if hasattr(data, "__getitem__") and (hasattr(data, "__len__") or
+                                         hasattr(data, "num_batches")):
+        return "sequence"
+    if hasattr(data, "__iter__") or hasattr(data, "__next__"):
+        return "iterable"
+    return "array"
 
 
-def _where(backend, arr):
-    """The backend that computes on ``arr``: the model's, or NumPy for host data."""
-    return backend if backend.is_native(arr) else backends.get_backend("numpy")
+def _is_batch(item):
+    """Whether a list's first item is a batch: a tuple of arrays (of at least one
+    dimension: a row of numbers, NumPy scalars included, is data, not a batch)."""
+    return isinstance(item, (tuple, list)) and 1 <= len(item) <= 3 and \
+        (getattr(item[0], "ndim", 0) or 0) >= 1
 
 
-def _features_layout(arr, name, expected_dim):
-    if arr.ndim == 1 and expected_dim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (samples, features); "
-                         f"got shape {tuple(arr.shape)}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one sample; got shape {tuple(arr.shape)}")
-    if expected_dim is not None and arr.shape[1] != expected_dim:
-        raise ValueError(f"{name}: expected {expected_dim} features per sample (the model's "
-                         f"input_dim); got {arr.shape[1]} (shape {tuple(arr.shape)})")
-    return arr
+def _refuse(name, value, why):
+    raise ValueError(f"{name}: expected {why}; got {value!r}")
 
 
-def _raise_not_finite(backend, arr, name):
-    """The error path: find the first non-finite value on the host and name it."""
-    host = backend.to_numpy(arr)
-    bad = numpy.argwhere(~numpy.isfinite(host))
-    if bad.size:
-        index = tuple(int(i) for i in bad[0])
-        raise ValueError(f"{name}: expected finite values; got {host[index]} at index {index}")
-
-
-def _check(model, x, y, name):
-    """Check the values of ``x`` (and ``y``), with one read-back per place they live.
-
-    A sum is finite exactly when every value is (NaN and infinities propagate); a
-    finite array whose sum overflows is told apart on the error path."""
-    places = {}
-    for arr, arr_name in [(x, name)] + ([(y, "y")] if y is not None else []):
-        places.setdefault(_where(model.backend, arr), []).append((arr, arr_name))
-    for be, group in places.items():
-        wanted = []
-        with numpy.errstate(over="ignore", invalid="ignore"):  # overflow: see below
-            for arr, _ in group:
-                wanted.append(be.sum(arr) if arr.dtype.kind == "f" else be.xp.zeros(()))
-                if arr is y:
-                    wanted += be.value_summary(arr)
-        values = iter(be.read_scalars(wanted))
-        for arr, arr_name in group:
-            if not numpy.isfinite(next(values)):
-                _raise_not_finite(be, arr, arr_name)
-            if arr is y:
-                low, high, fractional = next(values), next(values), next(values)
-                sample = None
-                if fractional:
-                    host = be.to_numpy(arr)
-                    sample = host[host != numpy.round(host)].flat[0].item()
-                model.loss.check_target_values(low, high, sample, model.output_dim)
-
-
-def _fits(model, arrays, what):
-    free = model.backend.free_memory()
-    need = sum(int(a.size) * numpy.dtype(dtype).itemsize
-               for a, dtype in arrays if not model.backend.is_native(a))
-    if free is not None and need > free:
-        raise MemoryError(
-            f"{what}: the data needs {_size(need)} on {model.backend.device}, which has "
-            f"{_size(free)} free: dnn keeps the data set in device memory and does not "
-            f"stream it from the host. Pass part of the data per call, or train on the "
-            f"numpy backend")
-
-
-def _size(nbytes):
-    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
-
-
+# ------------------------------------------------------------------ arrays, whole
 def features(model, x, name="x", what="predict"):
     """``x`` checked and on the model's device in the compute dtype (building the model
     from its width if needed)."""
-    x = _features_layout(_array(_backend(model), x, name), name, model.input_dim)
+    x = checks.features_layout(checks.as_array(checks.model_backend(model), x, name), name,
+                               model.input_dim)
     if not model.built:
         model.build(x.shape[1])
-    _check(model, x, None, name)
-    _fits(model, [(x, model.compute_dtype)], what)
+    checks.check_values(model, x, None, name)
     return model.backend.asarray(x, dtype=model.compute_dtype)
 
 
@@ -134,81 +85,231 @@ def features_and_targets(model, x, y, name="x", what="fit", sample_weight=None,
     """``(x, y, w)`` checked and on the model's device: features in the compute dtype,
     targets in the layout and dtype the loss expects, and the per-sample weights from
     ``sample_weight`` and ``class_weight`` (their product, as Keras) or None."""
-    x = _features_layout(_array(_backend(model), x, name), name, model.input_dim)
+    x = checks.features_layout(checks.as_array(checks.model_backend(model), x, name), name,
+                               model.input_dim)
     if not model.built:
         model.build(x.shape[1])
-    y = _array(model.backend, y, "y")
-    if y.ndim == 0 or y.shape[0] != x.shape[0]:
-        got = "a scalar" if y.ndim == 0 else f"{y.shape[0]} (shape {tuple(y.shape)})"
-        raise ValueError(f"y: expected {x.shape[0]} targets, one per sample of {name}; "
-                         f"got {got}")
+    y = checks.as_array(model.backend, y, "y")
+    checks.matching_targets(y, x.shape[0], name)
     layout = model.loss.target_layout(y, model.output_dim)
-    _check(model, x, y, name)  # on y as passed, so that an index names the user's element
+    checks.check_values(model, x, y, name)  # y as passed: an index names the user's element
     y_dtype = model.loss.target_dtype(model.dtype)
-    w = _sample_weights(model, layout, x.shape[0], sample_weight, class_weight)
-    _fits(model, [(x, model.compute_dtype), (layout, y_dtype)], what)
+    w = _weights(model, layout, x.shape[0], sample_weight, class_weight)
     be = model.backend
     return (be.asarray(x, dtype=model.compute_dtype), be.asarray(layout, dtype=y_dtype),
             None if w is None else be.asarray(w, dtype=model.dtype))
 
 
-def _sample_weights(model, y, n, sample_weight, class_weight):
+def _weights(model, y, n, sample_weight, class_weight):
     """Host weights (n,) or None. class_weight reads the targets' classes on the host
     (device targets are read back once for it)."""
-    weights = None
-    if sample_weight is not None:
-        weights = numpy.asarray(_host(model, _array(model.backend, sample_weight,
-                                                    "sample_weight")), numpy.float64)
-        if weights.ndim == 2 and weights.shape[1] == 1:
-            weights = weights[:, 0]
-        if weights.shape != (n,):
-            raise ValueError(f"sample_weight: expected one weight per sample, shape ({n},); "
-                             f"got shape {weights.shape}")
-        _check_weights(weights, "sample_weight")
-    if class_weight is not None:
-        if not isinstance(class_weight, dict) or not class_weight:
-            raise ValueError(f"class_weight: expected a dict {{class: weight}}; got "
-                             f"{class_weight!r}")
-        classes = model.loss.target_classes(_host(model, y))
-        table = {int(k): float(v) for k, v in class_weight.items()}
-        _check_weights(numpy.array(list(table.values())), "class_weight")
-        missing = sorted(set(numpy.unique(classes).tolist()) - set(table))
-        if missing:
-            raise ValueError(f"class_weight: expected a weight for every class in y; got none "
-                             f"for class{'es' if len(missing) > 1 else ''} "
-                             f"{', '.join(map(str, missing[:10]))}")
-        by_class = numpy.vectorize(table.__getitem__, otypes=[numpy.float64])(classes)
+    weights = None if sample_weight is None else checks.sample_weights(model, sample_weight,
+                                                                       n)
+    table = checks.class_weight_table(class_weight)
+    if table is not None:
+        by_class = checks.class_weights(model, y, table)
         weights = by_class if weights is None else weights * by_class
     return weights
 
 
-def _host(model, arr):
-    return model.backend.to_numpy(arr) if model.backend.is_native(arr) else numpy.asarray(arr)
+# ------------------------------------------------------------------ arrays, streamed
+def _streams(model, x, name):
+    """Whether host array ``x`` is streamed rather than uploaded whole: a memmap always
+    (its rows are read as they are needed, and a dtype cast never copies it whole);
+    another host array when it would not fit in the device's free memory."""
+    if is_memmap(x):
+        return True
+    be = checks.model_backend(model)
+    if be.is_native(x) or hasattr(x, "__dlpack__") and not isinstance(x, numpy.ndarray):
+        return False
+    free = be.free_memory()
+    if free is None:
+        return False
+    arr = numpy.asarray(x) if not hasattr(x, "nbytes") else x
+    itemsize = numpy.dtype(model.compute_dtype).itemsize if model.built else arr.itemsize
+    return arr.size * itemsize > STREAM_FRACTION * free
 
 
-def _check_weights(weights, name):
-    if not numpy.isfinite(weights).all():
-        raise ValueError(f"{name}: expected finite weights; got "
-                         f"{weights[~numpy.isfinite(weights)][0]}")
-    if (weights < 0).any():
-        raise ValueError(f"{name}: expected weights >= 0; got {weights[weights < 0][0]:g}")
+def _host_features(model, x, name):
+    if not is_memmap(x):
+        x = checks.as_array(checks.model_backend(model), x, name)
+    elif x.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected numeric data (bool, int or float); got dtype "
+                        f"{x.dtype}")
+    x = checks.features_layout(x, name, model.input_dim)
+    if not model.built:
+        model.build(x.shape[1])
+    return x
 
 
-def split_validation(model, source, validation_split, validation_data):
-    """``(training source, validation source or None)`` after ``validation_data`` ((x,
-    y) or (x, y, sample_weight)) or ``validation_split`` (as Keras: the last fraction of
-    the data, before any shuffling; the split is views)."""
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, "
-                             f"y_val, sample_weight); got {type(validation_data).__name__}")
-        val = features_and_targets(model, *validation_data[:2], name="validation_data",
-                                   sample_weight=(validation_data[2:] or [None])[0])
-        return source, ArraySource(*val)
-    if not validation_split:
-        return source, None
-    split = int(round(source.rows * (1 - validation_split)))
-    if split <= 0 or split >= source.rows:
-        raise ValueError(f"validation_split: {validation_split} leaves an empty "
-                         f"training or validation set for {source.rows} samples")
-    return source.split(split)
+def host_source(model, x, y=None, name="x", sample_weight=None, class_weight=None):
+    """A ``HostArraySource`` of host features ``x`` (an array, a memmap, or ``Rows``)
+    and targets ``y`` (None for predict): shapes checked now, values batch by batch."""
+    selection = None
+    if isinstance(x, Rows):
+        x, selection = x.x, x.rows
+    x = _host_features(model, x, name)
+    rows = x.shape[0] if selection is None else selection.shape[0]
+    if y is None:
+        return HostArraySource(model, x, selection=selection)
+    y = y if is_memmap(y) else checks.as_array(model.backend, y, "y")
+    if model.backend.is_native(y):
+        y = model.backend.to_numpy(y)
+    checks.matching_targets(y, rows, name)
+    layout = model.loss.target_layout(y, model.output_dim)
+    weights = None if sample_weight is None else checks.sample_weights(model, sample_weight,
+                                                                       rows)
+    return HostArraySource(model, x, layout, weights, selection,
+                           checks.class_weight_table(class_weight))
+
+
+# ------------------------------------------------------------------ batch sources
+def batch_source(model, data, kind, steps=None, class_weight=None, with_targets=True):
+    """A ``SequenceSource`` or ``IterableSource`` of ``data``; its first batch is read
+    now (it sets the model's input width, and what every batch must hold)."""
+    reader = BatchReader(model, with_targets, checks.class_weight_table(class_weight))
+    if kind == "sequence":
+        length = _sequence_length(data)
+        if length is None and steps is None:
+            raise ValueError("steps_per_epoch: expected the number of batches per epoch "
+                             "for an endless sequence (num_batches None); got None")
+        first = _first_read(reader, data, lambda: data[0])
+        return SequenceSource(model, data, reader, first, steps, length)
+    iterator = iter(data)
+    try:
+        first_batch = next(iterator)
+    except StopIteration:
+        raise ValueError(f"x: expected batches; the {type(data).__name__} gave none "
+                         f"(an exhausted generator?)") from None
+    first = _first_read(reader, data, lambda: first_batch)
+    return IterableSource(model, data, reader, first, steps, iterator, first_batch)
+
+
+def _sequence_length(data):
+    """A sequence's number of batches: Keras 3's ``num_batches`` where the class has it
+    (None: endless), else ``len``."""
+    length = data.num_batches if hasattr(type(data), "num_batches") else len(data)
+    if length is not None and (not isinstance(length, (int, numpy.integer)) or length < 1):
+        raise ValueError(f"x: expected a sequence of at least one batch; got "
+                         f"{type(data).__name__} of length {length!r}")
+    return None if length is None else int(length)
+
+
+def _first_read(reader, data, get):
+    """The first batch read (in this thread), with a hint when a torch Dataset was
+    passed where its DataLoader was meant."""
+    try:
+        return reader.read(get(), 0)
+    except (TypeError, ValueError) as exc:
+        if type(data).__module__.startswith("torch.utils.data"):
+            raise type(exc)(f"{exc} (a torch Dataset gives samples, not batches: pass a "
+                            f"torch.utils.data.DataLoader)") from None
+        raise
+
+
+# ------------------------------------------------------------------ the API calls
+def training_sources(model, x, y, options, sample_weight=None, class_weight=None):
+    """``(training source, validation source or None)`` for ``fit``; settles the
+    options' batch sizes for array data."""
+    kind = kind_of(x)
+    if kind in ("sequence", "iterable"):
+        _refuse_for_batches(y, sample_weight, options)
+        train = batch_source(model, x, kind, options.steps_per_epoch, class_weight)
+        return train, _validation(model, options, None)[1]
+    if options.steps_per_epoch is not None:
+        _refuse("steps_per_epoch", options.steps_per_epoch, "None for array data (an "
+                "epoch is every row once; steps_per_epoch is for batch sources)")
+    options.for_arrays()
+    if y is None:
+        raise ValueError("y: expected targets for x (or x as a batch source of (x, y) "
+                         "batches); got None")
+    if kind == "rows" or _streams(model, x, "x"):
+        train = host_source(model, x, y, sample_weight=sample_weight,
+                            class_weight=class_weight)
+    else:
+        train = ArraySource(*features_and_targets(model, x, y, sample_weight=sample_weight,
+                                                  class_weight=class_weight))
+    return _validation(model, options, train)
+
+
+def _refuse_for_batches(y, sample_weight, options):
+    why = "when x is a batch source"
+    if y is not None:
+        _refuse("y", type(y).__name__, f"None {why} (its batches carry the targets)")
+    if sample_weight is not None:
+        _refuse("sample_weight", type(sample_weight).__name__,
+                f"None {why} (yield (x, y, sample_weight) batches)")
+    if options.batch_size is not None:
+        _refuse("batch_size", options.batch_size, f"None {why} (its batches set their size)")
+    if options.validation_split:
+        _refuse("validation_split", options.validation_split,
+                f"0 {why} (pass validation_data)")
+
+
+def _validation(model, options, train):
+    """``(train, validation)``: after ``validation_data`` ((x, y), (x, y,
+    sample_weight), or a batch source) or ``validation_split`` (as Keras: the last
+    fraction of the data, before any shuffling; the split is views)."""
+    data = options.validation_data
+    if data is not None:
+        return train, validation_source(model, data, options)
+    if not options.validation_split:
+        return train, None
+    split = int(round(train.rows * (1 - options.validation_split)))
+    if split <= 0 or split >= train.rows:
+        raise ValueError(f"validation_split: {options.validation_split} leaves an empty "
+                         f"training or validation set for {train.rows} samples")
+    return train.split(split)
+
+
+def validation_source(model, data, options):
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and \
+            kind_of(data[0]) in ("array", "rows") and not _is_batch(data[0]):
+        weights = (data[2:] or [None])[0]
+        if options.validation_batch_size is None:  # a batch source trains: as Keras, 32
+            options.validation_batch_size = 32
+        if kind_of(data[0]) == "rows" or _streams(model, data[0], "validation_data"):
+            return host_source(model, data[0], data[1], "validation_data", weights)
+        return ArraySource(*features_and_targets(model, *data[:2], name="validation_data",
+                                                 sample_weight=weights))
+    kind = kind_of(data)
+    if kind not in ("sequence", "iterable"):
+        raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, "
+                         f"y_val, sample_weight), or a batch source; got "
+                         f"{type(data).__name__}")
+    if options.validation_batch_size is not None and options.batch_size is None:
+        _refuse("validation_batch_size", options.validation_batch_size,
+                "None when validation_data is a batch source (its batches set their size)")
+    return batch_source(model, data, kind, options.validation_steps)
+
+
+def evaluation_source(model, x, y, batch_size, sample_weight=None, steps=None):
+    """``(source, batch size)`` of ``evaluate``: batch size 256 for arrays by default."""
+    kind = kind_of(x)
+    if kind in ("sequence", "iterable"):
+        for name, value in (("y", y), ("sample_weight", sample_weight),
+                            ("batch_size", batch_size)):
+            if value is not None:
+                _refuse(name, value if name == "batch_size" else type(value).__name__,
+                        "None when x is a batch source (its batches hold the data)")
+        return batch_source(model, x, kind, steps), None
+    batch_size = 256 if batch_size is None else batch_size
+    if kind == "rows" or _streams(model, x, "x"):
+        return host_source(model, x, y, sample_weight=sample_weight), batch_size
+    return ArraySource(*features_and_targets(model, x, y, what="evaluate",
+                                             sample_weight=sample_weight)), batch_size
+
+
+def prediction_source(model, x, batch_size, steps=None):
+    """``(source, batch size)`` of ``predict``, or ``(None, batch size)`` for arrays that
+    take the direct path (``features``)."""
+    kind = kind_of(x)
+    if kind in ("sequence", "iterable"):
+        if batch_size is not None:
+            _refuse("batch_size", batch_size, "None when x is a batch source (its batches "
+                    "set their size)")
+        return batch_source(model, x, kind, steps, with_targets=False), None
+    batch_size = 256 if batch_size is None else batch_size
+    if kind == "rows" or _streams(model, x, "x"):
+        return host_source(model, x), batch_size
+    return None, batch_size

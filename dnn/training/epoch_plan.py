@@ -4,7 +4,9 @@ points fall. The training loop only drives it (the shape of Keras 3's
 ``EpochIterator``, which yields ``(begin_step, end_step, data)``).
 
 The plan speaks of positions in the epoch's order, not of arrays: a source of batches
-(``dnn.training.sources``) turns a segment into the batch it names.
+(``dnn.training.sources``) turns a segment into the batch it names. A source whose
+batches are only known as they arrive (a generator) makes its segments as they come
+(``dnn.training.batch_sources``), with the same fields.
 """
 from __future__ import annotations
 
@@ -22,8 +24,15 @@ WHOLE = Share(None, 0)
 # that a captured graph gathers itself, at a cursor in device memory; otherwise one
 # batch, the rows ``order[start:stop]`` of this rank's order (none: a rank with no rows
 # in the last, short global batch). ``replayable``: a full batch that may replay the
-# step captured for full batches.
-Segment = collections.namedtuple("Segment", "begin steps start stop share replayable")
+# step captured for full batches. ``rows``: this rank's rows in the segment;
+# ``global_rows``: every rank's together.
+Segment = collections.namedtuple("Segment",
+                                 "begin steps start stop share replayable rows global_rows")
+
+# The shuffled order of a memmap (``block_order``): blocks of about this many bytes of
+# contiguous rows, and the number of blocks whose rows are shuffled together.
+BLOCK_BYTES = 1 << 20
+WINDOW_BLOCKS = 64
 
 
 def split_rows(count, world, rank):
@@ -59,58 +68,102 @@ def epoch_order(rows, seed, epoch, shuffle):
     return numpy.random.default_rng([seed, epoch]).permutation(rows)
 
 
+def block_order(rows, row_bytes, seed, epoch, shuffle):
+    """The sample order of epoch ``epoch`` over a memory-mapped array, shuffled so that
+    reads stay local: a function of ``(seed, epoch)`` alone, as ``epoch_order``.
+
+    The rows are cut into blocks of ``max(1, BLOCK_BYTES // row_bytes)`` contiguous
+    rows (the last block may be shorter). ``numpy.random.default_rng([seed, epoch])``
+    draws a permutation of the blocks; the permuted blocks are then taken
+    ``WINDOW_BLOCKS`` at a time, and for each such window in turn the same generator
+    draws a permutation of the window's rows (listed block by block in the window's
+    order, each block's rows ascending). The epoch's order is the windows' permuted
+    rows, one window after another. Without ``shuffle``: ``0, 1, ..., rows - 1``."""
+    if not shuffle:
+        return numpy.arange(rows)
+    block = max(1, BLOCK_BYTES // max(1, int(row_bytes)))
+    rng = numpy.random.default_rng([seed, epoch])
+    blocks = rng.permutation(-(-rows // block))
+    order = numpy.empty(rows, numpy.int64)
+    within = numpy.arange(block)
+    filled = 0
+    for first in range(0, blocks.shape[0], WINDOW_BLOCKS):
+        window = (blocks[first:first + WINDOW_BLOCKS, None] * block + within).ravel()
+        window = window[window < rows]
+        order[filled:filled + window.shape[0]] = window[rng.permutation(window.shape[0])]
+        filled += window.shape[0]
+    return order
+
+
+def progress_crossed(end, done, steps, every):
+    """Whether the ``done`` steps that ended at step ``end`` (its count of steps taken)
+    passed a progress point: every ``every`` steps, and the epoch's last step (when
+    ``steps``, the epoch's count, is known)."""
+    last = (end - 1) % every
+    return end == steps or last == every - 1 or last <= done - 2
+
+
 class EpochPlan:
     """The steps of one epoch over ``order`` (every row's index, in the epoch's order)
     in global batches of ``batch_size`` rows per rank.
 
     ``replica``: the model's replica (its rank and world size); ``chunk_steps``: steps
-    per captured multi-step graph (1: none); ``progress_every``: steps between progress
-    points (the last step always is one)."""
+    per captured multi-step graph (1: none). ``shard_rows``: with shards (each rank its own
+    rows, ``order`` this rank's), every rank's row count; every rank then has the same
+    number of steps (checked before) and a global batch is every rank's batch of that
+    step, in rank order."""
 
-    def __init__(self, order, batch_size, replica, chunk_steps=1, progress_every=1):
-        self.rows_total = int(order.shape[0])
+    def __init__(self, order, batch_size, replica, chunk_steps=1, shard_rows=None):
         self.batch_size = batch_size
         self.world_size = replica.world_size
-        if not replica.shares_batches:
-            self.order, self.steps, last = order, -(-self.rows_total // batch_size), None
+        # Samples of the global epoch.
+        self.rows_total = int(order.shape[0]) if shard_rows is None else int(sum(shard_rows))
+        self.rank = replica.rank
+        self._shard_rows = None if shard_rows is None else numpy.asarray(shard_rows)
+        if shard_rows is not None or not replica.shares_batches:
+            self.order, self.steps, last = order, -(-int(order.shape[0]) // batch_size), None
         else:
             self.order, self.steps, last = rank_order(order, batch_size, replica.world_size,
                                                       replica.rank)
         self.rows = int(self.order.shape[0])  # this rank's rows in the epoch
         self._last = last
-        full = self.rows // batch_size if last is None else self.steps - 1
-        self.chunks = full // chunk_steps if chunk_steps > 1 else 0
-        self.chunk_steps = chunk_steps
-        self.progress_every = max(1, progress_every)
         self._full_share = WHOLE if not replica.shares_batches else Share(
             1.0 / replica.world_size, replica.rank * batch_size)
+        self.full_steps = self._count_full_steps()
+        self.chunks = self.full_steps // chunk_steps if chunk_steps > 1 else 0
+        self.chunk_steps = chunk_steps
+
+    def _count_full_steps(self):
+        """Steps at whose every rank holds ``batch_size`` rows with the full share."""
+        if self._shard_rows is not None:
+            return int(self._shard_rows.min()) // self.batch_size
+        return self.rows // self.batch_size if self._last is None else self.steps - 1
+
+    def _step(self, step):
+        """``(share, global rows)`` of step ``step`` (one batch)."""
+        b, world = self.batch_size, self.world_size
+        if step < self.full_steps:
+            return self._full_share, b * world
+        if self._shard_rows is not None:
+            held = numpy.clip(self._shard_rows - step * b, 0, b)
+            total = int(held.sum())
+            share = Share(int(held[self.rank]) / total, int(held[:self.rank].sum())) \
+                if self._full_share is not WHOLE else WHOLE
+            return share, total
+        if self._last is None:
+            return self._full_share, min(self.rows - step * b, b) * world
+        start, stop, total = self._last
+        return Share((stop - start) / total, start), total
 
     def __iter__(self):
         k, b = self.chunk_steps, self.batch_size
         for i in range(self.chunks):
-            yield Segment(i * k, k, None, None, self._full_share, True)
-        last_share = self._full_share if self._last is None else \
-            Share((self._last[1] - self._last[0]) / self._last[2], self._last[0])
+            yield Segment(i * k, k, None, None, self._full_share, True, k * b,
+                          k * b * self.world_size)
         for step in range(self.chunks * k, self.steps):
-            start, stop = step * b, min(self.rows, (step + 1) * b)
-            final = step == self.steps - 1
+            start, stop = min(self.rows, step * b), min(self.rows, (step + 1) * b)
+            share, total = self._step(step)
             # The last global batch never replays a full batch's graph: a rank may hold
             # batch_size rows of it with another share and offset.
-            replayable = stop - start == b and (self._last is None or not final)
-            yield Segment(step, 1, start, stop, last_share if final else self._full_share,
-                          replayable)
-
-    def crossed(self, end, done):
-        """Whether the ``done`` steps that ended at step ``end`` (its count of steps
-        taken) passed a progress point."""
-        every = self.progress_every
-        last = (end - 1) % every
-        return end == self.steps or last == every - 1 or last <= done - 2
-
-    def seen(self, steps_taken):
-        """Samples of the global epoch trained after ``steps_taken`` steps."""
-        return min(self.rows_total, steps_taken * self.batch_size * self.world_size)
-
-    def rows_seen(self, steps_taken):
-        """This rank's rows trained after ``steps_taken`` steps."""
-        return min(self.rows, steps_taken * self.batch_size)
+            replayable = stop - start == b and step < self.full_steps
+            yield Segment(step, 1, start, stop, share, replayable, stop - start, total)

@@ -97,7 +97,8 @@ class NanGuard:
             else:
                 kept = ("the weights are non-finite and were left so "
                         "(TerminateOnNaN(restore_weights=False))")
+        of = "" if steps is None else f"/{steps}"  # a batch source of unknown length
         raise NonFiniteLossError(
-            f"fit: non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}/{steps}; "
+            f"fit: non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}{of}; "
             f"training stopped and {kept} (lower the learning rate, or clip gradients with "
             f"clipnorm=)")

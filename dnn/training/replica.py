@@ -47,6 +47,11 @@ class Replica:
     def check_same(self, what, **values):
         """Raise ValueError unless every rank passed the same integer ``values``."""
 
+    def all_values(self, values):
+        """Every rank's integer ``values``, one row per rank in rank order (a list of
+        lists): a rank's part of a step or of a data set that the others must know."""
+        return [[int(v) for v in values]]
+
     def after_backward(self):
         """The backward pass is done: every gradient is final (summed across ranks)."""
 

@@ -52,6 +52,8 @@ def _usable(columns):
 
 def _counter(step, steps):
     # Padded to the total's width, as Keras does, so the bar does not jump at 10, 100...
+    if steps is None:  # a batch source whose length is not known yet: Keras's form
+        return f"{step}/Unknown"
     return f"{step:>{len(str(steps))}}/{steps}"
 
 
@@ -70,7 +72,8 @@ def bar_line(columns, step, steps, loss=None, eta=None, rate=None):
     ``eta`` (seconds) and ``rate`` (samples/s) are None until they are known. When the
     line would not fit, the bar shrinks first (from 30 down to 6 characters), then
     samples/s is dropped, then the ETA, then the bar itself; the loss is the last to go
-    (cut at the width)."""
+    (cut at the width). ``steps`` None (a batch source whose length is not known yet):
+    ``12/Unknown - 1,234 samples/s - loss: 0.1234``, no bar and no ETA, as in Keras."""
     width = _usable(columns)
     counter = _counter(step, steps)
     tail = [] if loss is None else [f"loss: {loss:.4f}"]
@@ -80,8 +83,10 @@ def bar_line(columns, step, steps, loss=None, eta=None, rate=None):
     # The most complete line that fits: drop samples/s, then the ETA.
     for keep in range(len(optional), -1, -1):
         rest = "".join(" - " + f for f in optional[:keep] + tail)
+        if steps is None and len(counter) + len(rest) <= width:  # no total: no bar
+            return counter + rest
         room = width - len(counter) - len(" []") - len(rest)
-        if room >= MIN_BAR_WIDTH:
+        if room >= MIN_BAR_WIDTH and steps is not None:
             bar = _bar(min(room, BAR_WIDTH), step / steps if steps else 1.0)
             return f"{counter} [{bar}]{rest}"
     return (counter + "".join(" - " + f for f in tail))[:width]
@@ -176,6 +181,7 @@ class ProgressDisplay:
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = self.clock()
         self.last_draw = None
+        self.batches = 0  # the last batch drawn
         self.rate_start = None  # (time, batch, seen) at the epoch's first progress point
         if self.bar:
             self.out.write(f"Epoch {epoch + 1}/{self.params['epochs']}\n")
@@ -187,20 +193,24 @@ class ProgressDisplay:
         logs = logs or {}
         now = self.clock()
         steps = self.params["steps"]
-        seen = logs.get("seen", min((batch + 1) * self.params.get("batch_size", 1),
-                                    self.params.get("samples", batch + 1)))
+        seen = logs.get("seen")
+        if seen is None:  # batch sources leave batch_size and samples None
+            seen = min((batch + 1) * (self.params.get("batch_size") or 1),
+                       self.params.get("samples") or batch + 1)
         eta = rate = None
         if self.rate_start is None:
             self.rate_start = (now, batch, seen)
         else:
             if self.last_draw is not None and now - self.last_draw < self.REFRESH_S \
-                    and batch + 1 < steps:
+                    and (steps is None or batch + 1 < steps):
                 return
             start, start_batch, start_seen = self.rate_start
             if batch > start_batch and now - start >= self.RATE_AFTER_S:
                 rate = (seen - start_seen) / (now - start)
-                eta = (now - start) / (batch - start_batch) * (steps - 1 - batch)
+                if steps is not None:
+                    eta = (now - start) / (batch - start_batch) * (steps - 1 - batch)
         self.last_draw = now
+        self.batches = batch + 1
         line = bar_line(self._columns(), batch + 1, steps, logs.get("loss"), eta, rate)
         self.out.write(f"\r{line}\x1b[K")
         self.out.flush()
@@ -209,7 +219,8 @@ class ProgressDisplay:
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         elapsed = self.clock() - self.epoch_start
-        steps = self.params["steps"]
+        # Unknown only when an epoch of unknown length stopped early: what it ran.
+        steps = self.params["steps"] or self.batches
         if self.bar:
             lines = epoch_lines(self._columns(), steps, steps, elapsed, logs)
             self.out.write("\r" + "\x1b[K\n".join(lines) + "\x1b[K\n")
