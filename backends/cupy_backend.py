@@ -15,8 +15,8 @@ from ..kernels.catalogue import FLOAT_DTYPES, REDUCE_BLOCKS
 from ..kernels.cuda import CudaRuntime
 from ..kernels.launch import FusedKernels, KernelUnavailable
 from ..kernels.reference import NORMALIZATION_EPSILON
-from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, Backend,
-                   dlpack_device_name, type_name, check_activation)
+from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, LEAKY_RELU_SLOPE,
+                   Backend, dlpack_device_name, type_name, check_activation)
 from .cublas_ctypes import CublasHandle
 
 INSTALL_HINT = ("pip install cupy-cuda13x (CUDA 13) or cupy-cuda12x (CUDA 12); in the dnn "
@@ -215,25 +215,28 @@ class CupyBackend(Backend):
     def _zero_bias(self, cols, dtype):
         return self._buffer("zeros", (cols,), dtype, fill=0)
 
-    def bias_activation(self, x, bias, activation, out=None):
+    def bias_activation(self, x, bias, activation, out=None, negative_slope=LEAKY_RELU_SLOPE):
         activation = check_activation(activation)
         if x.ndim == 2 and bias.dtype == x.dtype and self._fusable(x, bias, out):
             try:
                 return self.kernels.bias_activation(
-                    x, bias, activation, self.empty(x.shape, x.dtype) if out is None else out)
+                    x, bias, activation, self.empty(x.shape, x.dtype) if out is None else out,
+                    negative_slope)
             except KernelUnavailable:
                 pass
         self._generic("bias_activation", x, bias)
-        return super().bias_activation(x, bias, activation, out=out)
+        return super().bias_activation(x, bias, activation, out=out,
+                                       negative_slope=negative_slope)
 
-    def activation(self, name, x, out=None):
+    def activation(self, name, x, out=None, negative_slope=LEAKY_RELU_SLOPE):
         name = check_activation(name)
         if x.ndim == 2 and self._fusable(x, out):
-            return self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out=out)
+            return self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out=out,
+                                        negative_slope=negative_slope)
         self._generic("activation", x)
-        return super().activation(name, x, out=out)
+        return super().activation(name, x, out=out, negative_slope=negative_slope)
 
-    def activation_backward(self, name, dy, x, y, out=None):
+    def activation_backward(self, name, dy, x, y, out=None, negative_slope=LEAKY_RELU_SLOPE):
         name = check_activation(name)
         if name == "linear" and (out is None or out is dy):
             return dy
@@ -241,11 +244,13 @@ class CupyBackend(Backend):
         if dy.ndim == 2 and saved is not None and self._fusable(dy, saved, out):
             try:
                 return self.kernels.activation_backward(
-                    name, dy, x, y, self.empty(dy.shape, dy.dtype) if out is None else out)
+                    name, dy, x, y, self.empty(dy.shape, dy.dtype) if out is None else out,
+                    negative_slope)
             except KernelUnavailable:
                 pass
         self._generic("activation_backward", dy, saved)
-        return super().activation_backward(name, dy, x, y, out=out)
+        return super().activation_backward(name, dy, x, y, out=out,
+                                           negative_slope=negative_slope)
 
     # ------------------------------------------------------------ normalization
     # Column statistics are column sums (cuBLAS GEMVs with a ones vector, which scale and
@@ -288,9 +293,12 @@ class CupyBackend(Backend):
     def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch,
                             batch=True):
         if dy.ndim == 2 and self._fusable(dy, xhat, gamma, out, scratch):
-            try:
-                self.column_sum(dy, out=dbeta)
-                self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
+            try:  # a batch's statistics need both sums, whether gamma and beta train or not
+                self.column_sum(dy, out=self._stats("bn_dbeta", dy.shape[1], var.dtype)
+                                if dbeta is None else dbeta)
+                self.column_sum(self.kernels.product(dy, xhat, scratch),
+                                out=self._stats("bn_dgamma", dy.shape[1], var.dtype)
+                                if dgamma is None else dgamma)
                 return self.kernels.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta,
                                                         out, epsilon, batch)
             except KernelUnavailable:
@@ -299,45 +307,52 @@ class CupyBackend(Backend):
         return super().batch_norm_backward(dy, xhat, gamma, var, epsilon, dgamma, dbeta, out,
                                            scratch, batch)
 
-    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd):
-        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat, rstd):
+    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd, shift=None):
+        if x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat, rstd, shift):
             try:
-                return self.kernels.layer_norm(x, gamma, beta, out, xhat, rstd, epsilon)
+                return self.kernels.layer_norm(x, gamma, None if shift is not None else beta,
+                                               out, xhat, rstd, epsilon, shift)
             except KernelUnavailable:
                 pass
         self._generic("layer_norm_forward", x)
-        return super().layer_norm_forward(x, gamma, beta, epsilon, out, xhat, rstd)
+        return super().layer_norm_forward(x, gamma, beta, epsilon, out, xhat, rstd, shift)
 
-    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch):
-        if dy.ndim == 2 and self._fusable(dy, xhat, gamma, rstd, out, scratch):
+    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch,
+                            shift=None):
+        if dy.ndim == 2 and self._fusable(dy, xhat, gamma, rstd, out, scratch, shift):
             try:  # the parameter gradients first: out may be dy
-                self.column_sum(dy, out=dbeta)
-                self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
-                return self.kernels.layer_norm_backward(dy, xhat, gamma, rstd, out)
+                if dbeta is not None:
+                    self.column_sum(dy, out=dbeta)
+                if dgamma is not None:
+                    self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
+                return self.kernels.layer_norm_backward(dy, xhat, gamma, rstd, out, shift)
             except KernelUnavailable:
                 pass
         self._generic("layer_norm_backward", dy)
-        return super().layer_norm_backward(dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch)
+        return super().layer_norm_backward(dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch,
+                                           shift)
 
-    def standardize(self, x, mean, variance, out):
+    def standardize(self, x, mean, variance, out, invert=False):
         if x.ndim == 2 and self._fusable(x, out):
             try:
                 return self.kernels.column_affine(x, mean, variance, None, None, out, None,
-                                                  NORMALIZATION_EPSILON, clamp=True)
+                                                  NORMALIZATION_EPSILON, clamp=True,
+                                                  invert=invert)
             except KernelUnavailable:
                 pass
         self._generic("standardize", x)
-        return super().standardize(x, mean, variance, out)
+        return super().standardize(x, mean, variance, out, invert)
 
-    def standardize_backward(self, dy, variance, out):
+    def standardize_backward(self, dy, variance, out, invert=False):
         if dy.ndim == 2 and self._fusable(dy, out):
-            try:
+            try:  # both directions are a per-column scale of dy
                 return self.kernels.column_affine(dy, None, variance, None, None, out, None,
-                                                  NORMALIZATION_EPSILON, clamp=True)
+                                                  NORMALIZATION_EPSILON, clamp=True,
+                                                  invert=invert)
             except KernelUnavailable:
                 pass
         self._generic("standardize_backward", dy)
-        return super().standardize_backward(dy, variance, out)
+        return super().standardize_backward(dy, variance, out, invert)
 
     # ------------------------------------------------------------------- losses
     def _loss_buffers(self, tag, dtype):
@@ -356,21 +371,24 @@ class CupyBackend(Backend):
         return acc
 
     def softmax_cross_entropy(self, logits, labels, grad_out=None, weights=None,
-                              label_smoothing=0.0):
+                              label_smoothing=0.0, ignore_class=None):
         if logits.ndim == 2 and self._fusable(logits, grad_out, weights):
             wanted = numpy.int64 if labels.ndim == 1 else logits.dtype
             labels = self.xp.ascontiguousarray(labels, dtype=wanted)
             grad = self.empty(logits.shape, logits.dtype) if grad_out is None else grad_out
             partials, loss = self._loss_buffers("xent_loss", logits.dtype)
+            ignore = None
+            if ignore_class is not None and labels.ndim == 1:
+                ignore = (ignore_class, self._buffer("xent_valid", (1,), logits.dtype))
             try:
                 self.kernels.softmax_cross_entropy(logits, labels, weights, grad, partials,
-                                                   loss.reshape(1), label_smoothing)
+                                                   loss.reshape(1), label_smoothing, ignore)
                 return loss, grad
             except KernelUnavailable:
                 pass
         self._generic("softmax_cross_entropy", logits)
         return super().softmax_cross_entropy(logits, labels, grad_out, weights,
-                                             label_smoothing)
+                                             label_smoothing, ignore_class)
 
     # ------------------------------------------------------------- batch gather
     def gather_rows(self, x, order, cursor, out):
@@ -387,69 +405,109 @@ class CupyBackend(Backend):
         return counter
 
     # ------------------------------------------------------------------ metrics
-    def add_argmax_matches(self, scores, labels, total):
+    def _weights_ok(self, weights, like):
+        return weights is None or (weights.dtype == like.dtype and weights.flags.c_contiguous)
+
+    def add_argmax_matches(self, scores, labels, total, weights=None):
         labels_ok = labels.flags.c_contiguous and (
             labels.dtype == numpy.int64 if labels.ndim == 1 else labels.dtype == scores.dtype)
-        if scores.ndim == 2 and labels_ok and self._fusable(scores, total):
+        if scores.ndim == 2 and labels_ok and self._weights_ok(weights, scores) and \
+                self._fusable(scores, total):
             try:
                 return self.kernels.add_argmax_matches(scores, labels,
-                                                       self._partials(total.dtype), total)
+                                                       self._partials(total.dtype), total,
+                                                       weights)
             except KernelUnavailable:
                 pass
         self._generic("add_argmax_matches", scores, labels)
-        return super().add_argmax_matches(scores, labels, total)
+        return super().add_argmax_matches(scores, labels, total, weights)
 
-    def add_threshold_matches(self, scores, targets, threshold, total):
-        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
+    def add_threshold_matches(self, scores, targets, threshold, total, weights=None):
+        if targets.dtype == scores.dtype and self._weights_ok(weights, scores) and \
+                self._fusable(scores, targets, total):
             try:
                 return self.kernels.add_threshold_matches(scores, targets, threshold,
-                                                          self._partials(total.dtype), total)
+                                                          self._partials(total.dtype), total,
+                                                          weights)
             except KernelUnavailable:
                 pass
         self._generic("add_threshold_matches", scores, targets)
-        return super().add_threshold_matches(scores, targets, threshold, total)
+        return super().add_threshold_matches(scores, targets, threshold, total, weights)
 
-    def add_top_k_matches(self, scores, labels, k, total):
+    def add_top_k_matches(self, scores, labels, k, total, weights=None):
         labels_ok = labels.flags.c_contiguous and (
             labels.dtype == numpy.int64 if labels.ndim == 1 else labels.dtype == scores.dtype)
-        if scores.ndim == 2 and labels_ok and self._fusable(scores, total):
+        if scores.ndim == 2 and labels_ok and self._weights_ok(weights, scores) and \
+                self._fusable(scores, total):
             try:
                 return self.kernels.add_top_k_matches(scores, labels, k,
-                                                      self._partials(total.dtype), total)
+                                                      self._partials(total.dtype), total,
+                                                      weights)
             except KernelUnavailable:
                 pass
         self._generic("add_top_k_matches", scores, labels)
-        return super().add_top_k_matches(scores, labels, k, total)
+        return super().add_top_k_matches(scores, labels, k, total, weights)
 
-    def add_binary_counts(self, scores, targets, threshold, total):
-        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
+    def add_binary_counts(self, scores, targets, threshold, total, weights=None,
+                          which=(0, 1, 2)):
+        if targets.dtype == scores.dtype and self._weights_ok(weights, scores) and \
+                self._fusable(scores, targets, total):
             try:
                 return self.kernels.add_binary_counts(scores, targets, threshold,
-                                                      self._partials(total.dtype), total)
+                                                      self._partials(total.dtype), total,
+                                                      weights, which)
             except KernelUnavailable:
                 pass
         self._generic("add_binary_counts", scores, targets)
-        return super().add_binary_counts(scores, targets, threshold, total)
+        return super().add_binary_counts(scores, targets, threshold, total, weights, which)
 
-    def add_threshold_histogram(self, scores, targets, m, total, activation="linear"):
-        if targets.dtype == scores.dtype and self._fusable(scores, targets, total):
+    def select_scores(self, scores, targets, top_k=None, class_id=None,
+                      activation="linear", out=None):
+        if out is not None and scores.ndim == 2 and targets.dtype == scores.dtype and \
+                self._fusable(scores, targets, *out):
+            try:
+                return self.kernels.select_scores(scores, targets, out[0], out[1], top_k,
+                                                  class_id, activation)
+            except KernelUnavailable:
+                pass
+        self._generic("select_scores", scores, targets)
+        return super().select_scores(scores, targets, top_k, class_id, activation, out)
+
+    def add_threshold_histogram(self, scores, targets, m, total, activation="linear",
+                                weights=None):
+        if targets.dtype == scores.dtype and self._weights_ok(weights, scores) and \
+                self._fusable(scores, targets, total):
             try:
                 return self.kernels.add_threshold_histogram(activation, scores, targets, m,
-                                                            total)
+                                                            total, weights)
             except KernelUnavailable:
                 pass
         self._generic("add_threshold_histogram", scores, targets)
-        return super().add_threshold_histogram(scores, targets, m, total, activation)
+        return super().add_threshold_histogram(scores, targets, m, total, activation, weights)
 
-    def add_abs_error(self, pred, target, total, activation="linear"):
-        if target.dtype == pred.dtype and self._fusable(pred, target, total):
+    def add_abs_error(self, pred, target, total, activation="linear", weights=None):
+        if target.dtype == pred.dtype and self._weights_ok(weights, pred) and \
+                self._fusable(pred, target, total):
             try:
                 return self.kernels.add_abs_error(activation, pred, target,
-                                                  self._partials(total.dtype), total)
+                                                  self._partials(total.dtype), total, weights)
             except KernelUnavailable:
                 pass
         self._generic("add_abs_error", pred, target)
-        return super().add_abs_error(pred, target, total, activation)
+        return super().add_abs_error(pred, target, total, activation, weights)
+
+    def add_row_weights(self, weights, rows, total):
+        if weights is None:  # rows times a persistent one, so that a graph may hold it
+            self.kernels.accumulate(total, self._buffer("one", (1,), total.dtype, fill=1),
+                                    rows)
+            return total
+        if weights.dtype == total.dtype and self._fusable(weights, total):
+            try:
+                return self.kernels.sum(weights, self._partials(total.dtype), total, add=True)
+            except KernelUnavailable:
+                pass
+        self._generic("add_row_weights", weights)
+        return super().add_row_weights(weights, rows, total)
 
     def cast(self, x, out):
         """float32 <-> bfloat16 by kernel (round to nearest even); other pairs by CuPy."""

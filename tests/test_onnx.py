@@ -86,11 +86,21 @@ def test_normalization_floors_the_scale_of_constant_features_as_dnn_does(use, rn
     assert_exports_predictions(model, x, tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("activation", backends.ACTIVATIONS)
+# Every backend activation, as users name them: gelu is exact unless approximate=True.
+ACTIVATIONS = ["linear", "relu", "leaky_relu", {"name": "leaky_relu", "negative_slope": 0.05},
+               "sigmoid", "tanh", "gelu", {"name": "gelu", "approximate": True}, "softmax"]
+
+
+def test_the_activations_tried_cover_every_kernel():
+    kernels = {dnn.activations.get(a).kernel for a in ACTIVATIONS}
+    assert kernels == set(backends.ACTIVATIONS)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
 def test_each_activation_exports_in_dense_and_activation_layers(use, rng, tmp_path,
                                                                 activation):
-    model = dnn.Sequential([Dense(6, activation), Activation(activation), Dense(3, activation)],
-                           input_dim=4, seed=0)
+    model = dnn.Sequential([Dense(6, activation), Activation(activation), Dense(3, activation),
+                            dnn.layers.LeakyReLU(0.25)], input_dim=4, seed=0)
     randomize(model, rng)
     x = rng.normal(size=(300, 4)) * 2
     assert_exports_predictions(model, x, tmp_path / "m.onnx")
@@ -272,7 +282,8 @@ def test_a_layer_or_activation_onnx_cannot_express_is_refused_by_name(use, tmp_p
     with pytest.raises(ValueError, match=r"model.layers\[1\].*Custom"):
         model.export(tmp_path / "m.onnx")
     model = dnn.Sequential([Dense(2, input_dim=3)], seed=0)
-    model.layers[0].activation = "swish"  # as a future activation ONNX export lacks
+    # as a future activation ONNX export lacks
+    model.layers[0].activation_function = dnn.activations.ActivationFunction("swish")
     with pytest.raises(ValueError, match=r"model.layers\[0\].*activation.*'swish'"):
         model.export(tmp_path / "m.onnx")
     assert not os.listdir(tmp_path)
