@@ -65,6 +65,21 @@ LAYERS = {
     "BatchNormalization": lambda: BatchNormalization(epsilon=1e-2, input_dim=4),
     "LayerNormalization": lambda: LayerNormalization(epsilon=1e-2, input_dim=4),
     "Normalization": lambda: Normalization(input_dim=4),
+    "LeakyReLU": lambda: dnn.layers.LeakyReLU(0.15, input_dim=4),
+    "BatchNormalization(center=False)": lambda: BatchNormalization(center=False, input_dim=4),
+    "BatchNormalization(scale=False)": lambda: BatchNormalization(scale=False, input_dim=4),
+    "LayerNormalization(scale=False)": lambda: LayerNormalization(scale=False, input_dim=4),
+    "LayerNormalization(center=False)": lambda: LayerNormalization(center=False, input_dim=4),
+    "LayerNormalization(rms_scaling=True)": lambda: LayerNormalization(rms_scaling=True,
+                                                                        input_dim=4),
+    "Normalization(invert=True)": lambda: Normalization(invert=True, input_dim=4),
+    "Residual": lambda: dnn.layers.Residual([Dense(4, "relu"), Dense(4)], activation="gelu",
+                                            input_dim=4),
+    "Residual with a projection": lambda: dnn.layers.Residual(
+        [BatchNormalization(), Dense(6, "tanh"), Dropout(0.2)], input_dim=4),
+    "nested Residual": lambda: dnn.layers.Residual(
+        [dnn.layers.Residual([Dense(4, "relu")], activation="relu"), Dense(3)],
+        activation="sigmoid", input_dim=4),
 }
 
 
@@ -285,6 +300,10 @@ def test_a_layer_or_activation_onnx_cannot_express_is_refused_by_name(use, tmp_p
     # as a future activation ONNX export lacks
     model.layers[0].activation_function = dnn.activations.ActivationFunction("swish")
     with pytest.raises(ValueError, match=r"model.layers\[0\].*activation.*'swish'"):
+        model.export(tmp_path / "m.onnx")
+    model = dnn.Sequential([dnn.layers.Residual([Dense(3), Custom()], input_dim=3)], seed=0)
+    with pytest.raises(ValueError, match=r"model.layers\[0\].layers\[1\]: cannot export a "
+                                         r"Custom layer"):
         model.export(tmp_path / "m.onnx")
     assert not os.listdir(tmp_path)
 

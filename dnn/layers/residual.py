@@ -154,7 +154,9 @@ class Residual(Layer):
             through_skip = self.projection.backward(skip_grad, retained.skip, need_dx)
         if not need_dx:
             return None
-        return be.add(grad, through_skip, out=skip_grad)
+        # Either the copy above or the projection's own input gradient: both are this
+        # block's to overwrite, and of the input's width.
+        return be.add(grad, through_skip, out=through_skip)
 
     def get_config(self):
         config = {**super().get_config(),

@@ -32,7 +32,9 @@ Layers, as ONNX operators:
   no bias without center); with rms_scaling, ``x * gamma / sqrt(var + epsilon)`` composed
   from ReduceMean, Sub, Mul, Add, Sqrt and Div;
 - Normalization: ``(x - mean) / max(sqrt(variance), NORMALIZATION_EPSILON)``, or with
-  invert ``x * max(...) + mean``.
+  invert ``x * max(...) + mean``;
+- Residual: its layers' nodes, its projection's (a Gemm) or nothing on the skip path,
+  an Add, then its activation.
 
 Activations: Relu, LeakyRelu (alpha: the layer's negative slope), Sigmoid, Tanh, Softmax
 (axis -1), nothing for linear, the exact gelu composed from Div, Erf, Add and Mul, and
@@ -41,6 +43,7 @@ gelu's tanh approximation composed from Mul, Add and Tanh, with the constants of
 """
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy
@@ -54,6 +57,7 @@ from ..layers import (
     LayerNormalization,
     LeakyReLU,
     Normalization,
+    Residual,
 )
 from ..utils.files import atomic_write, check_output_path
 from ..version import __version__
@@ -95,7 +99,8 @@ def build_model_proto(model, onnx):
     graph = _Graph(onnx)
     x = INPUT_NAME
     for i, layer in enumerate(model.layers):
-        x = _export_layer(graph, i, layer, weights.get(id(layer), {}), x)
+        x = _export_layer(graph, _Place(f"layers.{i}", f"model.layers[{i}]"), layer,
+                          weights.get(id(layer), {}), x)
     if x == INPUT_NAME:  # nothing but Dropout: ONNX needs a node between input and output
         x = graph.node("Identity", [x], "identity")
     graph.rename_output(x, OUTPUT_NAME)
@@ -152,27 +157,54 @@ class _Graph:
         node.output[0] = new_name
 
 
-def _export_layer(graph, i, layer, weights, x):
-    """Append layer ``i``'s nodes reading tensor ``x``; returns the output tensor."""
-    prefix = f"layers.{i}"
+class _Place(collections.namedtuple("_Place", "prefix where")):
+    """A layer's tensor-name prefix ("layers.3.0") and how errors name it
+    ("model.layers[3].layers[0]")."""
+
+    def inside(self, tag, where):
+        return _Place(f"{self.prefix}.{tag}", f"{self.where}{where}")
+
+
+def _export_layer(graph, place, layer, weights, x):
+    """Append the nodes of ``layer`` (at ``place``) reading tensor ``x``; returns the
+    output tensor."""
     kind = type(layer)
     exporter = _EXPORTERS.get(kind)
     if exporter is None:
         exportable = ", ".join(cls.__name__ for cls in _EXPORTERS)
-        raise ValueError(f"export: model.layers[{i}]: cannot export a {kind.__name__} layer "
+        raise ValueError(f"export: {place.where}: cannot export a {kind.__name__} layer "
                          f"to ONNX; expected one of {exportable}")
-    return exporter(graph, prefix, layer, weights, x)
+    return exporter(graph, place, layer, weights, x)
 
 
-def _export_dense(graph, prefix, layer, weights, x):
+def _export_residual(graph, place, layer, weights, x):
+    """The block's layers, plus its input or its projection, then its activation."""
+    def own(tag):
+        start = f"{tag}."
+        return {k[len(start):]: v for k, v in weights.items() if k.startswith(start)}
+
+    out = x
+    for j, sublayer in enumerate(layer.layers):
+        out = _export_layer(graph, place.inside(j, f".layers[{j}]"), sublayer, own(j), out)
+    skip = x
+    if layer.projection is not None:
+        skip = _export_layer(graph, place.inside("projection", ".projection"),
+                             layer.projection, own("projection"), x)
+    total = graph.node("Add", [out, skip], f"{place.prefix}.add")
+    return _export_activation(graph, place, layer, total)
+
+
+def _export_dense(graph, place, layer, weights, x):
+    prefix = place.prefix
     kernel = graph.constant(f"{prefix}.kernel", weights["kernel"])
     bias = graph.constant(f"{prefix}.bias", weights["bias"])
     z = graph.node("Gemm", [x, kernel, bias], f"{prefix}.gemm")
     # Always the layer's activation: emit_logits only concerns the training loss.
-    return _export_activation(graph, prefix, layer, z)
+    return _export_activation(graph, place, layer, z)
 
 
-def _export_batch_norm(graph, prefix, layer, weights, x):
+def _export_batch_norm(graph, place, layer, weights, x):
+    prefix = place.prefix
     gamma = weights.get("gamma", 1.0)
     scale = gamma / numpy.sqrt(weights["moving_variance"] + layer.epsilon)
     mean = graph.constant(f"{prefix}.moving_mean", weights["moving_mean"])
@@ -185,7 +217,8 @@ def _export_batch_norm(graph, prefix, layer, weights, x):
     return graph.node("Add", [scaled, beta], f"{prefix}.add")
 
 
-def _export_layer_norm(graph, prefix, layer, weights, x):
+def _export_layer_norm(graph, place, layer, weights, x):
+    prefix = place.prefix
     gamma = graph.constant(f"{prefix}.gamma",
                            weights.get("gamma", numpy.ones(layer.input_dim)))
     if layer.rms_scaling:
@@ -209,7 +242,8 @@ def _export_rms_scaling(graph, prefix, layer, gamma, x):
     return graph.node("Div", [scaled, sd], f"{prefix}.out")
 
 
-def _export_normalization(graph, prefix, layer, weights, x):
+def _export_normalization(graph, place, layer, weights, x):
+    prefix = place.prefix
     # The floor as in kernels.reference.standardize: a constant feature maps to 0.
     divisor = numpy.maximum(numpy.sqrt(weights["variance"]), NORMALIZATION_EPSILON)
     mean = graph.constant(f"{prefix}.mean", weights["mean"])
@@ -221,26 +255,30 @@ def _export_normalization(graph, prefix, layer, weights, x):
     return graph.node("Div", [centred, divisor], f"{prefix}.div")
 
 
+def _export_activation_layer(graph, place, layer, weights, x):
+    return _export_activation(graph, place, layer, x)
+
+
 _EXPORTERS = {
     Dense: _export_dense,
-    Dropout: lambda graph, prefix, layer, weights, x: x,
-    Activation: lambda graph, prefix, layer, weights, x: _export_activation(graph, prefix,
-                                                                            layer, x),
-    LeakyReLU: lambda graph, prefix, layer, weights, x: _export_activation(graph, prefix,
-                                                                           layer, x),
+    Dropout: lambda graph, place, layer, weights, x: x,
+    Activation: _export_activation_layer,
+    LeakyReLU: _export_activation_layer,
     BatchNormalization: _export_batch_norm,
     LayerNormalization: _export_layer_norm,
     Normalization: _export_normalization,
+    Residual: _export_residual,
 }
 
 _ELEMENTWISE = {"relu": ("Relu", {}), "sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}),
                 "softmax": ("Softmax", {"axis": -1})}
 
 
-def _export_activation(graph, layer_prefix, layer, x):
+def _export_activation(graph, place, layer, x):
+    """The nodes of ``layer``'s activation function applied to ``x``."""
     function = layer.activation_function
     activation = function.kernel
-    prefix = f"{layer_prefix}.{activation}"
+    prefix = f"{place.prefix}.{activation}"
     if activation == "linear":
         return x
     if activation in _ELEMENTWISE:
@@ -248,37 +286,45 @@ def _export_activation(graph, layer_prefix, layer, x):
         return graph.node(op_type, [x], prefix, **attributes)
     if activation == "leaky_relu":
         return graph.node("LeakyRelu", [x], prefix, alpha=function.slope)
-    if activation == "gelu":
-        # x (erf(x / sqrt 2) + 1) / 2, in the order kernels.reference computes it (Erf is
-        # in every opset since 9; ONNX's Gelu operator needs opset 20, see OPSET).
-        sqrt2 = graph.constant(f"{prefix}.sqrt2", GELU_SQRT2)
-        one = graph.constant(f"{prefix}.one", 1.0)
-        two = graph.constant(f"{prefix}.two", 2.0)
-        erf = graph.node("Erf", [graph.node("Div", [x, sqrt2], f"{prefix}.scaled")],
-                         f"{prefix}.erf")
-        product = graph.node("Mul", [x, graph.node("Add", [erf, one], f"{prefix}.one_erf")],
-                             f"{prefix}.product")
-        return graph.node("Div", [product, two], f"{prefix}.out")
-    if activation == "gelu_tanh":
-        # 0.5 * x * (1 + tanh(k * (x + c * x^3))), in the order kernels.reference computes
-        # it. (ONNX's Gelu operator needs opset 20; see OPSET.)
-        c = graph.constant(f"{prefix}.c", GELU_C)
-        k = graph.constant(f"{prefix}.k", GELU_K)
-        one = graph.constant(f"{prefix}.one", 1.0)
-        half = graph.constant(f"{prefix}.half", 0.5)
-        x2 = graph.node("Mul", [x, x], f"{prefix}.x2")
-        x3 = graph.node("Mul", [x2, x], f"{prefix}.x3")
-        cx3 = graph.node("Mul", [x3, c], f"{prefix}.cx3")
-        inner = graph.node("Add", [x, cx3], f"{prefix}.inner")
-        t = graph.node("Tanh", [graph.node("Mul", [inner, k], f"{prefix}.k_inner")],
-                       f"{prefix}.tanh")
-        half_x = graph.node("Mul", [x, half], f"{prefix}.half_x")
-        return graph.node("Mul", [half_x, graph.node("Add", [t, one], f"{prefix}.one_t")],
-                          f"{prefix}.out")
-    raise ValueError(f"export: {layer_prefix.replace('layers.', 'model.layers[')}] "
-                     f"({layer.describe()}): activation: cannot export {activation!r} to "
-                     f"ONNX; expected one of linear, leaky_relu, gelu, "
-                     f"{', '.join(_ELEMENTWISE)}")
+    if activation in _GELUS:
+        return _GELUS[activation](graph, prefix, x)
+    raise ValueError(f"export: {place.where} ({layer.describe()}): activation: cannot "
+                     f"export {activation!r} to ONNX; expected one of linear, leaky_relu, "
+                     f"gelu, {', '.join(_ELEMENTWISE)}")
+
+
+def _export_gelu(graph, prefix, x):
+    """x (erf(x / sqrt 2) + 1) / 2, in the order kernels.reference computes it (Erf is in
+    every opset since 9; ONNX's Gelu operator needs opset 20, see OPSET)."""
+    sqrt2 = graph.constant(f"{prefix}.sqrt2", GELU_SQRT2)
+    one = graph.constant(f"{prefix}.one", 1.0)
+    two = graph.constant(f"{prefix}.two", 2.0)
+    erf = graph.node("Erf", [graph.node("Div", [x, sqrt2], f"{prefix}.scaled")],
+                     f"{prefix}.erf")
+    product = graph.node("Mul", [x, graph.node("Add", [erf, one], f"{prefix}.one_erf")],
+                         f"{prefix}.product")
+    return graph.node("Div", [product, two], f"{prefix}.out")
+
+
+def _export_gelu_tanh(graph, prefix, x):
+    """0.5 * x * (1 + tanh(k * (x + c * x^3))), in the order kernels.reference computes
+    it."""
+    c = graph.constant(f"{prefix}.c", GELU_C)
+    k = graph.constant(f"{prefix}.k", GELU_K)
+    one = graph.constant(f"{prefix}.one", 1.0)
+    half = graph.constant(f"{prefix}.half", 0.5)
+    x2 = graph.node("Mul", [x, x], f"{prefix}.x2")
+    x3 = graph.node("Mul", [x2, x], f"{prefix}.x3")
+    cx3 = graph.node("Mul", [x3, c], f"{prefix}.cx3")
+    inner = graph.node("Add", [x, cx3], f"{prefix}.inner")
+    t = graph.node("Tanh", [graph.node("Mul", [inner, k], f"{prefix}.k_inner")],
+                   f"{prefix}.tanh")
+    half_x = graph.node("Mul", [x, half], f"{prefix}.half_x")
+    return graph.node("Mul", [half_x, graph.node("Add", [t, one], f"{prefix}.one_t")],
+                      f"{prefix}.out")
+
+
+_GELUS = {"gelu": _export_gelu, "gelu_tanh": _export_gelu_tanh}
 
 
 def _metadata_props(model):
