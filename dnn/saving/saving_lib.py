@@ -7,6 +7,8 @@ serializable classes the same way), so this module does not import the model.
 """
 from __future__ import annotations
 
+import os
+
 import numpy
 
 from ..layers import layer_from_config
@@ -25,10 +27,18 @@ def register_model(cls):
 
 def save_model(model, target):
     """Write ``model`` (built; compiled or not) to ``target``: a path (.npz, written
-    atomically) or a binary file object. Data-parallel: call it on every rank; rank 0
+    atomically) or a binary file object. A path ending in ".keras" gets a Keras 3
+    archive instead (``dnn.saving.keras_archive``: architecture and weights, which
+    ``keras.saving.load_model`` opens). Data-parallel: call it on every rank; rank 0
     writes, and every rank returns once the file is there, or raises if rank 0 could
     not write it."""
     what = "save: path"
+    if not is_file_object(target) and os.fspath(target).endswith(".keras"):
+        from .keras_archive import save_keras  # h5py, the keras extra, on use
+
+        model.replica.on_chief(lambda: save_keras(model, target),
+                               f"save: rank 0 could not write {describe(target)}")
+        return
     compiled = None
     if model.loss is not None:
         compiled = {"loss": model.loss.get_config(), "optimizer": model.optimizer.get_config(),
