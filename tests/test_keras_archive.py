@@ -188,3 +188,11 @@ def test_without_h5py_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     model = dnn.Sequential([Dense(2)], input_dim=3, seed=0)
     with pytest.raises(ImportError, match=r"pip install h5py"):
         model.save(tmp_path / "m.keras")
+
+
+def test_dnn_load_model_says_a_keras_archive_is_for_keras(tmp_path):
+    pytest.importorskip("h5py")
+    dnn.Sequential([Dense(2)], input_dim=3, seed=0).save(tmp_path / "m.keras")
+    with pytest.raises(dnn.ModelFileError, match="it is a Keras archive: open it with "
+                                                 "keras.saving.load_model"):
+        dnn.load_model(tmp_path / "m.keras")

@@ -89,6 +89,9 @@ def _read_arrays(f, name):
     try:
         with numpy.load(f, allow_pickle=False) as data:
             if "header" not in data.files:
+                if {"config.json", "model.weights.h5"} <= set(data.files):
+                    raise ModelFileError(f"{_not_a_model(name)} (it is a Keras archive: "
+                                         f"open it with keras.saving.load_model)")
                 raise ModelFileError(f"{_not_a_model(name)} (it holds arrays "
                                      f"{sorted(data.files)[:8]} but no dnn header)")
             return {key: data[key] for key in data.files}
