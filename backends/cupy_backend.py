@@ -293,14 +293,16 @@ class CupyBackend(Backend):
     def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch,
                             batch=True):
         if dy.ndim == 2 and self._fusable(dy, xhat, gamma, out, scratch):
-            try:  # a batch's statistics need both sums, whether gamma and beta train or not
-                self.column_sum(dy, out=self._stats("bn_dbeta", dy.shape[1], var.dtype)
-                                if dbeta is None else dbeta)
-                self.column_sum(self.kernels.product(dy, xhat, scratch),
-                                out=self._stats("bn_dgamma", dy.shape[1], var.dtype)
-                                if dgamma is None else dgamma)
-                return self.kernels.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta,
-                                                        out, epsilon, batch)
+            # A batch's statistics need both sums, whether gamma and beta train or not.
+            cols = dy.shape[1]
+            sum_dy = self._stats("bn_dbeta", cols, var.dtype) if dbeta is None else dbeta
+            sum_dy_xhat = self._stats("bn_dgamma", cols, var.dtype) if dgamma is None \
+                else dgamma
+            try:
+                self.column_sum(dy, out=sum_dy)
+                self.column_sum(self.kernels.product(dy, xhat, scratch), out=sum_dy_xhat)
+                return self.kernels.batch_norm_backward(dy, xhat, gamma, var, sum_dy_xhat,
+                                                        sum_dy, out, epsilon, batch)
             except KernelUnavailable:
                 pass
         self._generic("batch_norm_backward", dy)

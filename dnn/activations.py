@@ -34,17 +34,16 @@ class ActivationFunction:
     name: str
     negative_slope: float | None = None
     approximate: bool | None = None
+    # The backend's name of this function (``backends.ACTIVATIONS``), and the negative
+    # slope it is given (only leaky_relu reads it): plain attributes, as every layer of
+    # a step reads them.
+    kernel: str = dataclasses.field(init=False, compare=False, repr=False)
+    slope: float = dataclasses.field(init=False, compare=False, repr=False)
 
-    @property
-    def kernel(self):
-        """The backend's name of this function (``backends.ACTIVATIONS``)."""
-        return "gelu_tanh" if self.approximate else self.name
-
-    @property
-    def slope(self):
-        """The negative slope the backend is given (only leaky_relu reads it)."""
-        return reference.LEAKY_RELU_SLOPE if self.negative_slope is None else \
-            self.negative_slope
+    def __post_init__(self):
+        object.__setattr__(self, "kernel", "gelu_tanh" if self.approximate else self.name)
+        object.__setattr__(self, "slope", reference.LEAKY_RELU_SLOPE
+                           if self.negative_slope is None else self.negative_slope)
 
     def options(self):
         """``{option: value}`` that differ from Keras's defaults."""

@@ -23,6 +23,7 @@ from .training.parameters import Parameters
 from .training.replica import LOCAL, Strategy
 from .training.sources import ArraySource
 from .training.trainer import Trainer
+from .utils.progress import format_logs
 from .utils.summary import summary_text
 from .utils.validation import check_dtype, check_nonnegative_int, check_positive_int
 
@@ -291,7 +292,7 @@ class Sequential:
             self, x, y, what="evaluate", sample_weight=sample_weight))
         logs = self._trainer.evaluate(source, batch_size)
         if verbose:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+            print(format_logs(logs))
         return _as_keras_returns(logs, return_dict)
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):

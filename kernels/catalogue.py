@@ -170,6 +170,7 @@ def prelude():
              f"#define DNN_GELU_SQRT2 {reference.GELU_SQRT2!r}",
              f"#define DNN_GELU_SQRT_2PI {reference.GELU_SQRT_2PI!r}",
              f"#define DNN_AUC_EPSILON {reference.AUC_EPSILON!r}",
+             f"#define DNN_TOP_K_FILL {reference.TOP_K_FILL!r}",
              f"#define DNN_PI {math.pi!r}",
              f"#define DNN_SCHEDULE_EXPONENTIAL {reference.SCHEDULE_EXPONENTIAL}",
              f"#define DNN_SCHEDULE_PIECEWISE {reference.SCHEDULE_PIECEWISE}",

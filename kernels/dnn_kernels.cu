@@ -1014,7 +1014,7 @@ __device__ void binary_counts(const T* scores, const T* targets, const T* weight
 // What precision and recall with top_k or class_id count, as Keras filters it: each
 // row's probabilities (softmax of the row when ``softmax``, the sigmoid of each score
 // when ``sigmoid``, else the scores), those outside the row's k highest (top_k > 0; ties
-// to the lower index) replaced by -1e10, then only column class_id kept (class_id >= 0;
+// to the lower index) replaced by Keras's -1e10, then only column class_id kept (class_id >= 0;
 // out and out_targets are then (rows, 1)) or every column.
 // dnn:kernel float32 float64
 template <typename T>
@@ -1038,7 +1038,7 @@ __device__ void select_scores(const T* scores, const T* targets, T* out, T* out_
                 for (long long j = 0; j < cols; ++j) {
                     if (sr[j] > sr[c] || (sr[j] == sr[c] && j < c)) ++rank;
                 }
-                if (rank >= top_k) p = T(-1e10);
+                if (rank >= top_k) p = T(DNN_TOP_K_FILL);
             }
             const long long at = r * width + (class_id >= 0 ? 0 : c);
             out[at] = p;

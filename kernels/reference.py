@@ -351,7 +351,7 @@ def binary_counts(scores, targets, threshold, xp=numpy, weights=None):
             _counted(actual, weights, xp))
 
 
-TOP_K_FILL = -1e10  # Keras' NEG_INF: what precision and recall give scores outside the top k
+TOP_K_FILL = -1e10  # Keras' NEG_INF: what precision and recall give scores past the top k
 
 
 def select_scores(scores, targets, top_k=None, class_id=None, activation_name="linear",

@@ -541,3 +541,15 @@ def test_train_on_batch_replays_the_captured_step(rng, monkeypatch):
         losses = [model.train_on_batch(x, y) for _ in range(4)]
     assert len(captures) == 1  # eager once, captured once, then replayed
     assert losses[0] > losses[-1] and model.train_steps == 4
+
+
+def test_a_metric_of_several_thresholds_logs_a_list(use, rng, capsys):
+    model, x, _ = one_layer("sigmoid", rng, width=1)
+    y = rng.integers(0, 2, 50)
+    model.compile(loss="bce", optimizer="sgd",
+                  metrics=[dnn.metrics.Recall(thresholds=[0.25, 0.75])])
+    history = model.fit(x, y, epochs=2, verbose=2)
+    assert len(history.history["recall"][-1]) == 2
+    assert "recall: [0." in capsys.readouterr().out
+    model.evaluate(x, y, verbose=1)
+    assert "recall: [" in capsys.readouterr().out

@@ -103,8 +103,9 @@ class LayerNormalization(Layer):
     as Keras: each sample is normalized over its features, then scaled by ``gamma``
     (with ``scale``) and shifted by ``beta`` (with ``center``), per feature; the same in
     training and at inference. With ``rms_scaling`` each sample is instead scaled by
-    ``1 / sqrt(var + epsilon)`` without being centred, then by ``gamma`` (Keras 3's
-    formula; center and scale are then ignored)."""
+    ``1 / sqrt(var + epsilon)`` without being centred, then by ``gamma``: Keras 3's
+    formula, variance and all (Keras 3.15 deprecates the option for that reason, for its
+    RMSNormalization layer); center and scale are then ignored."""
 
     # The normalized input, each row's 1 / sqrt(var + epsilon), and (rms_scaling) each
     # row's mean times that.
