@@ -406,7 +406,8 @@ def test_weighted_categorical_metrics(use):
         rng.uniform(0, 3, 150)
     model = dnn.Sequential([Dense(4, "softmax")], input_dim=3, seed=2, dtype="float64")
     model.set_weights([rng.normal(size=(3, 4)), rng.normal(size=4)])
-    logs = evaluate(model, x, labels, weighted=["accuracy", dnn.metrics.SparseTopKCategoricalAccuracy(k=2)],
+    logs = evaluate(model, x, labels,
+                    weighted=["accuracy", dnn.metrics.SparseTopKCategoricalAccuracy(k=2)],
                     sample_weight=weights, loss="sparse_categorical_crossentropy")
     probs = model.predict(x)
     hit = probs.argmax(1) == labels
