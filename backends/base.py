@@ -20,6 +20,11 @@ Conventions
   sees a new rate.
 * ``skip`` is an int32 (1,) device flag from ``guard_finite``: when set, updates and
   ``increment_step`` change nothing.
+* Activations are named as ``ACTIVATIONS`` ("gelu" is the exact form, "gelu_tanh" its
+  tanh approximation); ``negative_slope`` is leaky_relu's slope (>= 0), which the other
+  activations ignore.
+* Metric updates take ``weights``: per-row weights (rows,) that weight each row's
+  contribution (Keras' weighted_metrics), or None.
 """
 from __future__ import annotations
 
@@ -31,11 +36,11 @@ import time
 import numpy
 
 from ..kernels import reference
-from ..kernels.reference import ACTIVATIONS, ACTIVATIONS_NEEDING_INPUT
+from ..kernels.reference import ACTIVATIONS, ACTIVATIONS_NEEDING_INPUT, LEAKY_RELU_SLOPE
 from . import host_graph
 
-__all__ = ["ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "Segments", "UpdateOptions",
-           "check_activation", "check_segment_bounds"]
+__all__ = ["ACTIVATIONS", "ACTIVATIONS_NEEDING_INPUT", "Backend", "LEAKY_RELU_SLOPE",
+           "Segments", "UpdateOptions", "check_activation", "check_segment_bounds"]
 
 
 def check_activation(name):
@@ -264,6 +269,10 @@ class Backend:
     def multiply(self, a, b, out=None):
         return self.xp.multiply(a, b, out=out)
 
+    def add(self, a, b, out=None):
+        """``a + b`` elementwise (a residual block's two paths); ``out`` may alias either."""
+        return self.xp.add(a, b, out=out)
+
     # ---------------------------------------------------------------- linear algebra
     def gemm(self, a, b, out=None, trans_a=False, trans_b=False):
         """``op(a) @ op(b)`` where ``op`` transposes when its flag is set.
@@ -279,14 +288,15 @@ class Backend:
         return self.xp.matmul(a, b, out=out)
 
     # ------------------------------------------------------------------ activations
-    def activation(self, name, x, out=None):
+    def activation(self, name, x, out=None, negative_slope=LEAKY_RELU_SLOPE):
         """Apply activation ``name`` (see ``ACTIVATIONS``); softmax over the last axis."""
         name = check_activation(name)
         if name == "linear" and (out is None or out is x):
             return x
-        return self._assign(out, self._same_dtype(reference.activation(name, x, self.xp), x))
+        y = reference.activation(name, x, self.xp, negative_slope)
+        return self._assign(out, self._same_dtype(y, x))
 
-    def activation_backward(self, name, dy, x, y, out=None):
+    def activation_backward(self, name, dy, x, y, out=None, negative_slope=LEAKY_RELU_SLOPE):
         """Backward of activation ``name`` given input ``x`` and output ``y``.
 
         ``x`` is only read for activations in ``ACTIVATIONS_NEEDING_INPUT`` (it may be
@@ -295,21 +305,23 @@ class Backend:
         name = check_activation(name)
         if name == "linear" and (out is None or out is dy):
             return dy
-        grad = reference.activation_backward(name, dy, x, y, self.xp)
+        grad = reference.activation_backward(name, dy, x, y, self.xp, negative_slope)
         return self._assign(out, self._same_dtype(grad, dy))
 
-    def bias_activation(self, x, bias, activation, out=None):
+    def bias_activation(self, x, bias, activation, out=None, negative_slope=LEAKY_RELU_SLOPE):
         """Fused ``activation(x + bias)``; ``bias`` has shape ``(features,)``.
 
         ``out`` may alias ``x``.
         """
         z = self.xp.add(x, bias, out=out)
-        return self.activation(activation, z, out=z)
+        return self.activation(activation, z, out=z, negative_slope=negative_slope)
 
     # ---------------------------------------------------------------- normalization
     # Statistics (var, rstd, the sums) are in the weight dtype; ``scratch`` is a buffer
     # shaped like x in that dtype, which an implementation may overwrite (the CuPy one
     # needs it for squared deviations and products; it allocates nothing in a step).
+    # ``gamma`` and ``beta`` may be None (Keras' scale=False, center=False: 1 and 0), and
+    # then so are their gradients ``dgamma`` and ``dbeta``.
     def batch_norm_forward(self, x, gamma, beta, epsilon, out, xhat, var, moving_mean,
                            moving_var, momentum, scratch):
         """Training-mode batch normalization: ``out`` from the batch's statistics;
@@ -347,30 +359,45 @@ class Backend:
         self._write(out, dx)
         return out
 
-    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd):
+    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd, shift=None):
         """Normalization of each row over its features; keeps ``xhat`` and the rows'
-        ``rstd`` ((rows,)) for the backward pass."""
-        y, xh, r = reference.layer_norm(x, gamma, beta, epsilon, self.xp)
+        ``rstd`` ((rows,)) for the backward pass. With ``shift`` (a (rows,) buffer) it is
+        Keras' rms_scaling (``reference.rms_scaling``; beta unused), which keeps each
+        row's mean * rstd there."""
+        if shift is not None:
+            y, xh, r, sh = reference.rms_scaling(x, gamma, epsilon, self.xp)
+            self._write(shift, sh)
+        else:
+            y, xh, r = reference.layer_norm(x, gamma, beta, epsilon, self.xp)
         self._write(out, y)
         self._write(xhat, xh)
         self._write(rstd, r)
         return out
 
-    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch):
-        """``out`` = dL/dx; fills ``dgamma`` and ``dbeta``. ``out`` may alias ``dy``."""
-        dx, dg, db = reference.layer_norm_backward(dy, xhat, gamma, rstd, self.xp)
+    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch,
+                            shift=None):
+        """``out`` = dL/dx; fills ``dgamma`` and ``dbeta``. ``out`` may alias ``dy``.
+        ``shift``: as given to ``layer_norm_forward`` (rms_scaling), or None."""
+        if shift is not None:
+            dx, dg = reference.rms_scaling_backward(dy, xhat, gamma, rstd, shift, self.xp)
+            db = None
+        else:
+            dx, dg, db = reference.layer_norm_backward(dy, xhat, gamma, rstd, self.xp)
         self._write(dgamma, dg)
         self._write(dbeta, db)
         self._write(out, dx)
         return out
 
-    def standardize(self, x, mean, variance, out):
-        """Keras' Normalization: ``(x - mean) / max(sqrt(variance), 1e-7)`` per column."""
-        self._write(out, reference.standardize(x, mean, variance, self.xp))
+    def standardize(self, x, mean, variance, out, invert=False):
+        """Keras' Normalization: ``(x - mean) / max(sqrt(variance), 1e-7)`` per column,
+        or with ``invert`` the inverse, ``mean + x * max(sqrt(variance), 1e-7)``."""
+        fn = reference.unstandardize if invert else reference.standardize
+        self._write(out, fn(x, mean, variance, self.xp))
         return out
 
-    def standardize_backward(self, dy, variance, out):
-        self._write(out, reference.standardize_backward(dy, variance, self.xp))
+    def standardize_backward(self, dy, variance, out, invert=False):
+        fn = reference.unstandardize_backward if invert else reference.standardize_backward
+        self._write(out, fn(dy, variance, self.xp))
         return out
 
     # ------------------------------------------------------------------ reductions
@@ -399,14 +426,15 @@ class Backend:
     # ``weights``: per-row sample weights (rows,) or None. The loss is the weighted sum
     # divided by the batch size (Keras' "sum over batch size").
     def softmax_cross_entropy(self, logits, labels, grad_out=None, weights=None,
-                              label_smoothing=0.0):
+                              label_smoothing=0.0, ignore_class=None):
         """Mean cross-entropy of softmax(logits), with its gradient w.r.t. logits.
 
         ``labels`` are integer class ids of shape ``(n,)`` or one-hot / probability
-        rows of shape ``(n, classes)``.
+        rows of shape ``(n, classes)``. ``ignore_class`` (integer labels): rows of that
+        label are left out, and the mean is over the others (Keras' ignore_class).
         """
         loss, grad = reference.softmax_cross_entropy(logits, labels, self.xp, weights,
-                                                     label_smoothing)
+                                                     label_smoothing, ignore_class)
         return loss, self._assign(grad_out, self._same_dtype(grad, logits))
 
     def sigmoid_binary_cross_entropy(self, logits, targets, grad_out=None, weights=None,
@@ -441,44 +469,69 @@ class Backend:
         return total
 
     # --------------------------------------------------------------------- metrics
-    def add_argmax_matches(self, scores, labels, total):
+    # ``total`` is a device buffer of the metric's running totals, so nothing is read
+    # back.
+    def add_argmax_matches(self, scores, labels, total, weights=None):
         """``total[0] +=`` the rows whose argmax equals ``labels`` (int ids, or the argmax
-        of one-hot rows); ``total`` is a (1,) device buffer, so nothing is read back."""
-        total += reference.argmax_matches(scores, labels, self.xp)
+        of one-hot rows)."""
+        total += reference.argmax_matches(scores, labels, self.xp, weights)
         return total
 
-    def add_threshold_matches(self, scores, targets, threshold, total):
+    def add_threshold_matches(self, scores, targets, threshold, total, weights=None):
         """``total[0] +=`` the elements where ``scores > threshold`` agrees with
         ``targets > 0.5``."""
-        total += reference.threshold_matches(scores, targets, threshold, self.xp)
+        total += reference.threshold_matches(scores, targets, threshold, self.xp, weights)
         return total
 
-    def add_abs_error(self, pred, target, total, activation="linear"):
+    def add_abs_error(self, pred, target, total, activation="linear", weights=None):
         """``total[0] +=`` the sum of |activation(pred) - target|."""
-        total += reference.abs_error(pred, target, activation, self.xp).astype(total.dtype)
+        error = reference.abs_error(pred, target, activation, self.xp, weights)
+        total += error.astype(total.dtype)
         return total
 
-    def add_top_k_matches(self, scores, labels, k, total):
+    def add_top_k_matches(self, scores, labels, k, total, weights=None):
         """``total[0] +=`` the rows whose label (int ids, or the argmax of target rows)
         is among the ``k`` highest scores."""
-        total += reference.top_k_matches(scores, labels, k, self.xp)
+        total += reference.top_k_matches(scores, labels, k, self.xp, weights)
         return total
 
-    def add_binary_counts(self, scores, targets, threshold, total):
-        """``total[0:3] +=`` (true positives, predicted positives, actual positives) of
-        ``scores > threshold`` against ``targets > 0.5``."""
-        for i, count in enumerate(reference.binary_counts(scores, targets, threshold,
-                                                          self.xp)):
-            total[i:i + 1] += count
+    def add_binary_counts(self, scores, targets, threshold, total, weights=None,
+                          which=(0, 1, 2)):
+        """``total[j] +=`` count ``which[j]`` of (true positives, predicted positives,
+        actual positives) of ``scores > threshold`` against targets that are not 0."""
+        counts = reference.binary_counts(scores, targets, threshold, self.xp, weights)
+        for slot, count in enumerate(which):
+            total[slot:slot + 1] += counts[count]
         return total
 
-    def add_threshold_histogram(self, scores, targets, m, total, activation="linear"):
+    def select_scores(self, scores, targets, top_k=None, class_id=None,
+                      activation="linear", out=None):
+        """``(scores, targets)`` as precision and recall with ``top_k`` or ``class_id``
+        count them (``reference.select_scores``); ``out``: two buffers to fill, or
+        None."""
+        p, t = reference.select_scores(scores, targets, top_k, class_id, activation, self.xp)
+        if out is None:
+            return p.astype(scores.dtype, copy=False), t
+        self._write(out[0], p)
+        self._write(out[1], t)
+        return out
+
+    def add_threshold_histogram(self, scores, targets, m, total, activation="linear",
+                                weights=None):
         """``total`` (2 (m + 1) slots) += how many positive, then negative, targets have
-        scores (after ``activation``) above b of the m AUC thresholds, for b = 0..m."""
+        scores (after ``activation``) above b of the m AUC thresholds, for b = 0..m (or
+        the sum of their rows' weights)."""
         probabilities = reference.activation(activation, scores, self.xp)
-        positive, negative = reference.threshold_histogram(probabilities, targets, m, self.xp)
+        positive, negative = reference.threshold_histogram(probabilities, targets, m,
+                                                           self.xp, weights)
         total[:m + 1] += positive.astype(total.dtype)
         total[m + 1:] += negative.astype(total.dtype)
+        return total
+
+    def add_row_weights(self, weights, rows, total):
+        """``total[0] +=`` the sum of ``weights``, or ``rows`` when they are None: what a
+        weighted mean divides by."""
+        total += rows if weights is None else self.xp.sum(weights).astype(total.dtype)
         return total
 
     def accumulate(self, acc, value, weight):
@@ -724,8 +777,10 @@ class Backend:
         return out
 
     def _write(self, target, value):
-        """Copy an updated state buffer back in place, in the buffer's own dtype."""
-        self.xp.copyto(target, value, casting="same_kind")
+        """Copy an updated state buffer back in place, in the buffer's own dtype (no
+        buffer, None: nothing to keep)."""
+        if target is not None:
+            self.xp.copyto(target, value, casting="same_kind")
 
     @staticmethod
     def _same_dtype(value, like):

@@ -18,8 +18,8 @@ from ..kernels.cuda import CudaRuntime
 from ..kernels.launch import FusedKernels, KernelUnavailable
 from ..kernels.launch import Apply, chunk_table
 from ..kernels.reference import NORMALIZATION_EPSILON
-from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, Backend,
-                   dlpack_device_name, type_name, check_activation)
+from .base import (ACTIVATIONS_NEEDING_INPUT, DLPACK_CPU, DLPACK_CUDA, LEAKY_RELU_SLOPE,
+                   Backend, dlpack_device_name, type_name, check_activation)
 from .cublas_ctypes import CublasHandle
 
 INSTALL_HINT = ("pip install cupy-cuda13x (CUDA 13) or cupy-cuda12x (CUDA 12); in the dnn "
@@ -286,22 +286,24 @@ class CupyBackend(Backend):
     def _out(self, out, like):
         return self.empty(like.shape, like.dtype) if out is None else out
 
-    def bias_activation(self, x, bias, activation, out=None):
+    def bias_activation(self, x, bias, activation, out=None, negative_slope=LEAKY_RELU_SLOPE):
         activation = check_activation(activation)
         return self._fused_or_generic(
             "bias_activation", x.ndim == 2 and bias.dtype == x.dtype and self._fusable(
                 x, bias, out),
-            lambda: self.kernels.bias_activation(x, bias, activation, self._out(out, x)),
-            x, bias, activation, out=out)
+            lambda: self.kernels.bias_activation(x, bias, activation, self._out(out, x),
+                                                 negative_slope),
+            x, bias, activation, out=out, negative_slope=negative_slope)
 
-    def activation(self, name, x, out=None):
+    def activation(self, name, x, out=None, negative_slope=LEAKY_RELU_SLOPE):
         name = check_activation(name)
         return self._fused_or_generic(
             "activation", x.ndim == 2 and self._fusable(x, out),
-            lambda: self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out),
-            name, x, out=out)
+            lambda: self.bias_activation(x, self._zero_bias(x.shape[1], x.dtype), name, out,
+                                         negative_slope),
+            name, x, out=out, negative_slope=negative_slope)
 
-    def activation_backward(self, name, dy, x, y, out=None):
+    def activation_backward(self, name, dy, x, y, out=None, negative_slope=LEAKY_RELU_SLOPE):
         name = check_activation(name)
         if name == "linear" and (out is None or out is dy):
             return dy
@@ -309,8 +311,9 @@ class CupyBackend(Backend):
         return self._fused_or_generic(
             "activation_backward",
             dy.ndim == 2 and saved is not None and self._fusable(dy, saved, out),
-            lambda: self.kernels.activation_backward(name, dy, x, y, self._out(out, dy)),
-            name, dy, x, y, out=out)
+            lambda: self.kernels.activation_backward(name, dy, x, y, self._out(out, dy),
+                                                     negative_slope),
+            name, dy, x, y, out=out, negative_slope=negative_slope)
 
     # ------------------------------------------------------------ normalization
     # Column statistics are column sums (cuBLAS GEMVs with a ones vector, which scale and
@@ -348,47 +351,58 @@ class CupyBackend(Backend):
     def batch_norm_backward(self, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch,
                             batch=True):
         def fused():
-            self.column_sum(dy, out=dbeta)
-            self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
-            return self.kernels.batch_norm_backward(dy, xhat, gamma, var, dgamma, dbeta, out,
-                                                    epsilon, batch)
+            # A batch's statistics need both sums, whether gamma and beta train or not.
+            cols = dy.shape[1]
+            sum_dy = self._stats("bn_dbeta", cols, var.dtype) if dbeta is None else dbeta
+            sum_dy_xhat = self._stats("bn_dgamma", cols, var.dtype) if dgamma is None \
+                else dgamma
+            self.column_sum(dy, out=sum_dy)
+            self.column_sum(self.kernels.product(dy, xhat, scratch), out=sum_dy_xhat)
+            return self.kernels.batch_norm_backward(dy, xhat, gamma, var, sum_dy_xhat, sum_dy,
+                                                    out, epsilon, batch)
 
         return self._fused_or_generic(
             "batch_norm_backward", dy.ndim == 2 and self._fusable(dy, xhat, gamma, out,
                                                                   scratch),
             fused, dy, xhat, gamma, var, epsilon, dgamma, dbeta, out, scratch, batch)
 
-    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd):
+    def layer_norm_forward(self, x, gamma, beta, epsilon, out, xhat, rstd, shift=None):
         return self._fused_or_generic(
             "layer_norm_forward", x.ndim == 2 and self._fusable(x, gamma, beta, out, xhat,
-                                                                rstd),
-            lambda: self.kernels.layer_norm(x, gamma, beta, out, xhat, rstd, epsilon),
-            x, gamma, beta, epsilon, out, xhat, rstd)
+                                                                rstd, shift),
+            lambda: self.kernels.layer_norm(x, gamma, None if shift is not None else beta,
+                                            out, xhat, rstd, epsilon, shift),
+            x, gamma, beta, epsilon, out, xhat, rstd, shift)
 
-    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch):
+    def layer_norm_backward(self, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch,
+                            shift=None):
         def fused():  # the parameter gradients first: out may be dy
-            self.column_sum(dy, out=dbeta)
-            self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
-            return self.kernels.layer_norm_backward(dy, xhat, gamma, rstd, out)
+            if dbeta is not None:
+                self.column_sum(dy, out=dbeta)
+            if dgamma is not None:
+                self.column_sum(self.kernels.product(dy, xhat, scratch), out=dgamma)
+            return self.kernels.layer_norm_backward(dy, xhat, gamma, rstd, out, shift)
 
         return self._fused_or_generic(
             "layer_norm_backward", dy.ndim == 2 and self._fusable(dy, xhat, gamma, rstd, out,
-                                                                  scratch),
-            fused, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch)
+                                                                  scratch, shift),
+            fused, dy, xhat, gamma, rstd, dgamma, dbeta, out, scratch, shift)
 
-    def standardize(self, x, mean, variance, out):
+    def standardize(self, x, mean, variance, out, invert=False):
         return self._fused_or_generic(
             "standardize", x.ndim == 2 and self._fusable(x, out),
             lambda: self.kernels.column_affine(x, mean, variance, None, None, out, None,
-                                               NORMALIZATION_EPSILON, clamp=True),
-            x, mean, variance, out)
+                                               NORMALIZATION_EPSILON, clamp=True,
+                                               invert=invert),
+            x, mean, variance, out, invert)
 
-    def standardize_backward(self, dy, variance, out):
-        return self._fused_or_generic(
+    def standardize_backward(self, dy, variance, out, invert=False):
+        return self._fused_or_generic(  # both directions are a per-column scale of dy
             "standardize_backward", dy.ndim == 2 and self._fusable(dy, out),
             lambda: self.kernels.column_affine(dy, None, variance, None, None, out, None,
-                                               NORMALIZATION_EPSILON, clamp=True),
-            dy, variance, out)
+                                               NORMALIZATION_EPSILON, clamp=True,
+                                               invert=invert),
+            dy, variance, out, invert)
 
     # ------------------------------------------------------------------- losses
     def _loss_buffers(self, tag, dtype):
@@ -407,20 +421,23 @@ class CupyBackend(Backend):
         return acc
 
     def softmax_cross_entropy(self, logits, labels, grad_out=None, weights=None,
-                              label_smoothing=0.0):
+                              label_smoothing=0.0, ignore_class=None):
         def fused():
             wanted = numpy.int64 if labels.ndim == 1 else logits.dtype
             grad = self._out(grad_out, logits)
             partials, loss = self._loss_buffers("xent_loss", logits.dtype)
+            ignore = None
+            if ignore_class is not None and labels.ndim == 1:
+                ignore = (ignore_class, self._buffer("xent_valid", (1,), logits.dtype))
             self.kernels.softmax_cross_entropy(
                 logits, self.xp.ascontiguousarray(labels, dtype=wanted), weights, grad,
-                partials, loss.reshape(1), label_smoothing)
+                partials, loss.reshape(1), label_smoothing, ignore)
             return loss, grad
 
         return self._fused_or_generic(
             "softmax_cross_entropy", logits.ndim == 2 and self._fusable(logits, grad_out,
                                                                         weights),
-            fused, logits, labels, grad_out, weights, label_smoothing)
+            fused, logits, labels, grad_out, weights, label_smoothing, ignore_class)
 
     def _loss_fusable(self, pred, target, grad_out, weights):
         return target.dtype == pred.dtype and self._fusable(pred, target, grad_out, weights)
@@ -481,55 +498,84 @@ class CupyBackend(Backend):
         return counter
 
     # ------------------------------------------------------------------ metrics
-    def _labels_fusable(self, scores, labels, total):
-        return scores.ndim == 2 and labels.flags.c_contiguous and self._fusable(
-            scores, total) and (labels.dtype == numpy.int64 if labels.ndim == 1
-                                else labels.dtype == scores.dtype)
+    def _labels_fusable(self, scores, labels, total, weights=None):
+        return scores.ndim == 2 and labels.flags.c_contiguous and \
+            self._weights_ok(weights, scores) and self._fusable(scores, total) and (
+                labels.dtype == numpy.int64 if labels.ndim == 1 else labels.dtype == scores.dtype)
 
-    def add_argmax_matches(self, scores, labels, total):
+    def _targets_fusable(self, scores, targets, total, weights=None):
+        return targets.dtype == scores.dtype and self._weights_ok(weights, scores) and \
+            self._fusable(scores, targets, total)
+
+    def _weights_ok(self, weights, like):
+        return weights is None or (weights.dtype == like.dtype and weights.flags.c_contiguous)
+
+    def add_argmax_matches(self, scores, labels, total, weights=None):
         return self._fused_or_generic(
-            "add_argmax_matches", self._labels_fusable(scores, labels, total),
+            "add_argmax_matches", self._labels_fusable(scores, labels, total, weights),
             lambda: self.kernels.add_argmax_matches(scores, labels,
-                                                    self._partials(total.dtype), total),
-            scores, labels, total)
+                                                    self._partials(total.dtype), total,
+                                                    weights),
+            scores, labels, total, weights)
 
-    def add_top_k_matches(self, scores, labels, k, total):
+    def add_top_k_matches(self, scores, labels, k, total, weights=None):
         return self._fused_or_generic(
-            "add_top_k_matches", self._labels_fusable(scores, labels, total),
+            "add_top_k_matches", self._labels_fusable(scores, labels, total, weights),
             lambda: self.kernels.add_top_k_matches(scores, labels, k,
-                                                   self._partials(total.dtype), total),
-            scores, labels, k, total)
+                                                   self._partials(total.dtype), total,
+                                                   weights),
+            scores, labels, k, total, weights)
 
-    def add_threshold_matches(self, scores, targets, threshold, total):
+    def add_threshold_matches(self, scores, targets, threshold, total, weights=None):
         return self._fused_or_generic(
-            "add_threshold_matches",
-            targets.dtype == scores.dtype and self._fusable(scores, targets, total),
+            "add_threshold_matches", self._targets_fusable(scores, targets, total, weights),
             lambda: self.kernels.add_threshold_matches(scores, targets, threshold,
-                                                       self._partials(total.dtype), total),
-            scores, targets, threshold, total)
+                                                       self._partials(total.dtype), total,
+                                                       weights),
+            scores, targets, threshold, total, weights)
 
-    def add_binary_counts(self, scores, targets, threshold, total):
+    def add_binary_counts(self, scores, targets, threshold, total, weights=None,
+                          which=(0, 1, 2)):
         return self._fused_or_generic(
-            "add_binary_counts",
-            targets.dtype == scores.dtype and self._fusable(scores, targets, total),
+            "add_binary_counts", self._targets_fusable(scores, targets, total, weights),
             lambda: self.kernels.add_binary_counts(scores, targets, threshold,
-                                                   self._partials(total.dtype), total),
-            scores, targets, threshold, total)
+                                                   self._partials(total.dtype), total,
+                                                   weights, which),
+            scores, targets, threshold, total, weights, which)
 
-    def add_threshold_histogram(self, scores, targets, m, total, activation="linear"):
+    def select_scores(self, scores, targets, top_k=None, class_id=None,
+                      activation="linear", out=None):
         return self._fused_or_generic(
-            "add_threshold_histogram",
-            targets.dtype == scores.dtype and self._fusable(scores, targets, total),
+            "select_scores", out is not None and scores.ndim == 2 and
+            targets.dtype == scores.dtype and self._fusable(scores, targets, *(out or ())),
+            lambda: self.kernels.select_scores(scores, targets, out[0], out[1], top_k,
+                                               class_id, activation),
+            scores, targets, top_k, class_id, activation, out)
+
+    def add_threshold_histogram(self, scores, targets, m, total, activation="linear",
+                                weights=None):
+        return self._fused_or_generic(
+            "add_threshold_histogram", self._targets_fusable(scores, targets, total, weights),
             lambda: self.kernels.add_threshold_histogram(activation, scores, targets, m,
-                                                         total),
-            scores, targets, m, total, activation)
+                                                         total, weights),
+            scores, targets, m, total, activation, weights)
 
-    def add_abs_error(self, pred, target, total, activation="linear"):
+    def add_abs_error(self, pred, target, total, activation="linear", weights=None):
         return self._fused_or_generic(
-            "add_abs_error", target.dtype == pred.dtype and self._fusable(pred, target, total),
+            "add_abs_error", self._targets_fusable(pred, target, total, weights),
             lambda: self.kernels.add_abs_error(activation, pred, target,
-                                               self._partials(total.dtype), total),
-            pred, target, total, activation)
+                                               self._partials(total.dtype), total, weights),
+            pred, target, total, activation, weights)
+
+    def add_row_weights(self, weights, rows, total):
+        if weights is None:  # rows times a persistent one, so that a graph may hold it
+            self.kernels.accumulate(total, self._buffer("one", (1,), total.dtype, fill=1),
+                                    rows)
+            return total
+        return self._fused_or_generic(
+            "add_row_weights", weights.dtype == total.dtype and self._fusable(weights, total),
+            lambda: self.kernels.sum(weights, self._partials(total.dtype), total, add=True),
+            weights, rows, total)
 
     def cast(self, x, out):
         """float32 <-> bfloat16 by kernel (round to nearest even); other pairs by CuPy."""

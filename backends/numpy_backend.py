@@ -18,7 +18,7 @@ import numpy
 from ..kernels import cpu as cpu_kernels
 from ..kernels import reference
 
-from .base import Backend
+from .base import LEAKY_RELU_SLOPE, Backend
 
 # Elements per chunk: five float32 chunks of 256K (p, g, m, v, scratch) fit in L2/L3.
 _CHUNK = 1 << 18
@@ -124,10 +124,10 @@ class NumpyBackend(Backend):
             future.result()
 
     # -------------------------------------------------------------------- activations
-    def activation(self, name, x, out=None):
+    def activation(self, name, x, out=None, negative_slope=LEAKY_RELU_SLOPE):
         if name in self._FORWARD_IN_PLACE:
             return getattr(self, self._FORWARD_IN_PLACE[name])(x, out)
-        return super().activation(name, x, out=out)
+        return super().activation(name, x, out=out, negative_slope=negative_slope)
 
     # The hot activations without a temporary (the reference allocates its result).
     _FORWARD_IN_PLACE = {"relu": "_relu", "tanh": "_tanh", "sigmoid": "_sigmoid"}
@@ -140,12 +140,13 @@ class NumpyBackend(Backend):
     def _tanh(x, out):
         return numpy.tanh(x, out=out)
 
-    def activation_backward(self, name, dy, x, y, out=None):
+    def activation_backward(self, name, dy, x, y, out=None, negative_slope=LEAKY_RELU_SLOPE):
         if name in self._BACKWARD_IN_PLACE:
             if out is None:
                 out = numpy.empty_like(dy)
             return getattr(self, self._BACKWARD_IN_PLACE[name])(dy, y, out)
-        return super().activation_backward(name, dy, x, y, out=out)
+        return super().activation_backward(name, dy, x, y, out=out,
+                                           negative_slope=negative_slope)
 
     _BACKWARD_IN_PLACE = {"relu": "_relu_backward", "sigmoid": "_sigmoid_backward",
                           "tanh": "_tanh_backward"}

@@ -34,6 +34,6 @@ def accuracy_at(backend, dtype, epochs=30, seed=0):
         model.compile(loss="sparse_categorical_crossentropy", optimizer="adam",
                       metrics=["accuracy"])
         history = model.fit(x_tr, y_tr, epochs=epochs, batch_size=64, verbose=0)
-        result = model.evaluate(x_te, y_te)
+        result = model.evaluate(x_te, y_te, return_dict=True)
     return {"task": name, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
             "final_train_loss": history.history["loss"][-1], "epochs": epochs}

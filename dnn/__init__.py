@@ -15,16 +15,17 @@ if _importlib_util.find_spec(__name__ + ".backends") is None:
                       f"the dnn command (and pip install . in the checkout if dnn is not "
                       f"installed yet)")
 
-from . import (backends, callbacks, data, distributed, initializers, layers,  # noqa: E402
-               losses, metrics, optimizers, plot, regularizers)
+from . import (activations, backends, callbacks, data, distributed,  # noqa: E402
+               initializers, layers, losses, metrics, optimizers, plot, regularizers)
 from .backend_scope import get_backend, set_backend, use_backend  # noqa: E402
 from .model import NonFiniteLossError, Sequential  # noqa: E402
 from .saving import ModelFileError, load_model, save_model  # noqa: E402
 from .version import __version__  # noqa: E402
 
 __all__ = [
-    "ModelFileError", "NonFiniteLossError", "Sequential", "backends", "callbacks", "data",
-    "distributed", "get_backend", "initializers", "layers", "load_model", "losses", "metrics",
-    "optimizers", "plot", "regularizers", "save_model", "set_backend", "use_backend",
+    "ModelFileError", "NonFiniteLossError", "Sequential", "activations", "backends",
+    "callbacks", "data", "distributed", "get_backend", "initializers", "layers", "load_model",
+    "losses", "metrics", "optimizers", "plot", "regularizers", "save_model", "set_backend",
+    "use_backend",
     "__version__",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy
 
-from .utils.validation import check_number_in, check_positive_number
+from .utils.validation import check_int, check_number_in, check_positive_number
 
 
 class Loss:
@@ -65,6 +65,11 @@ class Loss:
 
     def bounds(self, output_dim):
         return self.target_bounds
+
+    def checked_targets(self, y, xp):
+        """The targets whose values ``check_target_values`` judges (device arrays; a loss
+        that ignores some targets leaves them out)."""
+        return y
 
     def out_of_bounds(self, value, low, high, output_dim):
         return f"y: loss {self.name!r} expects targets in [0, 1]; got {value:g}"
@@ -192,9 +197,32 @@ class CategoricalCrossentropy(Loss):
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
-    """Targets are integer class ids of shape (n,) in [0, classes)."""
+    """Targets are integer class ids of shape (n,) in [0, classes).
+    ``SparseCategoricalCrossentropy(from_logits=False, ignore_class=None,
+    label_smoothing=0.0)``: with ``ignore_class`` (any integer, in [0, classes) or not,
+    as Keras's), samples with that label add nothing to the loss or its gradient and the
+    mean is over the others (0 when none is left), as Keras masks them."""
     name = "sparse_categorical_crossentropy"
     integer_targets = True
+
+    def __init__(self, from_logits=False, ignore_class=None, label_smoothing=0.0):
+        super().__init__(from_logits, label_smoothing)
+        self.ignore_class = None if ignore_class is None else check_int(
+            ignore_class, f"{type(self).__name__}: ignore_class")
+
+    def checked_targets(self, y, xp):
+        if self.ignore_class is None:
+            return y
+        return xp.where(y == self.ignore_class, 0, y)
+
+    def __call__(self, backend, output, target, grad_out=None, weights=None):
+        return backend.softmax_cross_entropy(output, target, grad_out, weights,
+                                             self.label_smoothing, self.ignore_class)
+
+    def get_config(self):
+        config = super().get_config()
+        return config if self.ignore_class is None else {**config,
+                                                         "ignore_class": self.ignore_class}
 
     def target_classes(self, y):
         return numpy.rint(y).astype(numpy.int64)
@@ -218,16 +246,19 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
                 f"{output_dim} units; got label {value:g}")
 
 
-LOSSES = {
-    "mse": MeanSquaredError,
-    "mean_squared_error": MeanSquaredError,
-    "mae": MeanAbsoluteError,
-    "mean_absolute_error": MeanAbsoluteError,
-    "huber": Huber,
-    "binary_crossentropy": BinaryCrossentropy,
-    "categorical_crossentropy": CategoricalCrossentropy,
-    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
-}
+# Keras's names for the losses dnn has (keras.losses.ALL_OBJECTS_DICT): each class's name,
+# its function's name, and the short aliases.
+LOSSES = {}
+for _cls, _names in (
+        (MeanSquaredError, ("mse", "mean_squared_error", "MSE")),
+        (MeanAbsoluteError, ("mae", "mean_absolute_error", "MAE")),
+        (Huber, ("huber",)),
+        (BinaryCrossentropy, ("binary_crossentropy", "bce", "BCE")),
+        (CategoricalCrossentropy, ("categorical_crossentropy",)),
+        (SparseCategoricalCrossentropy, ("sparse_categorical_crossentropy",))):
+    for _name in _names + (_cls.__name__,):
+        LOSSES[_name] = _cls
+del _cls, _names, _name
 
 
 def get(identifier):

@@ -12,8 +12,8 @@ import numpy
 
 from . import backend_scope, losses as losses_mod, metrics as metrics_mod
 from . import optimizers as optimizers_mod
-from .layers import Activation, Dense, Dropout, Layer
-from .layers.base import ForwardContext
+from .layers import Activation, Dense, Dropout, Layer, Residual
+from .layers.base import ForwardContext, input_width
 from .saving import register_model, save_model
 from .training import data_adapter, passes
 from .training.buffer_cache import BufferCache
@@ -21,7 +21,9 @@ from .training.nan_guard import NonFiniteLossError
 from .training.options import FitOptions
 from .training.parameters import Parameters
 from .training.replica import LOCAL, Strategy
+from .training.sources import ArraySource
 from .training.trainer import Trainer
+from .utils.progress import format_logs
 from .utils.summary import summary_text
 from .utils.validation import check_dtype, check_nonnegative_int, check_positive_int
 
@@ -32,17 +34,17 @@ __all__ = ["NonFiniteLossError", "Sequential"]
 class Sequential:
     """``Sequential(layers, input_dim=None, seed=None, dtype="float32")``.
 
-    ``dtype`` is the weights' dtype (and so the gradients' and the optimizer state's),
-    ``compute_dtype`` the activations'; they differ only under the policy
+    The input width is ``input_dim=n`` or ``input_shape=(n,)`` (here or on the first
+    layer). ``dtype`` is the weights' dtype (and so the gradients' and the optimizer
+    state's), ``compute_dtype`` the activations'; they differ only under the policy
     ``"mixed_bfloat16"``, as in Keras."""
 
     def __init__(self, layers=None, input_dim=None, seed=None, dtype="float32",
-                 name="sequential"):
+                 name="sequential", input_shape=None):
         self.name = name
         self.layers: list[Layer] = []
         self.built = False
-        self.input_dim = None if input_dim is None else check_positive_int(input_dim,
-                                                                          "input_dim")
+        self.input_dim = input_width(input_dim, input_shape, "Sequential")
         self.output_dim = None
         if seed is None:
             seed = int(numpy.random.SeedSequence().entropy % (2**63))
@@ -164,17 +166,21 @@ class Sequential:
         return self
 
     def seed_dropout(self):
-        """Give each Dropout layer its seed, from the model's seed and its position."""
+        """Give each Dropout layer its seed, from the model's seed and its position (in
+        a residual block: the block's position, then its own)."""
         for index, layer in enumerate(self.layers):
-            if isinstance(layer, Dropout):
-                layer.seed = int(numpy.random.SeedSequence([self.seed, index])
-                                 .generate_state(1, numpy.uint64)[0])
+            _seed_dropout(layer, [self.seed, index])
 
     # -------------------------------------------------------------------- compile
     def compile(self, loss, optimizer="rmsprop", metrics=None, steps_per_execution=1,
-                distribute=None):
-        """Choose the loss, optimizer and metrics, by name or object.
+                distribute=None, weighted_metrics=None):
+        """Choose the loss, optimizer and metrics, by name or object (Keras' names and
+        aliases: "bce", "mse", "AUC", "acc"...; a metric given by name is logged under
+        that name, as Keras does).
 
+        ``metrics`` are computed unweighted and ``weighted_metrics`` with each sample's
+        weight (``sample_weight`` and ``class_weight``), as in Keras; a metric in both
+        lists logs its weighted value as "weighted_<name>".
         ``steps_per_execution``: training steps per captured-graph launch (as Keras):
         with K > 1 and a captured step (a GPU, or ``fit(cuda_graph=True)``), K steps
         replay as one graph that gathers its own batches on the device.
@@ -186,18 +192,7 @@ class Sequential:
                                                       "steps_per_execution")
         self.loss = losses_mod.get(loss)
         self.optimizer = optimizers_mod.get(optimizer)
-        if metrics is None:
-            metrics = []
-        elif isinstance(metrics, (str, metrics_mod.Metric)):
-            metrics = [metrics]
-        metrics = [metrics_mod.get(m) for m in metrics]
-        names = [m.name for m in metrics]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            # Their values would share one key in the logs and history.
-            raise ValueError(f"metrics: expected distinct names; got {twice[0]!r} more than "
-                             f"once")
-        self.metrics = metrics
+        self.metrics = metrics_mod.compiled(metrics, weighted_metrics)
         if self.built:
             self._configure_compiled()
         return self
@@ -237,7 +232,7 @@ class Sequential:
 
     def _output_activation(self):
         last = self.layers[-1]
-        return last.activation if isinstance(last, (Dense, Activation)) else "linear"
+        return last.activation if isinstance(last, (Dense, Activation, Residual)) else "linear"
 
     def _require_compiled(self, what):
         if self.loss is None:
@@ -303,11 +298,14 @@ class Sequential:
             self, x, y, options, sample_weight=sample_weight, class_weight=class_weight)
         return self._trainer.fit(train, options, validation)
 
-    def evaluate(self, x, y=None, batch_size=None, verbose=0, sample_weight=None, steps=None):
+    def evaluate(self, x, y=None, batch_size=None, verbose=0, sample_weight=None, steps=None,
+                 return_dict=False):
         """Mean loss and metrics over (x, y), or over a batch source's batches (as
-        ``fit`` takes them; at most ``steps`` batches): ``{"loss": ..., "accuracy":
-        ...}``. ``batch_size``: arrays only, default 256. Data-parallel, the ranks share
-        the rows: call it on every rank."""
+        ``fit`` takes them; at most ``steps`` batches), as Keras 3 returns them: the loss
+        alone when the model has no metrics, else ``[loss, metric, ...]`` in compile
+        order; ``return_dict=True`` gives ``{"loss": ..., "accuracy": ...}``.
+        ``batch_size``: arrays only, default 256. Data-parallel, the ranks share the
+        rows: call it on every rank."""
         self._require_compiled("evaluate")
         batch_size = _optional_positive(batch_size, "batch_size")
         steps = _optional_positive(steps, "steps")
@@ -315,8 +313,39 @@ class Sequential:
                                                             sample_weight, steps)
         logs = self._trainer.evaluate(source, batch_size, steps)
         if verbose:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
-        return logs
+            print(format_logs(logs))
+        return _as_keras_returns(logs, return_dict)
+
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on all of (x, y), as Keras' ``train_on_batch``: the step
+        ``fit`` runs (captured and replayed where the backend captures), without the NaN
+        guard; returns that batch's loss and metrics as ``evaluate`` does."""
+        self._require_compiled("train_on_batch")
+        self._refuse_data_parallel("train_on_batch")
+        source = ArraySource(*data_adapter.features_and_targets(
+            self, x, y, what="train_on_batch", sample_weight=sample_weight,
+            class_weight=class_weight))
+        return _as_keras_returns(self._trainer.train_batch(source), return_dict)
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """The loss and metrics of (x, y) as one batch, in inference mode (Keras'
+        ``test_on_batch``); returned as ``evaluate`` does."""
+        self._require_compiled("test_on_batch")
+        self._refuse_data_parallel("test_on_batch")
+        source = ArraySource(*data_adapter.features_and_targets(
+            self, x, y, what="test_on_batch", sample_weight=sample_weight))
+        return _as_keras_returns(self._trainer.evaluate(source, max(1, source.rows)),
+                                 return_dict)
+
+    def predict_on_batch(self, x):
+        """``predict(x)`` as one batch (Keras' ``predict_on_batch``)."""
+        return self.predict(x, batch_size=max(1, len(x)))
+
+    def _refuse_data_parallel(self, what):
+        if self.distribute is not None:
+            raise ValueError(f"{what}: expected a model that trains on one process; this one "
+                             f"was compiled with distribute= (use fit or evaluate, which "
+                             f"share the rows across ranks)")
 
     def predict(self, x, batch_size=None, verbose=0, steps=None):
         """Outputs as a NumPy array of shape (n, output_dim), with the output
@@ -352,7 +381,7 @@ class Sequential:
 
     def __call__(self, x):
         """``model(x)``: ``predict(x)`` as one batch."""
-        return self.predict(x, batch_size=max(1, len(x)))
+        return self.predict_on_batch(x)
 
     # ------------------------------------------------------------------- weights
     def _require_built(self, what):
@@ -426,6 +455,24 @@ class Sequential:
 
 def _optional_positive(value, name):
     return None if value is None else check_positive_int(value, name)
+
+
+def _as_keras_returns(logs, return_dict):
+    """What Keras 3's evaluate and ``*_on_batch`` return: the logs dict with
+    ``return_dict``, else the loss alone or ``[loss, metric, ...]``."""
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
+
+
+def _seed_dropout(layer, path):
+    """Seed ``layer`` (a Dropout) or the Dropout layers inside it from ``path``, the
+    model's seed then the layer's position in each enclosing block."""
+    if isinstance(layer, Dropout):
+        layer.seed = int(numpy.random.SeedSequence(path).generate_state(1, numpy.uint64)[0])
+    for index, sublayer in enumerate(getattr(layer, "sublayers", ())):
+        _seed_dropout(sublayer, path + [index])
 
 
 def _check_strategy(strategy, name, allow_none=False):

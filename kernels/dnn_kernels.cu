@@ -7,8 +7,9 @@
 // instantiation, <kernel>[_<activation>]_<f32|f64|bf16> (a kernel with a template
 // parameter "int ACT" is built once per activation), and marshals every launch's
 // arguments from the parsed parameter types. Constants that Python knows too (the block
-// size, GELU's and leaky ReLU's coefficients, the activation codes) arrive in a
-// generated prelude of #defines (catalogue.prelude), so each is written once.
+// size, GELU's coefficients, the activation codes) arrive in a generated prelude of
+// #defines (catalogue.prelude), so each is written once. Leaky ReLU's slope is a runtime
+// argument (``slope``) of every kernel that applies an activation.
 //
 // The same source also compiles as host C++: kernels/host_shim.h maps the CUDA
 // keywords away and runs each block as its blockDim.x threads, one fiber each, that
@@ -26,7 +27,7 @@
 // bfloat16 is a storage type: values load as float, are computed in float, and store
 // rounded to nearest even. dnn_compute_t<S> names the arithmetic type of storage S.
 
-#if DNN_ACTIVATION_COUNT != 6
+#if DNN_ACTIVATION_COUNT != 7
 #error "reference.ELEMENTWISE_ACTIVATIONS changed: teach dnn_activate and its gradient"
 #endif
 
@@ -47,6 +48,8 @@ __device__ __forceinline__ float dnn_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double dnn_sqrt(double x) { return sqrt(x); }
 __device__ __forceinline__ float dnn_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double dnn_abs(double x) { return fabs(x); }
+__device__ __forceinline__ float dnn_erf(float x) { return erff(x); }
+__device__ __forceinline__ double dnn_erf(double x) { return erf(x); }
 
 // ------------------------------------------------------------------ bfloat16
 // Loads widen to float, stores round to nearest even (NaN stays a quiet NaN): the same
@@ -90,39 +93,55 @@ __device__ __forceinline__ T dnn_sigmoid(T x) {
     return (x >= T(0) ? T(1) : e) / (T(1) + e);
 }
 
-// GELU, tanh approximation (PyTorch's approximate='tanh').
+// GELU, exact: x (erf(x / sqrt 2) + 1) / 2, in Keras's order of operations.
 template <typename T>
 __device__ __forceinline__ T dnn_gelu(T x) {
+    return x * (dnn_erf(x / T(DNN_GELU_SQRT2)) + T(1)) / T(2);
+}
+
+// Its derivative: the normal CDF plus x times the normal density.
+template <typename T>
+__device__ __forceinline__ T dnn_gelu_grad(T x) {
+    T cdf = (dnn_erf(x / T(DNN_GELU_SQRT2)) + T(1)) / T(2);
+    return cdf + x * dnn_exp(-x * x / T(2)) / T(DNN_GELU_SQRT_2PI);
+}
+
+// GELU, tanh approximation (Keras's approximate=True, PyTorch's approximate='tanh').
+template <typename T>
+__device__ __forceinline__ T dnn_gelu_tanh(T x) {
     const T k = T(DNN_GELU_K);
     return T(0.5) * x * (T(1) + dnn_tanh(k * (x + T(DNN_GELU_C) * x * x * x)));
 }
 
 template <typename T>
-__device__ __forceinline__ T dnn_gelu_grad(T x) {
+__device__ __forceinline__ T dnn_gelu_tanh_grad(T x) {
     const T k = T(DNN_GELU_K);
     T t = dnn_tanh(k * (x + T(DNN_GELU_C) * x * x * x));
     T dt = k * (T(1) + T(3) * T(DNN_GELU_C) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt;
 }
 
+// ``slope``: leaky ReLU's negative slope (>= 0); the other activations ignore it.
 template <typename T, int ACT>
-__device__ __forceinline__ T dnn_activate(T x) {
+__device__ __forceinline__ T dnn_activate(T x, T slope) {
     if (ACT == DNN_ACT_RELU) return x > T(0) ? x : T(0);
-    if (ACT == DNN_ACT_LEAKY_RELU) return x > T(0) ? x : T(DNN_LEAKY_RELU_ALPHA) * x;
+    if (ACT == DNN_ACT_LEAKY_RELU) return x > T(0) ? x : slope * x;
     if (ACT == DNN_ACT_SIGMOID) return dnn_sigmoid(x);
     if (ACT == DNN_ACT_TANH) return dnn_tanh(x);
     if (ACT == DNN_ACT_GELU) return dnn_gelu(x);
+    if (ACT == DNN_ACT_GELU_TANH) return dnn_gelu_tanh(x);
     return x;
 }
 
 // d(act)/dx from the output y (or the input x for gelu), times the upstream gradient.
 template <typename T, int ACT>
-__device__ __forceinline__ T dnn_activate_grad(T dy, T x, T y) {
+__device__ __forceinline__ T dnn_activate_grad(T dy, T x, T y, T slope) {
     if (ACT == DNN_ACT_RELU) return y > T(0) ? dy : T(0);
-    if (ACT == DNN_ACT_LEAKY_RELU) return y > T(0) ? dy : T(DNN_LEAKY_RELU_ALPHA) * dy;
+    if (ACT == DNN_ACT_LEAKY_RELU) return y > T(0) ? dy : slope * dy;
     if (ACT == DNN_ACT_SIGMOID) return dy * y * (T(1) - y);
     if (ACT == DNN_ACT_TANH) return dy * (T(1) - y * y);
     if (ACT == DNN_ACT_GELU) return dy * dnn_gelu_grad(x);
+    if (ACT == DNN_ACT_GELU_TANH) return dy * dnn_gelu_tanh_grad(x);
     return dy;
 }
 
@@ -181,10 +200,12 @@ __device__ __forceinline__ int dnn_row_group(long long group) {
 // y[r, c] = act(x[r, c] + bias[c]); x is (n / cols, cols) C-contiguous; y may be x.
 // dnn:kernel float32 float64 bfloat16
 template <typename S, int ACT>
-__device__ void bias_act(const S* x, const S* bias, S* y, long long n, long long cols) {
+__device__ void bias_act(const S* x, const S* bias, S* y, long long n, long long cols,
+                         dnn_compute_t<S> slope) {
     typedef dnn_compute_t<S> C;
     DNN_LOOP(i, n) {
-        dnn_store(y[i], dnn_activate<C, ACT>(dnn_load(x[i]) + dnn_load(bias[i % cols])));
+        dnn_store(y[i], dnn_activate<C, ACT>(dnn_load(x[i]) + dnn_load(bias[i % cols]),
+                                             slope));
     }
 }
 
@@ -192,11 +213,12 @@ __device__ void bias_act(const S* x, const S* bias, S* y, long long n, long long
 // y (the output) is read by the others; dx may be dy.
 // dnn:kernel float32 float64 bfloat16
 template <typename S, int ACT>
-__device__ void act_backward(const S* dy, const S* x, const S* y, S* dx, long long n) {
+__device__ void act_backward(const S* dy, const S* x, const S* y, S* dx, long long n,
+                             dnn_compute_t<S> slope) {
     typedef dnn_compute_t<S> C;
     DNN_LOOP(i, n) {
         dnn_store(dx[i], dnn_activate_grad<C, ACT>(dnn_load(dy[i]), x ? dnn_load(x[i]) : C(0),
-                                                   y ? dnn_load(y[i]) : C(0)));
+                                                   y ? dnn_load(y[i]) : C(0), slope));
     }
 }
 
@@ -298,18 +320,24 @@ __device__ void batch_stats(const dnn_compute_t<S>* sum1, const dnn_compute_t<S>
 
 // y = gamma * (x - mean) / d + beta per column, d = sqrt(var + eps), or with ``clamp``
 // d = max(sqrt(var), eps) (Keras' Normalization); mean, gamma, beta may be null (0, 1,
-// 0); xhat (the normalized x, for the backward pass) may be null. y may be x.
+// 0); xhat (the normalized x, for the backward pass) may be null. With ``invert`` (Keras'
+// Normalization(invert=True)) the map is undone instead: y = x * d + mean. y may be x.
 // dnn:kernel float32 float64 bfloat16
 template <typename S>
 __device__ void column_affine(const S* x, const dnn_compute_t<S>* mean,
                               const dnn_compute_t<S>* var, const S* gamma, const S* beta,
                               S* y, S* xhat, long long rows, long long cols,
-                              dnn_compute_t<S> eps, int clamp) {
+                              dnn_compute_t<S> eps, int clamp, int invert) {
     typedef dnn_compute_t<S> C;
     DNN_LOOP(i, rows * cols) {
         long long c = i % cols;
         C sd = clamp ? dnn_sqrt(var[c]) : dnn_sqrt(var[c] + eps);
-        C xh = (dnn_load(x[i]) - (mean ? mean[c] : C(0))) / (clamp && sd < eps ? eps : sd);
+        if (clamp && sd < eps) sd = eps;
+        if (invert) {
+            dnn_store(y[i], (mean ? mean[c] : C(0)) + dnn_load(x[i]) * sd);
+            continue;
+        }
+        C xh = (dnn_load(x[i]) - (mean ? mean[c] : C(0))) / sd;
         if (xhat) dnn_store(xhat[i], xh);
         C scale = gamma ? dnn_load(gamma[c]) : C(1), shift = beta ? dnn_load(beta[c]) : C(0);
         dnn_store(y[i], scale * xh + shift);
@@ -319,7 +347,8 @@ __device__ void column_affine(const S* x, const dnn_compute_t<S>* mean,
 // BatchNormalization's input gradient. With ``batch`` (training: the statistics were
 // the batch's), from the column sums dbeta = sum(dy) and dgamma = sum(dy * xhat):
 // dx = gamma / sqrt(var + eps) / rows * (rows dy - dbeta - xhat dgamma); otherwise (the
-// moving statistics, an affine map) dx = gamma / sqrt(var + eps) dy.
+// moving statistics, an affine map) dx = gamma / sqrt(var + eps) dy. gamma may be null
+// (scale=False: 1).
 // dnn:kernel float32 float64 bfloat16
 template <typename S>
 __device__ void batch_norm_backward(const S* dy, const S* xhat, const S* gamma,
@@ -330,7 +359,7 @@ __device__ void batch_norm_backward(const S* dy, const S* xhat, const S* gamma,
     typedef dnn_compute_t<S> C;
     DNN_LOOP(i, rows * cols) {
         long long c = i % cols;
-        C scale = dnn_load(gamma[c]) / dnn_sqrt(var[c] + eps);
+        C scale = (gamma ? dnn_load(gamma[c]) : C(1)) / dnn_sqrt(var[c] + eps);
         C g = dnn_load(dy[i]);
         if (batch) g = (C(rows) * g - dbeta[c] - dnn_load(xhat[i]) * dgamma[c]) / C(rows);
         dnn_store(dx[i], scale * g);
@@ -338,13 +367,15 @@ __device__ void batch_norm_backward(const S* dy, const S* xhat, const S* gamma,
 }
 
 // LayerNormalization of each row over its columns: y = gamma * xhat + beta with
-// xhat = (x - mean) / sqrt(var + eps); xhat and the rows' 1 / sqrt(var + eps) are kept
-// for the backward pass. y may be x.
+// xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps); gamma and beta may be null (1,
+// 0). With ``rms`` (Keras' rms_scaling) the input is scaled without centring:
+// xhat = x * rstd and y = gamma * xhat, and shift (null otherwise) keeps each row's
+// mean * rstd. xhat and rstd are kept for the backward pass. y may be x.
 // dnn:kernel float32 float64 bfloat16
 template <typename S>
 __device__ void layer_norm(const S* x, const S* gamma, const S* beta, S* y, S* xhat,
-                           dnn_compute_t<S>* rstd, long long rows, long long cols,
-                           dnn_compute_t<S> eps, long long group) {
+                           dnn_compute_t<S>* rstd, dnn_compute_t<S>* shift, long long rows,
+                           long long cols, dnn_compute_t<S> eps, int rms, long long group) {
     typedef dnn_compute_t<S> C;
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
@@ -363,21 +394,26 @@ __device__ void layer_norm(const S* x, const S* gamma, const S* beta, S* y, S* x
         const C inv = C(1) / dnn_sqrt(dnn_group_sum(q, g) / C(cols) + eps);
         if (!active) continue;
         if (lane == 0) rstd[r] = inv;
+        if (lane == 0 && shift) shift[r] = mean * inv;
+        const C centre = rms ? C(0) : mean;
         for (long long c = lane; c < cols; c += g) {
-            C xh = (dnn_load(xr[c]) - mean) * inv;
+            C xh = (dnn_load(xr[c]) - centre) * inv;
             dnn_store(xhat[r * cols + c], xh);
-            dnn_store(y[r * cols + c], dnn_load(gamma[c]) * xh + dnn_load(beta[c]));
+            C scaled = gamma ? dnn_load(gamma[c]) * xh : xh;
+            dnn_store(y[r * cols + c], beta ? scaled + dnn_load(beta[c]) : scaled);
         }
     }
 }
 
-// dx = rstd / cols * (cols g - sum(g) - xhat sum(g xhat)) per row, g = dy * gamma.
-// dx may be dy.
+// dx = rstd / cols * (cols g - sum(g) - (xhat - shift) sum(g xhat)) per row, g = dy *
+// gamma (gamma may be null: 1). With ``rms`` the sum(g) term is absent and shift holds
+// the rows' mean * rstd (null otherwise: 0). dx may be dy.
 // dnn:kernel float32 float64 bfloat16
 template <typename S>
 __device__ void layer_norm_backward(const S* dy, const S* xhat, const S* gamma,
-                                    const dnn_compute_t<S>* rstd, S* dx, long long rows,
-                                    long long cols, long long group) {
+                                    const dnn_compute_t<S>* rstd,
+                                    const dnn_compute_t<S>* shift, S* dx, long long rows,
+                                    long long cols, int rms, long long group) {
     typedef dnn_compute_t<S> C;
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
@@ -386,18 +422,19 @@ __device__ void layer_norm_backward(const S* dy, const S* xhat, const S* gamma,
         const bool active = r < rows;
         C s1 = C(0), s2 = C(0);
         for (long long c = lane; active && c < cols; c += g) {
-            C gi = dnn_load(dy[r * cols + c]) * dnn_load(gamma[c]);
+            C gi = dnn_load(dy[r * cols + c]) * (gamma ? dnn_load(gamma[c]) : C(1));
             s1 += gi;
             s2 += gi * dnn_load(xhat[r * cols + c]);
         }
         s1 = dnn_group_sum(s1, g);
         s2 = dnn_group_sum(s2, g);
         if (!active) continue;
-        const C k = C(cols), scale = rstd[r] / k;
+        const C k = C(cols), scale = rstd[r] / k, sum_g = rms ? C(0) : s1;
+        const C sh = shift ? shift[r] : C(0);
         for (long long c = lane; c < cols; c += g) {
-            C gi = dnn_load(dy[r * cols + c]) * dnn_load(gamma[c]);
+            C gi = dnn_load(dy[r * cols + c]) * (gamma ? dnn_load(gamma[c]) : C(1));
             C xh = dnn_load(xhat[r * cols + c]);
-            dnn_store(dx[r * cols + c], scale * (k * gi - s1 - xh * s2));
+            dnn_store(dx[r * cols + c], scale * (k * gi - sum_g - (xh - sh) * s2));
         }
     }
 }
@@ -423,15 +460,20 @@ __device__ __forceinline__ void row_max_sum_exp(const T* zr, long long cols, boo
 // Softmax cross-entropy from logits, integer labels: the gradient, and the rows' shares
 // of the mean loss summed per block. Each row's loss and gradient are scaled by its
 // weight (weights may be null: all 1). With label smoothing ls the target row is
-// (1 - ls) one_hot + ls / cols.
+// (1 - ls) one_hot + ls / cols. Rows labelled ``ignore`` (Keras's ignore_class; -1, which
+// no valid label is, when there is none) add nothing and get a zero gradient, and the
+// mean is then over the other rows: ``valid`` (null without ignore_class) holds their
+// count, and the sum is divided by it (by 1 / inv_n rows otherwise); none valid gives 0.
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void softmax_xent_sparse(const T* z, const long long* labels, const T* weights,
                                     T* grad, T* partials, long long rows, long long cols,
-                                    T inv_n, T smoothing, long long group) {
+                                    T inv_n, T smoothing, long long group, long long ignore,
+                                    const T* valid) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
     const T off = smoothing / T(cols), on = T(1) - smoothing + off;
+    if (valid) inv_n = valid[0] > T(0) ? T(1) / valid[0] : T(0);
     T total = T(0);
     for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
         const long long r = base + threadIdx.x / g;
@@ -445,8 +487,12 @@ __device__ void softmax_xent_sparse(const T* z, const long long* labels, const T
         }
         shifted = dnn_group_sum(shifted, g);
         if (!active) continue;
-        const T log_s = dnn_log(s), inv_s = T(1) / s, w = weights ? weights[r] : T(1);
         const long long label = labels[r];
+        if (label == ignore) {
+            for (long long c = lane; c < cols; c += g) grad[r * cols + c] = T(0);
+            continue;
+        }
+        const T log_s = dnn_log(s), inv_s = T(1) / s, w = weights ? weights[r] : T(1);
         const T row_loss = (T(1) - smoothing) * (log_s - (zr[label] - m))
                            + off * (T(cols) * log_s - shifted);
         if (lane == 0) total += w * row_loss * inv_n;
@@ -455,6 +501,17 @@ __device__ void softmax_xent_sparse(const T* z, const long long* labels, const T
             grad[r * cols + c] = w * (p - (c == label ? on : off)) * inv_n;
         }
     }
+    dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// The labels other than ``ignore``, counted as partial sums: the rows a sparse
+// cross-entropy with ignore_class averages over.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void count_labels_other_than(const long long* labels, T* partials, long long n,
+                                        long long ignore) {
+    T total = T(0);
+    DNN_LOOP(i, n) total += labels[i] != ignore ? T(1) : T(0);
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
@@ -1247,13 +1304,22 @@ __device__ __forceinline__ long long row_argmax(const T* xr, long long cols, boo
     return -dnn_group_max(-first, g);
 }
 
+// The metric kernels take per-row weights (weights may be null: all 1), which Keras's
+// weighted_metrics give each sample's contribution; an element of row r is weighted by
+// weights[r].
+template <typename T>
+__device__ __forceinline__ T dnn_row_weight(const T* weights, long long row) {
+    return weights ? weights[row] : T(1);
+}
+
 // Rows whose argmax is the label: labels holds int64 ids, or is null with target rows
 // (one-hot or probabilities) whose argmax is the label, as top_k_matches takes them. A
 // target row with no maximum (NaN) has no label and matches nothing.
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void argmax_matches(const T* scores, const long long* labels, const T* targets,
-                               T* partials, long long rows, long long cols, long long group) {
+                               const T* weights, T* partials, long long rows, long long cols,
+                               long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
     T total = T(0);
@@ -1263,18 +1329,25 @@ __device__ void argmax_matches(const T* scores, const long long* labels, const T
         long long best = row_argmax(scores + r * cols, cols, active, lane, g);
         long long label = labels ? (active ? labels[r] : 0)
                                  : row_argmax(targets + r * cols, cols, active, lane, g);
-        if (active && lane == 0 && best == label && label < cols) total += T(1);
+        if (active && lane == 0 && best == label && label < cols) {
+            total += dnn_row_weight(weights, r);
+        }
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
-// Elements where scores > threshold agrees with targets > 0.5 (binary accuracy).
+// Elements where scores > threshold agrees with targets > 0.5 (binary accuracy); rows
+// have cols elements.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void threshold_matches(const T* scores, const T* targets, T* partials, long long n,
-                                  T threshold) {
+__device__ void threshold_matches(const T* scores, const T* targets, const T* weights,
+                                  T* partials, long long n, long long cols, T threshold) {
     T total = T(0);
-    DNN_LOOP(i, n) total += ((scores[i] > threshold) == (targets[i] > T(0.5))) ? T(1) : T(0);
+    DNN_LOOP(i, n) {
+        if ((scores[i] > threshold) == (targets[i] > T(0.5))) {
+            total += dnn_row_weight(weights, i / cols);
+        }
+    }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
@@ -1282,9 +1355,13 @@ __device__ void threshold_matches(const T* scores, const T* targets, T* partials
 // model's output holds logits.
 // dnn:kernel float32 float64
 template <typename T, int ACT>
-__device__ void abs_error(const T* pred, const T* target, T* partials, long long n) {
+__device__ void abs_error(const T* pred, const T* target, const T* weights, T* partials,
+                          long long n, long long cols, T slope) {
     T total = T(0);
-    DNN_LOOP(i, n) total += dnn_abs(dnn_activate<T, ACT>(pred[i]) - target[i]);
+    DNN_LOOP(i, n) {
+        total += dnn_row_weight(weights, i / cols)
+                 * dnn_abs(dnn_activate<T, ACT>(pred[i], slope) - target[i]);
+    }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
@@ -1302,8 +1379,8 @@ __device__ void accumulate(T* acc, const T* value, T weight) {
 // dnn:kernel float32 float64
 template <typename T>
 __device__ void top_k_matches(const T* scores, const long long* labels, const T* targets,
-                              T* partials, long long rows, long long cols, long long k,
-                              long long group) {
+                              const T* weights, T* partials, long long rows, long long cols,
+                              long long k, long long group) {
     const int g = dnn_row_group(group), lane = threadIdx.x % g;
     const long long per_block = blockDim.x / g;
     T total = T(0);
@@ -1319,40 +1396,81 @@ __device__ void top_k_matches(const T* scores, const long long* labels, const T*
             if (sr[c] > sr[label]) above += T(1);
         }
         above = dnn_group_sum(above, g);
-        if (labelled && lane == 0 && above < T(k)) total += T(1);
+        if (labelled && lane == 0 && above < T(k)) total += dnn_row_weight(weights, r);
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
 }
 
-// Binary counts at a threshold: which = 0 counts true positives (score > threshold and
-// target > 0.5), 1 predicted positives, 2 actual positives.
+// Binary counts at a threshold, as Keras's confusion metrics count them (a target is
+// positive when it is not 0): which = 0 counts true positives (score > threshold and a
+// positive target), 1 predicted positives, 2 actual positives.
 // dnn:kernel float32 float64
 template <typename T>
-__device__ void binary_counts(const T* scores, const T* targets, T* partials, long long n,
-                              T threshold, int which) {
+__device__ void binary_counts(const T* scores, const T* targets, const T* weights,
+                              T* partials, long long n, long long cols, T threshold,
+                              int which) {
     T total = T(0);
     DNN_LOOP(i, n) {
-        bool predicted = scores[i] > threshold, actual = targets[i] > T(0.5);
+        bool predicted = scores[i] > threshold, actual = targets[i] != T(0);
         bool counted = which == 0 ? (predicted && actual) : (which == 1 ? predicted : actual);
-        total += counted ? T(1) : T(0);
+        if (counted) total += dnn_row_weight(weights, i / cols);
     }
     dnn_store_partial(partials, dnn_group_sum(total, (int)blockDim.x));
+}
+
+// What precision and recall with top_k or class_id count, as Keras filters it: each
+// row's probabilities (softmax of the row when ``softmax``, the sigmoid of each score
+// when ``sigmoid``, else the scores), those outside the row's k highest (top_k > 0; ties
+// to the lower index) replaced by Keras's -1e10, then only column class_id kept (class_id >= 0;
+// out and out_targets are then (rows, 1)) or every column.
+// dnn:kernel float32 float64
+template <typename T>
+__device__ void select_scores(const T* scores, const T* targets, T* out, T* out_targets,
+                              long long rows, long long cols, long long top_k,
+                              long long class_id, int softmax, int sigmoid, long long group) {
+    const int g = dnn_row_group(group), lane = threadIdx.x % g;
+    const long long per_block = blockDim.x / g;
+    const long long width = class_id >= 0 ? 1 : cols;
+    for (long long base = blockIdx.x * per_block; base < rows; base += gridDim.x * per_block) {
+        const long long r = base + threadIdx.x / g;
+        const bool active = r < rows;
+        const T* sr = scores + r * cols;
+        T m = T(0), s = T(1);
+        if (softmax) row_max_sum_exp(sr, cols, active, lane, g, m, s);
+        for (long long c = lane; active && c < cols; c += g) {
+            if (class_id >= 0 && c != class_id) continue;
+            T p = softmax ? dnn_exp(sr[c] - m) / s : (sigmoid ? dnn_sigmoid(sr[c]) : sr[c]);
+            if (top_k > 0) {
+                long long rank = 0;  // scores ahead of this one
+                for (long long j = 0; j < cols; ++j) {
+                    if (sr[j] > sr[c] || (sr[j] == sr[c] && j < c)) ++rank;
+                }
+                if (rank >= top_k) p = T(DNN_TOP_K_FILL);
+            }
+            const long long at = r * width + (class_id >= 0 ? 0 : c);
+            out[at] = p;
+            out_targets[at] = targets[r * cols + c];
+        }
+    }
 }
 
 // The histogram behind AUC: for each score p = act(score) the number b of the
 // thresholds [-eps, 1/(m-1), ..., (m-2)/(m-1), 1+eps] (m of them, as Keras) lying below
-// it, counted into counts[b] for positive targets and counts[m + 1 + b] for negative
-// ones (2 (m + 1) running counts in device memory). Counts are whole numbers, exact in
-// the counts' type up to 2^24 (16,777,216) per slot in float32 and 2^53 in float64 (past
-// that, adding 1 is lost), so up to there the atomic additions are exact and the totals
-// do not depend on their order. The metric totals of the kernels above (reduce_partials
-// adding a batch's count to a running total) are exact up to the same bounds.
+// it; its weight (its row's, or 1) is counted into counts[b] when its target is positive
+// (not 0, as Keras) and into counts[m + 1 + b] otherwise (2 (m + 1) running counts in
+// device memory). Unweighted counts are whole numbers, exact in the counts' type up to
+// 2^24 (16,777,216) per slot in float32 and 2^53 in float64 (past that, adding 1 is
+// lost), so up to there the atomic additions are exact and the totals do not depend on
+// their order; weighted sums may differ in the last bit from run to run on a GPU. The
+// metric totals of the kernels above (reduce_partials adding a batch's count to a
+// running total) are exact up to the same bounds.
 // dnn:kernel float32 float64
 template <typename T, int ACT>
-__device__ void threshold_histogram(const T* scores, const T* targets, T* counts, long long n,
-                                    long long m) {
+__device__ void threshold_histogram(const T* scores, const T* targets, const T* weights,
+                                    T* counts, long long n, long long cols, long long m,
+                                    T slope) {
     DNN_LOOP(i, n) {
-        T p = dnn_activate<T, ACT>(scores[i]);
+        T p = dnn_activate<T, ACT>(scores[i], slope);
         long long b;
         if (p > T(1) + T(DNN_AUC_EPSILON)) {
             b = m;
@@ -1362,7 +1480,8 @@ __device__ void threshold_histogram(const T* scores, const T* targets, T* counts
             long long inner = (long long)ceil((double)p * (double)(m - 1)) - 1;
             b = 1 + (inner < 0 ? 0 : (inner > m - 2 ? m - 2 : inner));
         }
-        atomicAdd(&counts[(targets[i] > T(0.5) ? 0 : m + 1) + b], T(1));
+        atomicAdd(&counts[(targets[i] != T(0) ? 0 : m + 1) + b],
+                  dnn_row_weight(weights, i / cols));
     }
 }
 

@@ -18,7 +18,7 @@ import typing
 import numpy
 
 from .catalogue import MAX_BLOCKS, REDUCE_BLOCKS, THREADS, kernels as catalogue
-from .reference import ACTIVATIONS_NEEDING_INPUT
+from .reference import ACTIVATIONS_NEEDING_INPUT, LEAKY_RELU_SLOPE
 
 # Launch shapes. Every grid scales with its work:
 # GRID      ``work`` elements, one per thread of a grid-stride loop: ceil(work / THREADS)
@@ -119,8 +119,9 @@ class FusedKernels:
         self.runtime.launch(entry, launch_config(shape, work, group, self.threads), args)
 
     # ---------------------------------------------------------------- activations
-    def bias_activation(self, x, bias, activation, out):
-        """``out = activation(x + bias)`` for 2-D ``x``; ``bias`` (cols,); out may be x."""
+    def bias_activation(self, x, bias, activation, out, negative_slope=LEAKY_RELU_SLOPE):
+        """``out = activation(x + bias)`` for 2-D ``x``; ``bias`` (cols,); out may be x;
+        ``negative_slope``: leaky_relu's."""
         rows, cols = x.shape
         if activation == "softmax":
             group = self._row_group(cols)
@@ -128,10 +129,10 @@ class FusedKernels:
                          (x, bias, out, rows, cols, group), group=group)
         else:
             self._launch("bias_act", x.dtype.name, GRID, x.size,
-                         (x, bias, out, x.size, cols), activation)
+                         (x, bias, out, x.size, cols, negative_slope), activation)
         return out
 
-    def activation_backward(self, activation, dy, x, y, out):
+    def activation_backward(self, activation, dy, x, y, out, negative_slope=LEAKY_RELU_SLOPE):
         """``out = dy * activation'``, from the input ``x`` (gelu) or the output ``y``
         (every other activation); out may be dy."""
         if activation == "softmax":
@@ -142,8 +143,8 @@ class FusedKernels:
         else:
             needs_x = activation in ACTIVATIONS_NEEDING_INPUT
             self._launch("act_backward", dy.dtype.name, GRID, dy.size,
-                         (dy, x if needs_x else None, None if needs_x else y, out, dy.size),
-                         activation)
+                         (dy, x if needs_x else None, None if needs_x else y, out, dy.size,
+                          negative_slope), activation)
         return out
 
     # -------------------------------------------------------------- normalization
@@ -166,11 +167,14 @@ class FusedKernels:
         self._launch("batch_stats", dtype, GRID, cols,
                      (sum1, sum2, mean, var, moving_mean, moving_var, rows, cols, momentum))
 
-    def column_affine(self, x, mean, var, gamma, beta, out, xhat, epsilon, clamp=False):
-        """``out = gamma * (x - mean) / d + beta`` per column (see the kernel for d)."""
+    def column_affine(self, x, mean, var, gamma, beta, out, xhat, epsilon, clamp=False,
+                      invert=False):
+        """``out = gamma * (x - mean) / d + beta`` per column (see the kernel for d), or
+        with ``invert`` ``out = x * d + mean``."""
         rows, cols = x.shape
         self._launch("column_affine", x.dtype.name, GRID, x.size,
-                     (x, mean, var, gamma, beta, out, xhat, rows, cols, epsilon, int(clamp)))
+                     (x, mean, var, gamma, beta, out, xhat, rows, cols, epsilon, int(clamp),
+                      int(invert)))
         return out
 
     def batch_norm_backward(self, dy, xhat, gamma, var, dgamma, dbeta, out, epsilon,
@@ -181,32 +185,48 @@ class FusedKernels:
                       int(batch)))
         return out
 
-    def layer_norm(self, x, gamma, beta, out, xhat, rstd, epsilon):
+    def layer_norm(self, x, gamma, beta, out, xhat, rstd, epsilon, shift=None):
+        """Each row normalized (gamma, beta may be None); with ``shift`` (a (rows,)
+        buffer for each row's mean * rstd) it is RMS scaling: no centring, no beta."""
         rows, cols = x.shape
         group = self._row_group(cols)
         self._launch("layer_norm", x.dtype.name, ROWS, rows,
-                     (x, gamma, beta, out, xhat, rstd, rows, cols, epsilon, group), group=group)
+                     (x, gamma, beta, out, xhat, rstd, shift, rows, cols, epsilon,
+                      int(shift is not None), group), group=group)
         return out
 
-    def layer_norm_backward(self, dy, xhat, gamma, rstd, out):
+    def layer_norm_backward(self, dy, xhat, gamma, rstd, out, shift=None):
         rows, cols = dy.shape
         group = self._row_group(cols)
         self._launch("layer_norm_backward", dy.dtype.name, ROWS, rows,
-                     (dy, xhat, gamma, rstd, out, rows, cols, group), group=group)
+                     (dy, xhat, gamma, rstd, shift, out, rows, cols, int(shift is not None),
+                      group), group=group)
         return out
 
     # --------------------------------------------------------------------- losses
     def softmax_cross_entropy(self, logits, labels, weights, grad, partials, out,
-                              smoothing=0.0):
+                              smoothing=0.0, ignore=None):
         """The mean loss into ``out`` (1 element) and its gradient into ``grad``;
         ``labels`` int64 (rows,) or target rows of the logits' dtype; ``weights`` per
-        row or None; ``partials`` holds REDUCE_BLOCKS values (see ``sum``)."""
+        row or None; ``partials`` holds REDUCE_BLOCKS values (see ``sum``). ``ignore``
+        (integer labels only): ``(ignore_class, valid)``, the rows of that label left
+        out and the mean taken over the others, whose count goes to ``valid`` (1
+        element, the logits' dtype)."""
         rows, cols = logits.shape
         group = self._row_group(cols)
-        kernel = "softmax_xent_sparse" if labels.ndim == 1 else "softmax_xent_dense"
-        self._launch(kernel, logits.dtype.name, ROWS_REDUCE, rows,
-                     (logits, labels, weights, grad, partials, rows, cols, 1.0 / rows,
-                      smoothing, group), group=group)
+        args = (logits, labels, weights, grad, partials, rows, cols, 1.0 / rows, smoothing,
+                group)
+        if labels.ndim == 1:
+            label, valid = (-1, None) if ignore is None else ignore
+            if valid is not None:
+                self._launch("count_labels_other_than", logits.dtype.name, REDUCE, rows,
+                             (labels, partials, rows, label))
+                self._reduce_partials(partials, valid)
+            self._launch("softmax_xent_sparse", logits.dtype.name, ROWS_REDUCE, rows,
+                         args + (label, valid), group=group)
+        else:
+            self._launch("softmax_xent_dense", logits.dtype.name, ROWS_REDUCE, rows, args,
+                         group=group)
         return self._reduce_partials(partials, out)
 
     def elementwise_loss(self, loss, pred, target, weights, grad, partials, out, *extra):
@@ -226,12 +246,12 @@ class FusedKernels:
                      (weights, grads, partials, weights.size, l1, l2))
         return self._reduce_partials(partials, total, add=True)
 
-    def sum(self, x, partials, out):
-        """``out[0] = x.sum()``: a partial sum per block into ``partials`` (REDUCE_BLOCKS
-        elements), then one block adds them, in a fixed order, with no temporary
-        storage (so a captured graph may hold it)."""
+    def sum(self, x, partials, out, add=False):
+        """``out[0] = x.sum()`` (``+=`` with ``add``): a partial sum per block into
+        ``partials`` (REDUCE_BLOCKS elements), then one block adds them, in a fixed
+        order, with no temporary storage (so a captured graph may hold it)."""
         self._launch("block_sums", x.dtype.name, REDUCE, x.size, (x, x.size, partials))
-        return self._reduce_partials(partials, out)
+        return self._reduce_partials(partials, out, add=add)
 
     def _reduce_partials(self, partials, out, add=False):
         self._launch("reduce_partials", out.dtype.name, BLOCK, REDUCE_BLOCKS,
@@ -239,7 +259,9 @@ class FusedKernels:
         return out
 
     # -------------------------------------------------------------------- metrics
-    def add_argmax_matches(self, scores, labels, partials, total):
+    # ``weights``: per-row weights (rows,) that weight each row's contribution (Keras'
+    # weighted_metrics), or None.
+    def add_argmax_matches(self, scores, labels, partials, total, weights=None):
         """``total[0] +=`` the rows whose argmax is the label (int64 (rows,)) or the
         argmax of the target row."""
         rows, cols = scores.shape
@@ -247,16 +269,18 @@ class FusedKernels:
         sparse = labels.ndim == 1
         self._launch("argmax_matches", scores.dtype.name, ROWS_REDUCE, rows,
                      (scores, labels if sparse else None, None if sparse else labels,
-                      partials, rows, cols, group), group=group)
+                      weights, partials, rows, cols, group), group=group)
         return self._reduce_partials(partials, total, add=True)
 
-    def add_threshold_matches(self, scores, targets, threshold, partials, total):
+    def add_threshold_matches(self, scores, targets, threshold, partials, total,
+                              weights=None):
         """``total[0] +=`` the elements where scores > threshold agrees with targets > 0.5."""
         self._launch("threshold_matches", scores.dtype.name, REDUCE, scores.size,
-                     (scores, targets, partials, scores.size, threshold))
+                     (scores, targets, weights, partials, scores.size, _cols(scores),
+                      threshold))
         return self._reduce_partials(partials, total, add=True)
 
-    def add_top_k_matches(self, scores, labels, k, partials, total):
+    def add_top_k_matches(self, scores, labels, k, partials, total, weights=None):
         """``total[0] +=`` the rows whose label (int64 ids, or the argmax of target rows)
         is among the ``k`` highest scores."""
         rows, cols = scores.shape
@@ -264,28 +288,48 @@ class FusedKernels:
         sparse = labels.ndim == 1
         self._launch("top_k_matches", scores.dtype.name, ROWS_REDUCE, rows,
                      (scores, labels if sparse else None, None if sparse else labels,
-                      partials, rows, cols, k, group), group=group)
+                      weights, partials, rows, cols, k, group), group=group)
         return self._reduce_partials(partials, total, add=True)
 
-    def add_binary_counts(self, scores, targets, threshold, partials, totals):
-        """``totals[0:3] +=`` (true positives, predicted positives, actual positives)."""
-        for which in range(3):
+    def add_binary_counts(self, scores, targets, threshold, partials, totals, weights=None,
+                          which=(0, 1, 2)):
+        """``totals[j] +=`` count ``which[j]`` of (true positives, predicted positives,
+        actual positives) at ``threshold``, a target being positive when it is not 0."""
+        for slot, count in enumerate(which):
             self._launch("binary_counts", scores.dtype.name, REDUCE, scores.size,
-                         (scores, targets, partials, scores.size, threshold, which))
-            self._reduce_partials(partials, totals[which:which + 1], add=True)
+                         (scores, targets, weights, partials, scores.size, _cols(scores),
+                          threshold, count))
+            self._reduce_partials(partials, totals[slot:slot + 1], add=True)
         return totals
 
-    def add_threshold_histogram(self, activation, scores, targets, m, counts):
+    def select_scores(self, scores, targets, out, out_targets, top_k=None, class_id=None,
+                      activation="linear"):
+        """Precision's and recall's view of a batch (see the kernel): ``out`` and
+        ``out_targets`` are (rows, 1) with ``class_id``, else shaped like ``scores``;
+        ``activation``: "softmax", "sigmoid" or "linear", applied first."""
+        rows, cols = scores.shape
+        group = self._row_group(cols)
+        self._launch("select_scores", scores.dtype.name, ROWS, rows,
+                     (scores, targets, out, out_targets, rows, cols, top_k or 0,
+                      -1 if class_id is None else class_id, int(activation == "softmax"),
+                      int(activation == "sigmoid"), group), group=group)
+        return out, out_targets
+
+    def add_threshold_histogram(self, activation, scores, targets, m, counts, weights=None,
+                                negative_slope=LEAKY_RELU_SLOPE):
         """``counts`` (2 (m + 1) running totals) += the AUC histogram of the batch."""
         self._launch("threshold_histogram", scores.dtype.name, GRID, scores.size,
-                     (scores, targets, counts, scores.size, m), activation)
+                     (scores, targets, weights, counts, scores.size, _cols(scores), m,
+                      negative_slope), activation)
         return counts
 
-    def add_abs_error(self, activation, pred, target, partials, total):
+    def add_abs_error(self, activation, pred, target, partials, total, weights=None,
+                      negative_slope=LEAKY_RELU_SLOPE):
         """``total[0] +=`` the sum of |activation(pred) - target| (an elementwise
         activation)."""
         self._launch("abs_error", pred.dtype.name, REDUCE, pred.size,
-                     (pred, target, partials, pred.size), activation)
+                     (pred, target, weights, partials, pred.size, _cols(pred), negative_slope),
+                     activation)
         return self._reduce_partials(partials, total, add=True)
 
     def accumulate(self, acc, value, weight):
@@ -404,3 +448,8 @@ class FusedKernels:
         kernel = "cast_f32_bf16" if x.dtype.name == "float32" else "cast_bf16_f32"
         self._launch(kernel, None, GRID, x.size, (x, out, x.size))
         return out
+
+
+def _cols(x):
+    """Elements per row of a (rows, cols) or flat array."""
+    return x.shape[-1] if x.ndim > 1 else 1

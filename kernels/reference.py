@@ -11,34 +11,75 @@ The constants here are the only definitions: the CUDA source receives them throu
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy
 
 # Activations with an elementwise kernel, in the order of their codes in the CUDA source.
-ELEMENTWISE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu")
+# "gelu" is the exact (erf) form and "gelu_tanh" its tanh approximation: Keras's gelu
+# with approximate=False (its default) and approximate=True.
+ELEMENTWISE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
+                           "gelu_tanh")
 ACTIVATIONS = ELEMENTWISE_ACTIVATIONS + ("softmax",)
 # gelu's backward needs the pre-activation; every other backward works from the output.
-ACTIVATIONS_NEEDING_INPUT = frozenset({"gelu"})
+ACTIVATIONS_NEEDING_INPUT = frozenset({"gelu", "gelu_tanh"})
 
 GELU_K = math.sqrt(2.0 / math.pi)  # GELU's tanh approximation, as PyTorch's 'tanh'
 GELU_C = 0.044715
-LEAKY_RELU_ALPHA = 0.01
+GELU_SQRT2 = math.sqrt(2.0)  # the exact form: x (erf(x / sqrt 2) + 1) / 2, as Keras
+GELU_SQRT_2PI = math.sqrt(2.0 * math.pi)  # its gradient's normal density
+# Keras's defaults: keras.activations.leaky_relu (the "leaky_relu" string) and the
+# keras.layers.LeakyReLU layer.
+LEAKY_RELU_SLOPE = 0.2
+LEAKY_RELU_LAYER_SLOPE = 0.3
 
 
-def activation(name, x, xp=numpy):
-    """``name(x)``; softmax over the last axis."""
+def erf(x, xp=numpy):
+    """The error function, elementwise. NumPy has none: SciPy's where it is installed
+    (what Keras's NumPy backend calls), else the C library's through ``math.erf``;
+    CuPy's own for CuPy arrays."""
+    if xp is not numpy:
+        from cupyx.scipy.special import erf as device_erf
+
+        return device_erf(x)
+    return host_erf()(x).astype(x.dtype, copy=False)
+
+
+@functools.lru_cache(maxsize=None)
+def host_erf():
+    """SciPy's ``erf`` ufunc, or ``libm_erf`` without SciPy."""
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        return libm_erf
+    return scipy_erf
+
+
+def libm_erf(x):
+    """The C library's erf of each element (``math.erf``), in float64: exact to an ulp,
+    and about ten times slower than SciPy's ufunc."""
+    return _LIBM_ERF(numpy.asarray(x, dtype=numpy.float64)).astype(numpy.float64)
+
+
+_LIBM_ERF = numpy.frompyfunc(math.erf, 1, 1)
+
+
+def activation(name, x, xp=numpy, negative_slope=LEAKY_RELU_SLOPE):
+    """``name(x)``; softmax over the last axis; ``negative_slope``: leaky_relu's."""
     if name == "linear":
         return x.copy()
     if name == "relu":
         return xp.maximum(x, 0)
     if name == "leaky_relu":
-        return xp.where(x > 0, x, LEAKY_RELU_ALPHA * x)
+        return xp.where(x > 0, x, negative_slope * x)
     if name == "sigmoid":
         return _sigmoid(x, xp.exp(-xp.abs(x)), xp)
     if name == "tanh":
         return xp.tanh(x)
     if name == "gelu":
+        return x * (erf(x / _constant(GELU_SQRT2, x), xp) + 1) / 2
+    if name == "gelu_tanh":
         return 0.5 * x * (1 + xp.tanh(GELU_K * (x + GELU_C * x * x * x)))
     if name == "softmax":
         e = xp.exp(x - x.max(axis=-1, keepdims=True))
@@ -46,19 +87,22 @@ def activation(name, x, xp=numpy):
     raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}; got {name!r}")
 
 
-def activation_backward(name, dy, x, y, xp=numpy):
+def activation_backward(name, dy, x, y, xp=numpy, negative_slope=LEAKY_RELU_SLOPE):
     """dL/dx given dL/dy, the input ``x`` (read by gelu only) and the output ``y``."""
     if name == "linear":
         return dy.copy()
     if name == "relu":
         return dy * (y > 0)
-    if name == "leaky_relu":
-        return xp.where(y > 0, dy, LEAKY_RELU_ALPHA * dy)
+    if name == "leaky_relu":  # y > 0 exactly where x > 0, the slope being >= 0
+        return xp.where(y > 0, dy, negative_slope * dy)
     if name == "sigmoid":
         return dy * y * (1 - y)
     if name == "tanh":
         return dy * (1 - y * y)
-    if name == "gelu":
+    if name == "gelu":  # the normal CDF plus x times its density
+        cdf = (erf(x / _constant(GELU_SQRT2, x), xp) + 1) / 2
+        return dy * (cdf + x * xp.exp(-x * x / 2) / _constant(GELU_SQRT_2PI, x))
+    if name == "gelu_tanh":
         t = xp.tanh(GELU_K * (x + GELU_C * x * x * x))
         dt = GELU_K * (1 + 3 * GELU_C * x * x)
         return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dt)
@@ -67,32 +111,47 @@ def activation_backward(name, dy, x, y, xp=numpy):
     raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}; got {name!r}")
 
 
+def _constant(value, like):
+    """``value`` as a scalar of ``like``'s float dtype: Keras rounds sqrt(2) to the
+    input's dtype, and so do the kernels."""
+    return like.dtype.type(value) if like.dtype.kind == "f" else value
+
+
 def _sigmoid(x, e, xp):
     """sigmoid(x) from e = exp(-|x|): exp of a non-positive number only, so nothing
     overflows and tiny probabilities keep their relative precision."""
     return xp.where(x >= 0, 1, e) / (1 + e)
 
 
-def bias_activation(name, x, bias, xp=numpy):
-    return activation(name, x + bias, xp)
+def bias_activation(name, x, bias, xp=numpy, negative_slope=LEAKY_RELU_SLOPE):
+    return activation(name, x + bias, xp, negative_slope)
 
 
 NORMALIZATION_EPSILON = 1e-7  # Keras' backend epsilon: Normalization's floor on the scale
 AUC_EPSILON = 1e-7  # the outer AUC thresholds are -eps and 1 + eps (Keras)
 
 
+def _affine(xhat, gamma, beta):
+    """``gamma * xhat + beta``, either of them absent (None: Keras' scale=False and
+    center=False)."""
+    y = xhat if gamma is None else gamma * xhat
+    return y if beta is None else y + beta
+
+
 def batch_norm(x, gamma, beta, epsilon, xp=numpy):
     """Batch normalization with the batch's statistics (biased variance, as Keras):
-    ``(y, xhat, mean, var)``, statistics per column."""
+    ``(y, xhat, mean, var)``, statistics per column; gamma, beta may be None."""
     mean = x.mean(axis=0)
     var = ((x - mean) ** 2).mean(axis=0)
     xhat = (x - mean) / xp.sqrt(var + epsilon)
-    return gamma * xhat + beta, xhat, mean, var
+    return _affine(xhat, gamma, beta), xhat, mean, var
 
 
 def batch_norm_inference(x, gamma, beta, mean, var, epsilon, xp=numpy):
     """Batch normalization with fixed (moving) statistics."""
-    return gamma * (x - mean) / xp.sqrt(var + epsilon) + beta
+    centred = x - mean if gamma is None else gamma * (x - mean)
+    scaled = centred / xp.sqrt(var + epsilon)
+    return scaled if beta is None else scaled + beta
 
 
 def batch_norm_backward(dy, xhat, gamma, var, epsilon, xp=numpy, batch=True):
@@ -101,7 +160,7 @@ def batch_norm_backward(dy, xhat, gamma, var, epsilon, xp=numpy, batch=True):
     n = dy.shape[0]
     dbeta = dy.sum(axis=0)
     dgamma = (dy * xhat).sum(axis=0)
-    scale = gamma / xp.sqrt(var + epsilon)
+    scale = (1 if gamma is None else gamma) / xp.sqrt(var + epsilon)
     dx = scale / n * (n * dy - dbeta - xhat * dgamma) if batch else scale * dy
     return dx, dgamma, dbeta
 
@@ -111,20 +170,42 @@ def moving_average(moving, value, momentum):
 
 
 def layer_norm(x, gamma, beta, epsilon, xp=numpy):
-    """Normalization of each row over its features: ``(y, xhat, rstd)``, rstd per row."""
+    """Normalization of each row over its features: ``(y, xhat, rstd)``, rstd per row;
+    gamma, beta may be None."""
     mean = x.mean(axis=1, keepdims=True)
     rstd = 1 / xp.sqrt(((x - mean) ** 2).mean(axis=1, keepdims=True) + epsilon)
     xhat = (x - mean) * rstd
-    return gamma * xhat + beta, xhat, rstd[:, 0]
+    return _affine(xhat, gamma, beta), xhat, rstd[:, 0]
 
 
 def layer_norm_backward(dy, xhat, gamma, rstd, xp=numpy):
     """``(dx, dgamma, dbeta)`` of ``layer_norm``."""
-    g = dy * gamma
+    g = dy if gamma is None else dy * gamma
     k = dy.shape[1]
     dx = rstd[:, None] / k * (k * g - g.sum(axis=1, keepdims=True)
                               - xhat * (g * xhat).sum(axis=1, keepdims=True))
     return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
+def rms_scaling(x, gamma, epsilon, xp=numpy):
+    """LayerNormalization(rms_scaling=True) as Keras 3 computes it: each row scaled by
+    1 / sqrt(var + epsilon), var its variance about its mean, without centring, then by
+    gamma (None: 1). ``(y, xhat, rstd, shift)``: xhat = x * rstd, and each row's
+    mean * rstd, which the backward pass needs."""
+    mean = x.mean(axis=1, keepdims=True)
+    rstd = 1 / xp.sqrt(((x - mean) ** 2).mean(axis=1, keepdims=True) + epsilon)
+    xhat = x * rstd
+    return _affine(xhat, gamma, None), xhat, rstd[:, 0], (mean * rstd)[:, 0]
+
+
+def rms_scaling_backward(dy, xhat, gamma, rstd, shift, xp=numpy):
+    """``(dx, dgamma)`` of ``rms_scaling``: dx = rstd (g - (xhat - shift) sum(g xhat) /
+    k), g = dy * gamma."""
+    g = dy if gamma is None else dy * gamma
+    k = dy.shape[1]
+    dx = rstd[:, None] / k * (k * g - (xhat - shift[:, None])
+                              * (g * xhat).sum(axis=1, keepdims=True))
+    return dx, (dy * xhat).sum(axis=0)
 
 
 def standardize(x, mean, variance, xp=numpy):
@@ -134,6 +215,15 @@ def standardize(x, mean, variance, xp=numpy):
 
 def standardize_backward(dy, variance, xp=numpy):
     return dy / xp.maximum(xp.sqrt(variance), NORMALIZATION_EPSILON)
+
+
+def unstandardize(x, mean, variance, xp=numpy):
+    """Keras' Normalization(invert=True): ``mean + x * max(sqrt(variance), 1e-7)``."""
+    return mean + x * xp.maximum(xp.sqrt(variance), NORMALIZATION_EPSILON)
+
+
+def unstandardize_backward(dy, variance, xp=numpy):
+    return dy * xp.maximum(xp.sqrt(variance), NORMALIZATION_EPSILON)
 
 
 def log_softmax(logits, xp=numpy):
@@ -155,12 +245,22 @@ def _weighted(weights, *arrays):
     return tuple(w * a for a in arrays)
 
 
-def softmax_cross_entropy(logits, labels, xp=numpy, weights=None, label_smoothing=0.0):
+def softmax_cross_entropy(logits, labels, xp=numpy, weights=None, label_smoothing=0.0,
+                          ignore_class=None):
     """``(mean loss, d loss / d logits)`` for integer labels ``(n,)`` or target rows
     ``(n, classes)`` (one-hot or probabilities: the gradient is ``p * sum(t) - t``).
     Each row is weighted by ``weights`` (n,) if given, the sum divided by n (Keras'
-    "sum over batch size"); label smoothing ls makes the targets t (1 - ls) + ls / k."""
+    "sum over batch size"); label smoothing ls makes the targets t (1 - ls) + ls / k.
+    ``ignore_class`` (integer labels): rows of that label count for nothing and the sum
+    is divided by the number of the others instead (Keras masks them; none left gives
+    0)."""
     n, k = logits.shape
+    if ignore_class is not None and labels.ndim == 1:
+        valid = labels != ignore_class
+        labels = xp.where(valid, labels, 0)
+        mask = valid.astype(logits.dtype)
+        weights = mask if weights is None else mask * weights
+        n = max(int(valid.sum()), 1)  # with no valid row every weight is 0: the loss is 0
     log_p = log_softmax(logits, xp)
     target = xp.eye(k, dtype=logits.dtype)[labels] if labels.ndim == 1 \
         else labels.astype(logits.dtype, copy=False)
@@ -212,32 +312,62 @@ def regularization(weights, l1, l2, xp=numpy):
     return penalty, l1 * xp.sign(weights) + 2 * l2 * weights
 
 
-def argmax_matches(scores, labels, xp=numpy):
+def _counted(condition, weights, xp):
+    """The sum over ``condition``'s elements (rows by columns, or rows) of their row's
+    weight: a count when ``weights`` is None."""
+    if weights is None:
+        return xp.sum(condition)
+    w = weights.reshape((-1,) + (1,) * (condition.ndim - 1))
+    return xp.sum(xp.where(condition, w, 0))
+
+
+def argmax_matches(scores, labels, xp=numpy, weights=None):
     """Rows whose argmax equals ``labels``: integer ids (n,), or the argmax of target
-    rows (n, k)."""
+    rows (n, k); each counted as its weight when ``weights`` (n,) are given."""
     if labels.ndim == 2:
         labels = xp.argmax(labels, axis=1)
-    return xp.sum(xp.argmax(scores, axis=1) == labels)
+    return _counted(xp.argmax(scores, axis=1) == labels, weights, xp)
 
 
-def threshold_matches(scores, targets, threshold, xp=numpy):
+def threshold_matches(scores, targets, threshold, xp=numpy, weights=None):
     """Elements where ``scores > threshold`` agrees with ``targets > 0.5``."""
-    return xp.sum((scores > threshold) == (targets > 0.5))
+    return _counted((scores > threshold) == (targets > 0.5), weights, xp)
 
 
-def top_k_matches(scores, labels, k, xp=numpy):
+def top_k_matches(scores, labels, k, xp=numpy, weights=None):
     """Rows whose label (int ids, or the argmax of target rows) is among the ``k`` highest
     scores: fewer than k scores exceed the label's (ties count as in)."""
     if labels.ndim == 2:
         labels = xp.argmax(labels, axis=1)
     own = xp.take_along_axis(scores, labels.reshape(-1, 1).astype(numpy.int64), axis=1)
-    return xp.sum((scores > own).sum(axis=1) < k)
+    return _counted((scores > own).sum(axis=1) < k, weights, xp)
 
 
-def binary_counts(scores, targets, threshold, xp=numpy):
-    """``(true positives, predicted positives, actual positives)`` at ``threshold``."""
-    predicted, actual = scores > threshold, targets > 0.5
-    return xp.sum(predicted & actual), xp.sum(predicted), xp.sum(actual)
+def binary_counts(scores, targets, threshold, xp=numpy, weights=None):
+    """``(true positives, predicted positives, actual positives)`` at ``threshold``; a
+    target is positive when it is not 0 (Keras casts the labels to bool)."""
+    predicted, actual = scores > threshold, targets != 0
+    return (_counted(predicted & actual, weights, xp), _counted(predicted, weights, xp),
+            _counted(actual, weights, xp))
+
+
+TOP_K_FILL = -1e10  # Keras' NEG_INF: what precision and recall give scores past the top k
+
+
+def select_scores(scores, targets, top_k=None, class_id=None, activation_name="linear",
+                  xp=numpy):
+    """``(scores, targets)`` as Keras' precision and recall see them: the activation
+    applied (softmax over each row, or elementwise), the scores outside each row's
+    ``top_k`` highest (ties to the lower index) set to -1e10, then column ``class_id``
+    alone (shape (rows, 1)) when given."""
+    p = activation(activation_name, scores, xp)
+    if top_k:
+        order = xp.argsort(-scores, axis=1, kind="stable")  # ties: the lower index first
+        rank = xp.argsort(order, axis=1)  # each score's place in that order
+        p = xp.where(rank < top_k, p, TOP_K_FILL)
+    if class_id is not None:
+        return p[:, class_id:class_id + 1], targets[:, class_id:class_id + 1]
+    return p, targets
 
 
 def auc_thresholds(m):
@@ -246,29 +376,58 @@ def auc_thresholds(m):
     return numpy.array([-AUC_EPSILON] + inner + [1 + AUC_EPSILON])
 
 
-def threshold_histogram(probabilities, targets, m, xp=numpy):
-    """``(positive counts, negative counts)``, each m + 1 long: how many scores have b
-    of the m AUC thresholds below them, for b = 0..m."""
+def threshold_histogram(probabilities, targets, m, xp=numpy, weights=None):
+    """``(positive counts, negative counts)``, each m + 1 long: how many scores (or the
+    sum of their rows' weights) have b of the m AUC thresholds below them, for b = 0..m;
+    a target is positive when it is not 0."""
     below = xp.searchsorted(xp.asarray(auc_thresholds(m)), probabilities.ravel(),
                             side="left")
-    positive = targets.ravel() > 0.5
-    return (xp.bincount(below[positive], minlength=m + 1),
-            xp.bincount(below[~positive], minlength=m + 1))
+    positive = targets.ravel() != 0
+    w = None if weights is None else xp.broadcast_to(
+        weights.reshape((-1,) + (1,) * (probabilities.ndim - 1)), probabilities.shape).ravel()
+    return (xp.bincount(below[positive], None if w is None else w[positive], m + 1),
+            xp.bincount(below[~positive], None if w is None else w[~positive], m + 1))
 
 
-def auc_from_histogram(positive, negative):
-    """ROC AUC by the trapezoidal rule over the thresholds (Keras' "interpolation")."""
+def auc_from_histogram(positive, negative, curve="ROC"):
+    """The area under the ROC curve by the trapezoidal rule over the thresholds (Keras'
+    "interpolation"), or with ``curve="PR"`` under the precision-recall curve by Keras'
+    interpolation (Davis and Goadrich: precision interpolated between thresholds)."""
     tp = positive[::-1].cumsum()[::-1][1:]  # scores above threshold j: b > j
     fp = negative[::-1].cumsum()[::-1][1:]
     fn, tn = positive.sum() - tp, negative.sum() - fp
-    tpr = tp / numpy.maximum(tp + fn, 1e-300)
-    fpr = fp / numpy.maximum(fp + tn, 1e-300)
+    if curve == "PR":
+        return _interpolated_pr_auc(tp, fp, fn)
+    tpr = _divide_no_nan(tp, tp + fn)
+    fpr = _divide_no_nan(fp, fp + tn)
     return float(((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2).sum())
 
 
-def abs_error(pred, target, activation_name="linear", xp=numpy):
-    """The sum of |activation(pred) - target|."""
-    return xp.sum(xp.abs(activation(activation_name, pred, xp) - target))
+def _divide_no_nan(a, b):
+    a, b = numpy.asarray(a, numpy.float64), numpy.asarray(b, numpy.float64)
+    return numpy.divide(a, b, out=numpy.zeros(numpy.broadcast(a, b).shape), where=b != 0)
+
+
+def _interpolated_pr_auc(tp, fp, fn):
+    """Keras' ``AUC.interpolate_pr_auc``, from the counts at each threshold."""
+    dtp = tp[:-1] - tp[1:]
+    p = tp + fp
+    dp = p[:-1] - p[1:]
+    slope = _divide_no_nan(dtp, numpy.maximum(dp, 0))
+    intercept = tp[1:] - slope * p[1:]
+    both = (p[:-1] > 0) & (p[1:] > 0)
+    ratio = numpy.where(both, _divide_no_nan(p[:-1], numpy.maximum(p[1:], 0)), 1.0)
+    increment = _divide_no_nan(slope * (dtp + intercept * numpy.log(ratio)),
+                               numpy.maximum(tp[1:] + fn[1:], 0))
+    return float(increment.sum())
+
+
+def abs_error(pred, target, activation_name="linear", xp=numpy, weights=None):
+    """The sum of |activation(pred) - target|, each element times its row's weight."""
+    error = xp.abs(activation(activation_name, pred, xp) - target)
+    if weights is None:
+        return xp.sum(error)
+    return xp.sum(weights.reshape((-1,) + (1,) * (error.ndim - 1)) * error)
 
 
 # Learning-rate schedules, encoded as float64 arrays for the device: [kind, ...].

@@ -22,8 +22,10 @@ def ref_act(name, x):
 @pytest.mark.parametrize("name,x,want", [
     ("sigmoid", [0.0, 2.0, -800.0], [0.5, 0.8807970779778823, 0.0]),
     ("tanh", [1.0], [0.7615941559557649]),
-    ("gelu", [1.0, -1.0], [0.8411919906082768, -0.15880800939172324]),  # tanh approximation
-    ("leaky_relu", [-2.0, 3.0], [-0.02, 3.0]),
+    # x Phi(x), Phi the normal CDF: Phi(1) = 0.8413447460685429
+    ("gelu", [1.0, -1.0], [0.8413447460685429, -0.15865525393145707]),
+    ("gelu_tanh", [1.0, -1.0], [0.8411919906082768, -0.15880800939172324]),
+    ("leaky_relu", [-2.0, 3.0], [-0.4, 3.0]),  # Keras's slope for the name: 0.2
     ("relu", [-2.0, 3.0], [0.0, 3.0]),
 ])
 def test_reference_activations_at_known_values(name, x, want):

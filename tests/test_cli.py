@@ -193,7 +193,7 @@ def test_a_cli_model_answers_the_same_from_python_and_names_its_classes(tmp_path
     with dnn.use_backend("numpy"):
         loaded = dnn.load_model(model)
         assert loaded.class_names == table.class_names == ["big", "small"]
-        python_accuracy = loaded.evaluate(table.x, table.y)["accuracy"]
+        python_accuracy = loaded.evaluate(table.x, table.y, return_dict=True)["accuracy"]
         probabilities = loaded.predict(table.x)[:, 0]  # raw features: the model scales them
     assert python_accuracy == pytest.approx(cli_accuracy, abs=5e-5) and python_accuracy > 0.9
     written = numpy.array([float(line.split(",")[0]) for line in lines[1:]])

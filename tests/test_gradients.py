@@ -180,3 +180,69 @@ def test_new_losses_and_sample_weights(use, rng, loss, out_act, make_y, weighted
     model.compile(loss=loss, optimizer="sgd")
     weights = rng.uniform(0, 2, 6) if weighted else None
     assert_gradients_match(model, x, y, sample_weight=weights)
+
+
+# ------------------------------------------------ issue 19: residual blocks and options
+def test_residual_block_gradients(use, rng):
+    from dnn.layers import Residual
+
+    x = data(rng, n=7, d=3)
+    y = rng.integers(0, 3, 7)
+    model = dnn.Sequential([
+        Dense(4, "tanh"),
+        Residual([Dense(4, "relu"), Dropout(0.3), Dense(4)], activation="tanh"),  # identity
+        Residual([BatchNormalization(), Dense(5, "gelu")]),  # a projection: 4 to 5
+        Residual([Dense(5, {"name": "leaky_relu", "negative_slope": 0.1})],
+                 projection=True, activation="sigmoid"),
+        Dense(3, "softmax")], input_dim=3, seed=9, dtype="float64")
+    model.set_weights([w + rng.normal(0, 0.2, w.shape) for w in model.get_weights()])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
+    assert_gradients_match(model, x, y, training=True)
+    assert_gradients_match(model, x, y, training=False)
+
+
+def test_a_residual_first_layer_and_a_residual_output(use, rng):
+    from dnn.layers import Residual
+
+    model = dnn.Sequential([Residual([Dense(3, "relu")], input_dim=3),
+                            Residual([Dense(2, "tanh")], activation="sigmoid")],
+                           seed=10, dtype="float64")
+    model.compile(loss="binary_crossentropy", optimizer="sgd")  # the sigmoid fused as logits
+    assert model.layers[-1].emit_logits
+    assert_gradients_match(model, data(rng), rng.integers(0, 2, (6, 2)))
+
+
+@pytest.mark.parametrize("activation", [{"name": "leaky_relu", "negative_slope": 0.05},
+                                        {"name": "gelu", "approximate": True}], ids=str)
+def test_activation_option_gradients(use, rng, activation):
+    model = dnn.Sequential([Dense(5, activation), Activation(activation),
+                            dnn.layers.LeakyReLU(0.4), Dense(2)], input_dim=3, seed=3,
+                           dtype="float64")
+    model.compile(loss="mse", optimizer="sgd")
+    assert_gradients_match(model, data(rng), rng.normal(size=(6, 2)))
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: BatchNormalization(center=False), lambda: BatchNormalization(scale=False),
+    lambda: BatchNormalization(center=False, scale=False),
+    lambda: LayerNormalization(center=False), lambda: LayerNormalization(scale=False),
+    lambda: LayerNormalization(rms_scaling=True),
+    lambda: Normalization(mean=[0.5, -1.0, 2.0, 0.0], variance=[4.0, 0.25, 1.0, 9.0],
+                          invert=True)], ids=lambda f: repr(f()))
+def test_normalization_option_gradients(use, rng, layer):
+    x = data(rng, n=7, d=3) * 2 + 1
+    model = dnn.Sequential([Dense(4, "tanh"), layer(), Dense(2)], input_dim=3, seed=4,
+                           dtype="float64")
+    model.set_weights([w + rng.normal(0, 0.3, w.shape) for w in model.get_weights()])
+    model.compile(loss="mse", optimizer="sgd")
+    assert_gradients_match(model, x, rng.normal(size=(7, 2)), training=True)
+
+
+def test_ignore_class_gradients(use, rng):
+    y = rng.integers(0, 3, 6)
+    y[[1, 4]] = 2
+    model = dnn.Sequential([Dense(4, "tanh"), Dense(3, "softmax")], input_dim=3, seed=8,
+                           dtype="float64")
+    model.compile(loss=dnn.losses.SparseCategoricalCrossentropy(ignore_class=2),
+                  optimizer="sgd")
+    assert_gradients_match(model, data(rng), y, sample_weight=rng.uniform(0, 2, 6))

@@ -654,6 +654,8 @@ def test_every_grid_scales_with_its_work(rows, cols):
     weights = _Shape((rows,))
     k.softmax_cross_entropy(a, labels, weights, a, part, one)
     k.softmax_cross_entropy(a, a, None, a, part, one)
+    k.softmax_cross_entropy(a, labels, weights, a, part, one, 0.0, (3, one))  # ignore_class
+    k.select_scores(a, a, a, a, 5, None, "softmax")
     for loss, extra in (("sigmoid_bce", (0.1,)), ("mse", ()), ("mae", ()), ("huber", (1.0,))):
         k.elementwise_loss(loss, a, a, weights, a, part, one, *extra)
     k.add_regularization(flat, flat, 0.01, 0.01, part, one)
@@ -691,7 +693,7 @@ def test_every_grid_scales_with_its_work(rows, cols):
     k.advance(step, rows)
     assert rec.kernels == set(catalogue.kernels()), "a kernel this test does not launch"
     for entry, (blocks, threads), args in rec.launches:
-        n = max(arg.size for arg in args if isinstance(arg, _Shape))
+        n = max(arg.size for arg in args if isinstance(arg, _Shape) and arg is not part)
         if blocks == 1 and threads == 1 or entry.startswith("dnn_reduce_partials"):
             assert n <= catalogue.REDUCE_BLOCKS, f"{entry} does O({n}) work in one block"
             continue

@@ -89,9 +89,9 @@ def test_every_layer_and_the_model_have_a_readable_repr(use):
         "Normalization()",
         "Dense(8, activation='relu', kernel_initializer='he_normal', "
         "kernel_regularizer=L2(l2=0.01))",
-        "BatchNormalization(momentum=0.9, epsilon=0.001)",
+        "BatchNormalization(momentum=0.9)",
         "Dropout(0.25)",
-        "LayerNormalization(epsilon=0.001)",
+        "LayerNormalization()",
         "Activation('tanh')",
         "Dense(1, activation='sigmoid', name='out')",
     ]
@@ -190,7 +190,7 @@ def test_one_training_flag_drives_dropout_and_batch_norm(use, rng):
     x, y = features(rng, 16), rng.normal(size=(16, 1))
     infer = [model.loss_and_gradients(x, y)[0] for _ in range(2)]
     assert infer[0] == infer[1]
-    assert model.evaluate(x, y)["loss"] == pytest.approx(infer[0], rel=1e-12)
+    assert model.evaluate(x, y, return_dict=True)["loss"] == pytest.approx(infer[0], rel=1e-12)
     numpy.testing.assert_allclose(((model.predict(x) - y) ** 2).mean(), infer[0], rtol=1e-12)
     train = [model.loss_and_gradients(x, y, training=True)[0] for _ in range(2)]
     assert train[0] != infer[0]
@@ -255,7 +255,7 @@ def test_a_model_trained_on_raw_features_predicts_on_raw_features(use, tmp_path)
     norm.adapt(raw)
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
     model.fit(raw, y, epochs=40, batch_size=32, verbose=0)
-    assert model.evaluate(raw, y)["accuracy"] >= 0.95
+    assert model.evaluate(raw, y, return_dict=True)["accuracy"] >= 0.95
     model.save(tmp_path / "m.npz")
     loaded = dnn.load_model(tmp_path / "m.npz")
     numpy.testing.assert_array_equal(loaded.predict(raw), model.predict(raw))
@@ -329,7 +329,8 @@ def test_weight_penalties_join_the_loss_fit_reports(use, rng):
     data_loss = ((model.predict(x) - y) ** 2).mean()
     loss, _ = model.loss_and_gradients(x, y)
     assert loss == pytest.approx(data_loss + penalty, rel=1e-12)
-    assert model.evaluate(x, y)["loss"] == pytest.approx(data_loss + penalty, rel=1e-9)
+    assert model.evaluate(x, y, return_dict=True)["loss"] == pytest.approx(data_loss + penalty,
+                                                                           rel=1e-9)
     history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert history.history["loss"][0] == pytest.approx(data_loss + penalty, rel=1e-9)
 
@@ -356,3 +357,57 @@ def test_a_bad_regularizer_is_refused(value, pattern):
         Dense(3, kernel_regularizer=value)
     with pytest.raises(ValueError, match=r"L2: l2: expected a finite number >= 0; got -1"):
         dnn.regularizers.L2(-1)
+
+
+def test_a_residual_block_is_summarised_with_its_layers(use):
+    from dnn.layers import Residual
+
+    model = dnn.Sequential([Dense(8, "relu", input_dim=3),
+                            Residual([Dense(8, "relu"), Dense(8)], activation="relu"),
+                            Residual([BatchNormalization(), Dense(4)])], seed=0)
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = lines[0]
+    rows = [" ".join(line.split()) for line in text.splitlines()]
+    assert "Residual(2 layers, relu) (None, 8) 144" in rows
+    assert "Dense(8, relu) (None, 8) 72" in rows
+    assert "projection: Dense(4, linear) (None, 4) 36" in rows
+    assert "\n  projection: Dense(4, linear)" in text  # indented under its block
+    assert model.count_params() == 32 + 144 + (32 + 36 + 36)
+    assert repr(model.layers[1]) == ("Residual([Dense(8, activation='relu'), "
+                                     "Dense(8, activation='linear')], activation='relu')")
+
+
+def test_residual_blocks_refuse_what_they_cannot_be(use):
+    from dnn.layers import Residual
+
+    with pytest.raises(TypeError, match="Residual: layers: expected a non-empty list"):
+        Residual([])
+    with pytest.raises(ValueError, match="Residual: projection: expected 'auto', True or "
+                                         "False; got 'yes'"):
+        Residual([Dense(2)], projection="yes")
+    with pytest.raises(ValueError, match=r"projection: expected 'auto' or True when the "
+                                         r"layers change the width; got False, and 3 "
+                                         r"features in, 2 out"):
+        dnn.Sequential([Residual([Dense(2)], projection=False)], input_dim=3)
+
+
+def test_residual_blocks_save_and_load_with_their_layers(use, tmp_path, rng):
+    from dnn.layers import Residual
+
+    model = dnn.Sequential([Residual([Dense(6, "relu"), Dropout(0.3), BatchNormalization(),
+                                      Residual([Dense(6, "tanh")])],
+                                     activation={"name": "leaky_relu", "negative_slope": 0.1},
+                                     input_dim=4), Dense(2, "softmax")], seed=3)
+    x, y = rng.normal(size=(64, 4)), rng.integers(0, 2, 64)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    model.fit(x, y, epochs=2, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = dnn.load_model(tmp_path / "m.npz")
+    assert repr(loaded) == repr(model)
+    numpy.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    # resuming trains on exactly as the original: the inner Dropout draws the same masks
+    model.fit(x, y, epochs=1, verbose=0)
+    loaded.fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        numpy.testing.assert_array_equal(a, b)

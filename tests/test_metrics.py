@@ -31,7 +31,7 @@ def keras_auc(scores, labels, num_thresholds=200):
 
 def evaluate_with(model, x, y, metrics):
     model.compile(loss=model.loss, optimizer=model.optimizer, metrics=metrics)
-    return model.evaluate(x, y, batch_size=64)  # 11 batches, the last one short
+    return model.evaluate(x, y, batch_size=64, return_dict=True)  # 11 batches, the last one short
 
 
 def test_binary_metrics_match_numpy_and_sklearn(binary):
@@ -98,7 +98,7 @@ def test_one_hot_metrics_equal_their_sparse_forms(multiclass):
     onehot = numpy.eye(4)[y]
     model.compile(loss="categorical_crossentropy", optimizer=model.optimizer,
                   metrics=["categorical_accuracy", dnn.metrics.TopKCategoricalAccuracy(k=2)])
-    logs = model.evaluate(x, onehot, batch_size=64)
+    logs = model.evaluate(x, onehot, batch_size=64, return_dict=True)
     assert logs["categorical_accuracy"] == pytest.approx((probs.argmax(1) == y).mean(),
                                                          abs=1e-12)
     assert logs["top_k_categorical_accuracy"] == pytest.approx(top_k(probs, y, 2), abs=1e-12)

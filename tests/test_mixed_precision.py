@@ -24,7 +24,7 @@ def test_mixed_policy_trains_with_float32_master_weights(use):
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, seed=0, stratify=True)
     model = spiral_model("mixed_bfloat16")
     model.fit(x_tr, y_tr, epochs=100, batch_size=32, verbose=0)
-    assert model.evaluate(x_te, y_te)["accuracy"] >= 0.95
+    assert model.evaluate(x_te, y_te, return_dict=True)["accuracy"] >= 0.95
     assert model.dtype == numpy.float32 and model.compute_dtype == BF16
     assert all(w.dtype == numpy.float32 for w in model.get_weights())
     assert model.optimizer.get_state()["m"].dtype == numpy.float32
@@ -57,7 +57,7 @@ def test_mixed_policy_on_digits(use):
                            input_dim=x.shape[1], seed=0, dtype="mixed_bfloat16")
     model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     model.fit(scaler.transform(x_tr), y_tr, epochs=30, batch_size=64, verbose=0)
-    assert model.evaluate(scaler.transform(x_te), y_te)["accuracy"] >= 0.94
+    assert model.evaluate(scaler.transform(x_te), y_te, return_dict=True)["accuracy"] >= 0.94
 
 
 def _has_sklearn():

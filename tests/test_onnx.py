@@ -65,6 +65,21 @@ LAYERS = {
     "BatchNormalization": lambda: BatchNormalization(epsilon=1e-2, input_dim=4),
     "LayerNormalization": lambda: LayerNormalization(epsilon=1e-2, input_dim=4),
     "Normalization": lambda: Normalization(input_dim=4),
+    "LeakyReLU": lambda: dnn.layers.LeakyReLU(0.15, input_dim=4),
+    "BatchNormalization(center=False)": lambda: BatchNormalization(center=False, input_dim=4),
+    "BatchNormalization(scale=False)": lambda: BatchNormalization(scale=False, input_dim=4),
+    "LayerNormalization(scale=False)": lambda: LayerNormalization(scale=False, input_dim=4),
+    "LayerNormalization(center=False)": lambda: LayerNormalization(center=False, input_dim=4),
+    "LayerNormalization(rms_scaling=True)": lambda: LayerNormalization(rms_scaling=True,
+                                                                        input_dim=4),
+    "Normalization(invert=True)": lambda: Normalization(invert=True, input_dim=4),
+    "Residual": lambda: dnn.layers.Residual([Dense(4, "relu"), Dense(4)], activation="gelu",
+                                            input_dim=4),
+    "Residual with a projection": lambda: dnn.layers.Residual(
+        [BatchNormalization(), Dense(6, "tanh"), Dropout(0.2)], input_dim=4),
+    "nested Residual": lambda: dnn.layers.Residual(
+        [dnn.layers.Residual([Dense(4, "relu")], activation="relu"), Dense(3)],
+        activation="sigmoid", input_dim=4),
 }
 
 
@@ -86,11 +101,21 @@ def test_normalization_floors_the_scale_of_constant_features_as_dnn_does(use, rn
     assert_exports_predictions(model, x, tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("activation", backends.ACTIVATIONS)
+# Every backend activation, as users name them: gelu is exact unless approximate=True.
+ACTIVATIONS = ["linear", "relu", "leaky_relu", {"name": "leaky_relu", "negative_slope": 0.05},
+               "sigmoid", "tanh", "gelu", {"name": "gelu", "approximate": True}, "softmax"]
+
+
+def test_the_activations_tried_cover_every_kernel():
+    kernels = {dnn.activations.get(a).kernel for a in ACTIVATIONS}
+    assert kernels == set(backends.ACTIVATIONS)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
 def test_each_activation_exports_in_dense_and_activation_layers(use, rng, tmp_path,
                                                                 activation):
-    model = dnn.Sequential([Dense(6, activation), Activation(activation), Dense(3, activation)],
-                           input_dim=4, seed=0)
+    model = dnn.Sequential([Dense(6, activation), Activation(activation), Dense(3, activation),
+                            dnn.layers.LeakyReLU(0.25)], input_dim=4, seed=0)
     randomize(model, rng)
     x = rng.normal(size=(300, 4)) * 2
     assert_exports_predictions(model, x, tmp_path / "m.onnx")
@@ -272,8 +297,13 @@ def test_a_layer_or_activation_onnx_cannot_express_is_refused_by_name(use, tmp_p
     with pytest.raises(ValueError, match=r"model.layers\[1\].*Custom"):
         model.export(tmp_path / "m.onnx")
     model = dnn.Sequential([Dense(2, input_dim=3)], seed=0)
-    model.layers[0].activation = "swish"  # as a future activation ONNX export lacks
+    # as a future activation ONNX export lacks
+    model.layers[0].activation_function = dnn.activations.ActivationFunction("swish")
     with pytest.raises(ValueError, match=r"model.layers\[0\].*activation.*'swish'"):
+        model.export(tmp_path / "m.onnx")
+    model = dnn.Sequential([dnn.layers.Residual([Dense(3), Custom()], input_dim=3)], seed=0)
+    with pytest.raises(ValueError, match=r"model.layers\[0\].layers\[1\]: cannot export a "
+                                         r"Custom layer"):
         model.export(tmp_path / "m.onnx")
     assert not os.listdir(tmp_path)
 

@@ -57,8 +57,8 @@ def test_the_distribution_ships_every_kernel_source_and_one_top_level_name():
 # facade, and the applications on top: the benchmarks and the command line.
 LAYERS = [("dnn.kernels",), ("dnn.backends",),
           ("dnn.version", "dnn.utils", "dnn.backend_scope", "dnn.data"),
-          ("dnn.initializers", "dnn.regularizers", "dnn.losses", "dnn.metrics",
-           "dnn.optimizers", "dnn.callbacks"),
+          ("dnn.initializers", "dnn.regularizers", "dnn.activations", "dnn.losses",
+           "dnn.metrics", "dnn.optimizers", "dnn.callbacks"),
           ("dnn.layers",), ("dnn.training",), ("dnn.distributed",), ("dnn.saving",),
           ("dnn.model",), ("dnn.plot",), ("dnn",), ("dnn.bench", "dnn.sklearn"),
           ("dnn.cli", "dnn.__main__")]

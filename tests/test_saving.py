@@ -60,7 +60,7 @@ def test_file_is_npz_with_versioned_json_header(tmp_path):
     model.save(tmp_path / "m.npz")
     with numpy.load(tmp_path / "m.npz", allow_pickle=False) as data:
         header = json.loads(data["header"].tobytes())
-    assert header["format"] == "dnn-model" and header["format_version"] == 2
+    assert header["format"] == "dnn-model" and header["format_version"] == 3
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 

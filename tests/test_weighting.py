@@ -31,8 +31,10 @@ def test_the_weighted_loss_is_the_weighted_sum_over_the_batch_size(use, rng):
     per_sample = ((model.predict(x) - y) ** 2)[:, 0]
     loss, _ = model.loss_and_gradients(x, y, sample_weight=w)
     assert loss == pytest.approx((w * per_sample).sum() / 10, rel=1e-12)
-    assert model.evaluate(x, y, sample_weight=w)["loss"] == pytest.approx(loss, rel=1e-12)
-    assert model.evaluate(x, y)["loss"] == pytest.approx(per_sample.mean(), rel=1e-12)
+    weighted = model.evaluate(x, y, sample_weight=w, return_dict=True)
+    assert weighted["loss"] == pytest.approx(loss, rel=1e-12)
+    plain = model.evaluate(x, y, return_dict=True)
+    assert plain["loss"] == pytest.approx(per_sample.mean(), rel=1e-12)
 
 
 def test_unit_weights_train_exactly_as_no_weights(use):
@@ -83,7 +85,7 @@ def test_validation_data_may_carry_sample_weights(use, rng):
     model = regression_model()
     history = model.fit(x[:30], y[:30], epochs=1, batch_size=30, verbose=0,
                         validation_data=(x[30:], y[30:], w_val))
-    expected = model.evaluate(x[30:], y[30:], sample_weight=w_val)["loss"]
+    expected = model.evaluate(x[30:], y[30:], sample_weight=w_val, return_dict=True)["loss"]
     assert history.history["val_loss"][0] == pytest.approx(expected, rel=1e-12)
 
 

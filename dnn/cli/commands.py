@@ -182,7 +182,7 @@ def cmd_train(args, session):
 
 
 def _report_test(model, x_test, y_test, loss):
-    result = model.evaluate(x_test, y_test)
+    result = model.evaluate(x_test, y_test, return_dict=True)
     if "accuracy" in result:
         print(f"test accuracy: {result['accuracy']:.4f} (test loss {result['loss']:.4f}, "
               f"{len(x_test)} samples)")
@@ -250,7 +250,7 @@ def _load_for_inference(args, with_target):
 
 def cmd_evaluate(args, session):
     model, data = _load_for_inference(args, with_target=True)
-    result = model.evaluate(_model_features(model, data), data.y)
+    result = model.evaluate(_model_features(model, data), data.y, return_dict=True)
     print(" - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
     return 0
 

@@ -1,13 +1,14 @@
-"""Layers, by family as Keras keeps them: the base ``Layer`` (``base``), the core layers
-Dense, Dropout and Activation (``core``), and the normalization layers (``normalization``).
+"""Layers, by family as Keras keeps them: ``base`` (Layer), ``core`` (Dense, Dropout,
+Activation, LeakyReLU), ``normalization``, and ``residual`` (blocks with a skip path).
 
 ``layer_from_config`` rebuilds any of them from a saved config (``registry``).
 """
 from .base import ForwardContext, Layer
-from .core import RELU_BIAS_INIT, RELU_FAMILY, Activation, Dense, Dropout
+from .core import RELU_BIAS_INIT, RELU_FAMILY, Activation, Dense, Dropout, LeakyReLU
 from .normalization import BatchNormalization, LayerNormalization, Normalization
 from .registry import LAYER_CLASSES, layer_from_config, register
+from .residual import Residual
 
 __all__ = ["Activation", "BatchNormalization", "Dense", "Dropout", "ForwardContext",
-           "LAYER_CLASSES", "Layer", "LayerNormalization", "Normalization", "RELU_BIAS_INIT",
-           "RELU_FAMILY", "layer_from_config", "register"]
+           "LAYER_CLASSES", "Layer", "LayerNormalization", "LeakyReLU", "Normalization",
+           "RELU_BIAS_INIT", "RELU_FAMILY", "Residual", "layer_from_config", "register"]

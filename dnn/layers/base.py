@@ -17,6 +17,7 @@ Shapes: inputs and outputs are ``(batch, features)``.
 from __future__ import annotations
 
 import collections
+import inspect
 
 from ..utils.validation import check_positive_int
 
@@ -33,8 +34,8 @@ LayerViews = collections.namedtuple("LayerViews", "params grads state")
 
 class Layer:
     """Base class. Subclasses set ``param_shapes`` (and ``state_shapes``) in ``build``
-    and implement ``forward``/``backward``. ``input_dim`` on the first layer of a model
-    gives the model its input width (as Keras' ``input_dim``).
+    and implement ``forward``/``backward``. ``input_dim=n`` or ``input_shape=(n,)`` on
+    the first layer of a model gives the model its input width (as Keras takes them).
 
     ``dtype`` is the weights' dtype and ``compute_dtype`` the activations' (as Keras
     names them); they differ only under a mixed policy."""
@@ -43,12 +44,11 @@ class Layer:
     # different batches, so data-parallel training averages them across ranks.
     averaged_state = ()
 
-    def __init__(self, name=None, input_dim=None):
+    def __init__(self, name=None, input_dim=None, input_shape=None):
         self.name = name
         self.backend = None
         self.dtype = self.compute_dtype = None  # set by bind
-        self.input_dim = None if input_dim is None else check_positive_int(
-            input_dim, f"{type(self).__name__}: input_dim")
+        self.input_dim = input_width(input_dim, input_shape, type(self).__name__)
         self.declared_input_dim = self.input_dim  # as given: saved, and checked at build
         self.output_dim = None
         self.param_shapes = []  # [(name, shape)] trainable, in get_weights order
@@ -145,11 +145,38 @@ class Layer:
         return type(self).__name__
 
     def __repr__(self):
+        """The class and the options that differ from the constructor's defaults (as
+        scikit-learn shows an estimator)."""
+        defaults = {name: p.default for name, p in
+                    inspect.signature(type(self).__init__).parameters.items()}
         config = {k: v for k, v in self.get_config().items()
-                  if k != "class_name" and v is not None}
+                  if k != "class_name" and v is not None and
+                  not (k in defaults and _same(defaults[k], v))}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
+
+
+def _same(default, value):
+    return type(default) is type(value) and default == value
 
 
 def name_suffix(layer):
     """``, name='...'`` for a repr, or nothing."""
     return "" if layer.name is None else f", name={layer.name!r}"
+
+
+def input_width(input_dim, input_shape, owner):
+    """The input width declared by ``input_dim=n`` or Keras's ``input_shape=(n,)`` (one
+    of them, or both agreeing), or None."""
+    width = None if input_dim is None else check_positive_int(input_dim, f"{owner}: input_dim")
+    if input_shape is None:
+        return width
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if shape is None or len(shape) != 1:
+        raise ValueError(f"{owner}: input_shape: expected a tuple of one positive integer, "
+                         f"(features,) (dnn models take 2-D (samples, features) data); got "
+                         f"{input_shape!r}")
+    from_shape = check_positive_int(shape[0], f"{owner}: input_shape[0]")
+    if width is not None and width != from_shape:
+        raise ValueError(f"{owner}: input_shape: expected ({width},) to agree with "
+                         f"input_dim={width}; got {input_shape!r}")
+    return from_shape

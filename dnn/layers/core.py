@@ -1,4 +1,4 @@
-"""The core layers: Dense, Dropout and Activation."""
+"""The core layers: Dense, Dropout, Activation and LeakyReLU."""
 from __future__ import annotations
 
 import collections
@@ -6,8 +6,9 @@ import math
 
 import numpy
 
-from .. import initializers, regularizers
-from ..backends import ACTIVATIONS_NEEDING_INPUT, check_activation
+from .. import activations, initializers, regularizers
+from ..backends import ACTIVATIONS_NEEDING_INPUT
+from ..kernels.reference import LEAKY_RELU_LAYER_SLOPE
 from ..utils.validation import check_number_in, check_positive_int
 from .base import INFERENCE, Layer, name_suffix
 from .registry import register
@@ -24,11 +25,15 @@ class Dense(Layer):
     """Fully connected layer: ``activation(x @ kernel + bias)``.
 
     ``Dense(units, activation=None, kernel_initializer="auto", bias_initializer="auto",
-    kernel_regularizer=None, bias_regularizer=None, input_dim=None)``. kernel:
-    ``(input_dim, units)``; bias: ``(units,)``. Initializers by name (see
-    ``dnn.initializers``); "auto", the default, draws the kernel He-normal (untruncated)
-    for the ReLU family and Glorot-uniform otherwise, and starts ReLU biases at 0.1 and
-    others at 0. Regularizers: ``dnn.regularizers.L1/L2/L1L2``, or "l1", "l2".
+    kernel_regularizer=None, bias_regularizer=None, input_dim=None, input_shape=None)``.
+    kernel: ``(input_dim, units)``; bias: ``(units,)``. ``activation``: anything
+    ``dnn.activations.get`` takes (a name, a function, a ``functools.partial`` with
+    options such as leaky_relu's ``negative_slope``, a config dict); ``activation`` is
+    then its name and ``activation_function`` the function with its options.
+    Initializers by name (see ``dnn.initializers``); "auto", the default, draws the
+    kernel He-normal (untruncated) for the ReLU family and Glorot-uniform otherwise, and
+    starts ReLU biases at 0.1 and others at 0. Regularizers:
+    ``dnn.regularizers.L1/L2/L1L2``, or "l1", "l2".
     """
 
     # The input, the pre-activation and the output (z itself when the activation's
@@ -37,14 +42,14 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, kernel_initializer="auto",
                  bias_initializer="auto", kernel_regularizer=None, bias_regularizer=None,
-                 input_dim=None, name=None):
-        super().__init__(name, input_dim)
+                 input_dim=None, name=None, input_shape=None):
+        super().__init__(name, input_dim, input_shape)
         self.units = check_positive_int(units, "Dense: units")
         for what, value in (("kernel_initializer", kernel_initializer),
                             ("bias_initializer", bias_initializer)):
             if value != "auto":
                 initializers.check(value, f"Dense: {what}")
-        self.activation = check_activation(activation)
+        self.activation = activation
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
         self.kernel_regularizer = regularizers.get(kernel_regularizer, "Dense: kernel_regularizer")
@@ -85,10 +90,16 @@ class Dense(Layer):
     def bias(self):
         return self.params[1]
 
+    activation = property(lambda self: self.activation_function.name,
+                          lambda self, value: setattr(self, "activation_function",
+                                                      activations.get(value)),
+                          doc="The activation's name (Keras's); setting it takes anything "
+                              "dnn.activations.get does.")
+
     def _make_workspace(self, n):
         be, dtype = self.backend, self.compute_dtype
         z = be.empty((n, self.units), dtype)
-        keep_z = self.activation in ACTIVATIONS_NEEDING_INPUT
+        keep_z = self.activation_function.kernel in ACTIVATIONS_NEEDING_INPUT
         y = be.empty((n, self.units), dtype) if keep_z else z
         dx = be.empty((n, self.input_dim), dtype)
         return z, y, dx
@@ -98,18 +109,21 @@ class Dense(Layer):
         z, y, _ = self._workspace(x.shape[0])
         kernel, bias = self.params
         be.gemm(x, kernel, out=z)
-        act = "linear" if self.emit_logits else self.activation
+        function = self.activation_function
+        act = "linear" if self.emit_logits else function.kernel
         if y is z:
-            be.bias_activation(z, bias, act, out=z)
+            be.bias_activation(z, bias, act, out=z, negative_slope=function.slope)
         else:  # the backward needs the pre-activation, so keep z and write y apart
             be.bias_activation(z, bias, "linear", out=z)
-            be.activation(act, z, out=y)
+            be.activation(act, z, out=y, negative_slope=function.slope)
         return y, self.Retained(x, z, y)
 
     def backward(self, dy, retained, need_dx=True):
         be = self.backend
-        act = "linear" if self.emit_logits else self.activation
-        dz = be.activation_backward(act, dy, retained.z, retained.y, out=dy)
+        function = self.activation_function
+        act = "linear" if self.emit_logits else function.kernel
+        dz = be.activation_backward(act, dy, retained.z, retained.y, out=dy,
+                                    negative_slope=function.slope)
         be.gemm(retained.x, dz, trans_a=True, out=self.grads[0])
         be.column_sum(dz, out=self.grads[1])
         if not need_dx:
@@ -118,7 +132,8 @@ class Dense(Layer):
         return be.gemm(dz, self.params[0], trans_b=True, out=dx)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation,
+        return {**super().get_config(), "units": self.units,
+                "activation": self.activation_function.get_config(),
                 "kernel_initializer": self.kernel_initializer,
                 "bias_initializer": self.bias_initializer,
                 "kernel_regularizer": _regularizer_config(self.kernel_regularizer),
@@ -132,10 +147,10 @@ class Dense(Layer):
             ("bias_regularizer", self.bias_regularizer),
             ("input_dim", self.declared_input_dim),
             ("name", self.name)) if v not in (None, "auto"))
-        return f"Dense({self.units}, activation={self.activation!r}{extra})"
+        return f"Dense({self.units}, activation={self.activation_function.get_config()!r}{extra})"
 
     def describe(self):
-        return f"Dense({self.units}, {self.activation})"
+        return f"Dense({self.units}, {self.activation_function})"
 
 
 def _regularizer_config(regularizer):
@@ -157,8 +172,8 @@ class Dropout(Layer):
     Retained = collections.namedtuple("DropoutRetained", "mask")
     _KEPT_ALL = Retained(None)
 
-    def __init__(self, rate, name=None, input_dim=None):
-        super().__init__(name, input_dim)
+    def __init__(self, rate, name=None, input_dim=None, input_shape=None):
+        super().__init__(name, input_dim, input_shape)
         self.rate = check_number_in(rate, "Dropout: rate", 0, 1, "[)")
         self.seed = 0  # set by the model from its seed and this layer's position
 
@@ -194,32 +209,64 @@ class Dropout(Layer):
 
 @register
 class Activation(Layer):
-    """Applies an activation on its own, as ``keras.layers.Activation``."""
+    """Applies an activation on its own, as ``keras.layers.Activation``: ``activation``
+    is anything ``dnn.activations.get`` takes."""
 
     Retained = collections.namedtuple("ActivationRetained", "x y")
 
-    def __init__(self, activation, name=None, input_dim=None):
-        super().__init__(name, input_dim)
-        self.activation = check_activation(activation)
+    def __init__(self, activation, name=None, input_dim=None, input_shape=None):
+        super().__init__(name, input_dim, input_shape)
+        self.activation = activation
+
+    activation = Dense.activation
 
     def _make_workspace(self, n):
         return self.backend.empty((n, self.output_dim), self.compute_dtype)
 
     def forward(self, x, context=INFERENCE):
-        y = self.backend.activation(self.activation, x, out=self._workspace(x.shape[0]))
+        function = self.activation_function
+        y = self.backend.activation(function.kernel, x, out=self._workspace(x.shape[0]),
+                                    negative_slope=function.slope)
         return y, self.Retained(x, y)
 
     def backward(self, dy, retained, need_dx=True):
         if not need_dx:
             return None
-        return self.backend.activation_backward(self.activation, dy, retained.x, retained.y,
-                                                out=dy)
+        function = self.activation_function
+        return self.backend.activation_backward(function.kernel, dy, retained.x, retained.y,
+                                                out=dy, negative_slope=function.slope)
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
+        return {**super().get_config(), "activation": self.activation_function.get_config()}
 
     def __repr__(self):
-        return f"Activation({self.activation!r}{name_suffix(self)})"
+        return f"Activation({self.activation_function.get_config()!r}{name_suffix(self)})"
 
     def describe(self):
-        return f"Activation({self.activation})"
+        return f"Activation({self.activation_function})"
+
+
+@register
+class LeakyReLU(Activation):
+    """``LeakyReLU(negative_slope=0.3)``, as ``keras.layers.LeakyReLU``: ``x`` where
+    positive, ``negative_slope * x`` elsewhere; the slope must be >= 0."""
+
+    def __init__(self, negative_slope=LEAKY_RELU_LAYER_SLOPE, name=None, input_dim=None,
+                 input_shape=None):
+        function = activations.get({"name": "leaky_relu", "negative_slope": negative_slope},
+                                   "LeakyReLU")
+        super().__init__(function, name, input_dim, input_shape)
+
+    @property
+    def negative_slope(self):
+        return self.activation_function.slope
+
+    def get_config(self):
+        config = Layer.get_config(self)
+        return {**config, "negative_slope": self.negative_slope}
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self.negative_slope!r}{name_suffix(self)})"
+
+    def describe(self):
+        return f"LeakyReLU({self.negative_slope:g})"

@@ -17,11 +17,15 @@ import numpy
 from ..utils.files import atomic_write
 
 FORMAT = "dnn-model"
-# 2: normalization layers, class_names in the config. 1 (dnn 0.1): Dense, Dropout and
-# Activation only, the CLI's feature scaling in the metadata; still read (saving_lib
-# turns that scaling into a Normalization layer).
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: activations as Keras computes them ("gelu" the exact erf form, "leaky_relu" slope
+# 0.2, options in a dict: {"name": "leaky_relu", "negative_slope": 0.1}), and optimizer
+# configs that name their formulas. 2: normalization layers, class_names in the config.
+# 1 (dnn 0.1): Dense, Dropout and Activation only, the CLI's feature scaling in the
+# metadata. 1 and 2 are still read: saving_lib turns their "gelu" into the tanh form and
+# their "leaky_relu" into slope 0.01, as they were trained, and format 1's scaling into a
+# Normalization layer.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class ModelFileError(ValueError):
@@ -85,6 +89,9 @@ def _read_arrays(f, name):
     try:
         with numpy.load(f, allow_pickle=False) as data:
             if "header" not in data.files:
+                if {"config.json", "model.weights.h5"} <= set(data.files):
+                    raise ModelFileError(f"{_not_a_model(name)} (it is a Keras archive: "
+                                         f"open it with keras.saving.load_model)")
                 raise ModelFileError(f"{_not_a_model(name)} (it holds arrays "
                                      f"{sorted(data.files)[:8]} but no dnn header)")
             return {key: data[key] for key in data.files}

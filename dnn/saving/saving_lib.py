@@ -7,6 +7,8 @@ serializable classes the same way), so this module does not import the model.
 """
 from __future__ import annotations
 
+import os
+
 import numpy
 
 from ..layers import layer_from_config
@@ -25,14 +27,23 @@ def register_model(cls):
 
 def save_model(model, target):
     """Write ``model`` (built; compiled or not) to ``target``: a path (.npz, written
-    atomically) or a binary file object. Data-parallel: call it on every rank; rank 0
+    atomically) or a binary file object. A path ending in ".keras" gets a Keras 3
+    archive instead (``dnn.saving.keras_archive``: architecture and weights, which
+    ``keras.saving.load_model`` opens). Data-parallel: call it on every rank; rank 0
     writes, and every rank returns once the file is there, or raises if rank 0 could
     not write it."""
     what = "save: path"
+    if not is_file_object(target) and os.fspath(target).endswith(".keras"):
+        from .keras_archive import save_keras  # h5py, the keras extra, on use
+
+        model.replica.on_chief(lambda: save_keras(model, target),
+                               f"save: rank 0 could not write {describe(target)}")
+        return
     compiled = None
     if model.loss is not None:
         compiled = {"loss": model.loss.get_config(), "optimizer": model.optimizer.get_config(),
-                    "metrics": [m.get_config() for m in model.metrics],
+                    "metrics": [m.get_config() for m in model.metrics if not m.weighted],
+                    "weighted_metrics": [m.get_config() for m in model.metrics if m.weighted],
                     "steps_per_execution": model.steps_per_execution}
     header = {"config": model.get_config(), "epochs_done": model.epochs_done,
               "train_steps": model.train_steps, "compile": compiled,
@@ -57,12 +68,31 @@ def _scaling_as_a_layer(header, weights):
     return [mean, variance] + weights
 
 
+# What the activation names meant in files before format 3: gelu was the tanh form, and
+# leaky_relu had PyTorch's slope.
+_OLD_ACTIVATIONS = {"gelu": {"name": "gelu", "approximate": True},
+                    "leaky_relu": {"name": "leaky_relu", "negative_slope": 0.01}}
+
+
+def _old_activations(layer_configs):
+    """Layer configs of format 1 or 2 with their activations spelled as format 3 reads
+    them, so that an old model computes what it was trained to compute."""
+    out = []
+    for config in layer_configs:
+        config = dict(config)
+        activation = config.get("activation")
+        if isinstance(activation, str) and activation in _OLD_ACTIVATIONS:
+            config["activation"] = dict(_OLD_ACTIVATIONS[activation])
+        out.append(config)
+    return out
+
+
 def load_model(source, distribute=None):
     """Rebuild a saved model on the current backend, compiled, with its optimizer state.
     ``source``: a path, or a binary file object holding a model's bytes. Files of format
-    1 load too (see ``dnn.saving.model_file``). ``distribute``: a
-    ``dnn.distributed.DataParallel`` to resume data-parallel training with (the file
-    is read on every rank)."""
+    1 and 2 load too, and compute as they did (see ``dnn.saving.model_file``).
+    ``distribute``: a ``dnn.distributed.DataParallel`` to resume data-parallel training
+    with (the file is read on every rank)."""
     if is_file_object(source) and hasattr(source, "seek"):
         source.seek(0)
     header, arrays = read(source)
@@ -88,6 +118,8 @@ def _rebuild(header, arrays):
     weights = [arrays[f"weight_{i}"] for i in range(n_weights)]
     if header["format_version"] == 1:
         weights = _scaling_as_a_layer(header, weights)
+    if header["format_version"] < 3:
+        config["layers"] = _old_activations(config["layers"])
     cls = MODEL_CLASSES[config.get("class_name", "Sequential")]
     model = cls([layer_from_config(c) for c in config["layers"]],
                 input_dim=config["input_dim"], seed=config["seed"], dtype=config["dtype"],
@@ -99,7 +131,8 @@ def _rebuild(header, arrays):
     if compiled:
         model.compile(loss=compiled["loss"], optimizer=compiled["optimizer"],
                       metrics=compiled["metrics"],
-                      steps_per_execution=compiled.get("steps_per_execution", 1))
+                      steps_per_execution=compiled.get("steps_per_execution", 1),
+                      weighted_metrics=compiled.get("weighted_metrics"))
         prefix = "optimizer_"
         model.optimizer.set_state({k[len(prefix):]: v for k, v in arrays.items()
                                    if k.startswith(prefix)})

@@ -99,10 +99,11 @@ def loss_and_backward(model, batch, context, share=WHOLE, replica=LOCAL):
     return out, loss
 
 
-def update_metrics(model, out, yb, totals):
-    """Add this batch to each metric's device totals (``totals[i]``: its slots)."""
+def update_metrics(model, out, yb, totals, weights=None):
+    """Add this batch to each metric's device totals (``totals[i]``: its slots); the
+    weighted metrics weight each row by ``weights`` (per-sample weights, or None)."""
     for metric, total in zip(model.metrics, totals):
-        metric.update(model.backend, out, yb, total)
+        metric.update(model.backend, out, yb, total, weights if metric.weighted else None)
 
 
 def logs(model, sums, n):

@@ -21,10 +21,10 @@ from ..callbacks import CallbackList, History, ProgressLogger, TerminateOnNaN
 from ..layers.base import ForwardContext
 from . import passes
 from .captured_steps import CapturedSteps
-from .epoch_plan import progress_crossed
+from .epoch_plan import WHOLE, progress_crossed
 from .interrupt import StopOnInterrupt
 from .nan_guard import NanGuard
-from .sources import EpochSettings
+from .sources import EpochSettings, batch_buffers
 from .totals import Totals
 
 
@@ -304,7 +304,8 @@ class Trainer:
         replica.after_backward()
         self._apply(self._guarded_loss(run, loss, share.scale), run, position)
         be.accumulate(self._train_totals.loss, loss, batch[0].shape[0])
-        passes.update_metrics(model, out, batch[1], self._train_totals.metrics)
+        passes.update_metrics(model, out, batch[1], self._train_totals.metrics,
+                              batch[2] if len(batch) > 2 else None)
 
     def _guarded_loss(self, run, loss, scale):
         """The loss the NaN guard checks: the global batch's (each rank's loss weighted by
@@ -327,6 +328,29 @@ class Trainer:
         weights.refresh_compute()
         self.replica.after_update()
 
+    # -------------------------------------------------------------- one batch
+    def train_batch(self, source):
+        """One training step on every row of ``source`` (``train_on_batch``): fit's step,
+        captured and replayed where the backend captures, without the NaN guard (as
+        Keras); returns the logs of that batch."""
+        model, be = self.model, self.backend
+        use_graph = be.supports_graphs and model.optimizer.clipnorm is None and \
+            self.replica.capturable
+        run = _Run(None, None, None, use_graph, None, {})
+        batch = batch_buffers(model, source.rows, source.specs, source.buffers_key)
+        for array, buffer in zip(source.arrays, batch):
+            be.copy(array, out=buffer)
+        be.fill(self._train_totals.buffer, 0)
+        step = functools.partial(self._train_step, batch, run, WHOLE)
+        self.captured.fallback = True
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if use_graph:
+                self.captured.run(source.rows, step, self._binding(run, batch, (WHOLE,)))
+            else:
+                step()
+        model.train_steps += 1
+        return passes.logs(model, self._train_totals.read(), source.rows)
+
     # ------------------------------------------------------------------- evaluate
     def evaluate(self, source, batch_size, steps=None):
         """Mean loss (weight penalties included, as Keras) and metrics over a source, in
@@ -343,7 +367,7 @@ class Trainer:
                     continue
                 out, loss, _, _ = passes.output_and_loss(model, xb, yb, weights=wb)
                 be.accumulate(totals.loss, loss, xb.shape[0])
-                passes.update_metrics(model, out, yb, totals.metrics)
+                passes.update_metrics(model, out, yb, totals.metrics, wb)
                 rows += xb.shape[0]
             total = batches.rows_total
         self.replica.reduce_totals(totals.buffer)

@@ -41,7 +41,14 @@ def format_logs(logs):
 
 
 def _log_items(logs):
-    return [f"{k}: {v:.4f}" for k, v in logs.items()]
+    return [f"{k}: {format_value(v)}" for k, v in logs.items()]
+
+
+def format_value(value):
+    """A log value to 4 decimals; a metric of several thresholds as a list of them."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
+    return f"{value:.4f}"
 
 
 def _usable(columns):

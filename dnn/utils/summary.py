@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 
+def _rows(layer, indent=""):
+    """The layer's row, then (a block's) each of its sublayers' rows, indented."""
+    shape = f"(None, {layer.output_dim})" if layer.output_dim is not None else "?"
+    label = layer.describe() if not indent or layer.name is None else \
+        f"{layer.name}: {layer.describe()}"  # a block's projection says what it is
+    rows = [(indent + label, shape, f"{layer.count_params():,}")]
+    for sublayer in getattr(layer, "sublayers", ()):
+        rows += _rows(sublayer, indent + "  ")
+    return rows
+
+
 def summary_text(model):
     rows = [("Layer", "Output shape", "Params")]
     for layer in model.layers:
-        shape = f"(None, {layer.output_dim})" if layer.output_dim is not None else "?"
-        rows.append((layer.describe(), shape, f"{layer.count_params():,}"))
+        rows += _rows(layer)
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
     rule = "-" * sum(widths)
     lines = [f'Model: "{model.name}"', rule]

@@ -76,6 +76,13 @@ def check_int_at_least(value, name, minimum):
     return int(value)
 
 
+def check_int(value, name):
+    """``value`` as an int, if it is an integer (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}: expected an integer; got {value!r}")
+    return int(value)
+
+
 def check_positive_int(value, name):
     return check_int_at_least(value, name, 1)
 
