@@ -39,7 +39,7 @@ def erf(x, xp=numpy):
     """The error function, elementwise. NumPy has none: SciPy's where it is installed
     (what Keras's NumPy backend calls), else the C library's through ``math.erf``;
     CuPy's own for CuPy arrays."""
-    if xp is not numpy:
+    if xp is not numpy and not isinstance(x, numpy.ndarray):  # a device's array
         from cupyx.scipy.special import erf as device_erf
 
         return device_erf(x)
