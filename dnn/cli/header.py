@@ -64,12 +64,21 @@ class Header:
 
     def data_line(self, source, samples, features, feature_names):
         """``data: SOURCE: N samples, F features (names...)``, with as many names as
-        fit the width (a long path gives way to its file name first)."""
+        fit the width (a long path gives way to its file name first); names that do
+        not fit there get a line of their own."""
         head = f"data: {source}: {samples} samples, {features} features"
         if len(head) > self.width:
             head = f"data: {os.path.basename(source)}: {samples} samples, {features} features"
-        for limit in range(len(feature_names or []), 0, -1):
-            line = f"{head} ({names_text(feature_names, limit)})"
+        names = feature_names or []
+        for limit in range(len(names), 0, -1):
+            line = f"{head} ({names_text(names, limit)})"
             if len(line) <= self.width:
                 return self(line)
-        return self(head)
+        self(head)
+        if names:  # on a line of their own, as many as fit (at least one)
+            shown = next((f"  features: {names_text(names, limit)}"
+                          for limit in range(len(names), 1, -1)
+                          if len(f"  features: {names_text(names, limit)}") <= self.width),
+                         f"  features: {names_text(names, 1)}")
+            self(shown)
+        return None
