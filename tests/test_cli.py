@@ -324,13 +324,26 @@ def test_the_readme_synopsis_agrees_with_the_cli():
                 assert value.isupper(), (command, option, value)
             else:
                 assert value == str(default), (command, option, value, default)
+
+
+def test_the_readme_bench_synopsis_agrees_with_bench_help():
+    """Both ways: every option ``dnn bench --help`` lists is in the README's synopsis,
+    with its default (capitals where there is none), and no other."""
+    out = dnn_cmd("bench", "--help")
+    assert out.returncode == 0, out.stderr
+    usage = " ".join(out.stdout.split("\n\n")[0].split())  # the usage paragraph
+    helped = set(re.findall(r"\[(--[a-z-]+)", usage))
     from dnn.bench.__main__ import _parse_args
 
-    bench = {f"--{k.replace('_', '-')}": v for k, v in vars(_parse_args([])).items()}
-    for option, value in re.findall(r"\[(--[a-z-]+)(?: ([^\]]+))?\]", synopsis["bench"]):
-        assert option in bench, option
-        if value and value not in ("...", "PATH"):
-            assert value == str(bench[option]), option
+    defaults = {f"--{k.replace('_', '-')}": v for k, v in vars(_parse_args([])).items()}
+    shown = dict(re.findall(r"\[(--[a-z-]+)(?: ([^\]]+))?\]", readme_synopsis()["bench"]))
+    assert set(shown) == helped - {"--help"}
+    for option, value in shown.items():
+        default = defaults[option]
+        if default in (None, False):
+            assert value == "" if default is False else value.isupper(), (option, value)
+        else:
+            assert value == str(default), (option, value, default)
 
 
 def test_a_diverging_run_ends_with_one_clear_line_and_no_numpy_warnings():
