@@ -33,7 +33,9 @@ from .models import MODELS
 from .train_bench import dnn_throughput, steps_for, torch_status, torch_throughput
 
 PRECISIONS = {"numpy": ["float32", "float64"], "cupy": ["float32", "tf32", "bf16"]}
-# --quick: the rows the CPU targets are stated for, float32 only, in under a minute.
+# --quick: the rows the CPU targets are stated for, float32 only (with the accuracy and
+# kernel rows unless --no-accuracy, --no-kernels): 202 s on the shared 2-core CPU under
+# other jobs' load (bench/README.md).
 QUICK = {"batches": {"tiny": [32], "medium": [64, 256]}, "repeats": 3,
          "precisions": ["float32"]}
 FULL_BATCHES = [32, 64, 128, 256, 512, 1024, 2048, 4096]
@@ -45,8 +47,8 @@ def _parse_args(argv):
     p = argparse.ArgumentParser(prog="dnn bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="tiny at batch 32, medium at batch 64 and 256, float32: under a minute "
-                   "on a CPU")
+                   help="tiny at batch 32, medium at batch 64 and 256, float32 (a few minutes "
+                   "on a 2-core CPU; --no-kernels --no-accuracy for the rows alone)")
     p.add_argument("--models", help=f"comma list from {', '.join(MODELS)}")
     p.add_argument("--batches", help="comma list of batch sizes (default 32..4096)")
     p.add_argument("--backends", help="comma list (default: every available backend)")
@@ -206,7 +208,7 @@ def run(args):
                   f"{'1st ep s':>9}{'GEMM GF/s':>10}{'floor ms':>9}{'of floor':>9}")
         if be.supports_graphs:
             header += f"{'dnn eager':>12}"
-        header += "".join(f"{'torch ' + m:>14}{'x':>6}" for m in modes) if torch else ""
+        header += "".join(f"{'torch ' + m:>14}{'x':>7}" for m in modes) if torch else ""
         print(header)
         for prec in precisions:
             row_backend, dtype = precision_backend(name, prec)
@@ -289,10 +291,10 @@ def _one_row(record, be, name, spec, batch, prec, dtype, repeats, torch, modes):
                 t = torch_throughput(spec, batch, _torch_device(name), torch_dtype, steps,
                                      repeats, mode=mode)
                 t["ratio"] = res["samples_per_s"] / t["samples_per_s"]
-                line += f"{t['samples_per_s']:>14,.0f}{t['ratio']:>5.2f}x"
+                line += f"{t['samples_per_s']:>14,.0f}{t['ratio']:>6.2f}x"
             except Exception as exc:  # a mode that does not work here is reported, not fatal
                 t = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-                line += f"{'n/a':>14}{'':>6}"
+                line += f"{'n/a':>14}{'':>7}"
             row["torch"][mode] = t
     print(line, flush=True)
     record["rows"].append(row)
