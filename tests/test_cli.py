@@ -225,7 +225,7 @@ def test_train_says_what_it_chose_before_training(tmp_path):
     assert "300 samples, 2 features (weight, height)" in chosen
     assert "target: kind (the last column; --target chooses another)" in chosen
     assert "task: binary classification (big, small), loss binary_crossentropy" in chosen
-    assert "  why: the target holds text labels (--task overrides)" in chosen
+    assert "  why: the target holds text labels" in chosen
     assert "split: 216 train, 54 validation, 30 test" in chosen
     assert "layers: Normalization, 16-16 relu, 1 sigmoid (auto: from the data's width)" \
         in chosen

@@ -94,6 +94,8 @@ def _split(args, data, plan):
             plan.task.why.endswith("class labels") else "merge or drop the rarest classes"
         raise UsageError(f"--test-split {args.test_split}: {str(exc)[len('stratify: '):]}; "
                          f"{hint}, or --test-split 0 to train on all rows") from None
+
+
 def _build_model(args, data, plan, x_train):
     import dnn
 
@@ -135,8 +137,8 @@ def _print_choices(args, data, plan, model, split, session):
         say(f"note: {note}")
     say(f"target: {data.target_name}{data.target_note}")
     say(f"task: {task_text(plan.loss, plan.units, plan.out_act, data.class_names)}")
-    say(f"  why: {plan.task.why}" + (" (--task overrides)" if args.task == "auto" and
-                                      args.loss == "auto" else ""))
+    guessed = args.task == args.loss == "auto" and data.class_names is None
+    say(f"  why: {plan.task.why}" + (" (--task overrides)" if guessed else ""))
     x_tr, x_te = split[0], split[1]
     n_val = len(x_tr) - int(round(len(x_tr) * (1 - args.val_split))) if args.val_split else 0
     test = f"{len(x_te)} test" if x_te is not None else "no test (--test-split 0)"
