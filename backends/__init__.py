@@ -32,7 +32,33 @@ def _cupy_factory(device):
     return CupyBackend(0 if device is None else device)
 
 
+def _no_cuda_driver():
+    """Why CuPy cannot see a GPU, found without importing CuPy (its import alone takes
+    about a second, which every CLI start with "auto" would pay on a machine without a
+    GPU): on Linux, no CUDA driver library to load. None when there is one, or when
+    this cannot tell (CuPy then decides)."""
+    import ctypes
+    import importlib.util
+    import sys
+
+    try:
+        installed = importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):  # a cupy entry in sys.modules that is not a module
+        return None
+    if not installed or not sys.platform.startswith("linux"):
+        return None
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "CuPy is installed but no CUDA device is visible (no CUDA driver: " \
+            "libcuda.so.1 cannot be loaded)"
+    return None
+
+
 def _cupy_status():
+    why = _no_cuda_driver()
+    if why is not None:
+        return why
     from .cupy_backend import cupy_unavailable_reason
 
     return cupy_unavailable_reason()

@@ -6,10 +6,12 @@ uploaded once) and reports the steady epochs' samples/s and step time, the first
 epoch's time (checks, upload, compilation, capture) on its own, the GEMM FLOP rate
 achieved, and the step's floor as a fraction of its time. The floor is the step's own
 GEMMs plus its optimizer update, captured as one graph and timed on the device's
-clock, so "of floor" cannot exceed 100% beyond noise. Where PyTorch is installed it
+clock between the epochs it is compared with, the least of those samples: a step does
+all of that and more, so "of floor" stays under 100%. Where PyTorch is installed it
 trains the same model, optimizer and batch in the same run, data on the device, and
 the row shows dnn/PyTorch. Kernel rows compare each fused op with its unfused
-composition in GB/s beside the measured copy bandwidth.
+composition in GB/s beside the measured copy bandwidth. The record is written as JSON
+where --out says, and nowhere without it.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import sys
 
 import numpy
@@ -27,12 +28,14 @@ from dnn import backends
 
 from .accuracy import accuracy_at
 from .kernel_bench import kernel_rows
-from .limits import copy_bandwidth, step_floor
+from .limits import StepFloor, copy_bandwidth
 from .models import MODELS
 from .train_bench import dnn_throughput, steps_for, torch_status, torch_throughput
 
 PRECISIONS = {"numpy": ["float32", "float64"], "cupy": ["float32", "tf32", "bf16"]}
-# --quick: the rows the CPU targets are stated for, float32 only, in under a minute.
+# --quick: the rows the CPU targets are stated for, float32 only (with the accuracy and
+# kernel rows unless --no-accuracy, --no-kernels): 202 s on the shared 2-core CPU under
+# other jobs' load (bench/README.md).
 QUICK = {"batches": {"tiny": [32], "medium": [64, 256]}, "repeats": 3,
          "precisions": ["float32"]}
 FULL_BATCHES = [32, 64, 128, 256, 512, 1024, 2048, 4096]
@@ -44,8 +47,8 @@ def _parse_args(argv):
     p = argparse.ArgumentParser(prog="dnn bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="tiny at batch 32, medium at batch 64 and 256, float32: under a minute "
-                   "on a CPU")
+                   help="tiny at batch 32, medium at batch 64 and 256, float32 (a few minutes "
+                   "on a 2-core CPU; --no-kernels --no-accuracy for the rows alone)")
     p.add_argument("--models", help=f"comma list from {', '.join(MODELS)}")
     p.add_argument("--batches", help="comma list of batch sizes (default 32..4096)")
     p.add_argument("--backends", help="comma list (default: every available backend)")
@@ -58,8 +61,7 @@ def _parse_args(argv):
                    help="skip training a real task at each precision")
     p.add_argument("--torch-modes", default=None,
                    help="PyTorch modes on a GPU: eager,graph,compile (CPU: eager)")
-    p.add_argument("--out", help="JSON path (default: bench-<device>.json in the current "
-                   "directory)")
+    p.add_argument("--out", help="write the record to this .json file (none without it)")
     p.add_argument("--plot", help="also write a PNG of samples/s against batch size")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel instead: medium at 1 and 2 ranks under mpiexec (one "
@@ -123,14 +125,6 @@ def _cpu_name():
     return platform.processor() or "unknown"
 
 
-def device_slug(env, backend_names):
-    if "cupy" in backend_names:
-        name = env["backends"]["cupy"].get("name", "gpu")
-    else:
-        name = f"cpu-{env['cpu']}-{env['cpu_count']}c"
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
-
-
 def _torch_device(backend_name):
     return "cuda" if backend_name == "cupy" else "cpu"
 
@@ -159,14 +153,22 @@ def _torch_precision(torch, precision):
     return {"tf32": "float32", "bf16": "autocast_bfloat16"}.get(precision, precision)
 
 
-def run(args):
-    if args.plot:  # fail now, not after the benchmark
-        from dnn.plot import check_figure_path
+def _check_outputs(args):
+    """Fail now, not after the benchmark, on an output that could not be written."""
+    from dnn.utils.files import check_output_path
 
-        try:
-            check_figure_path(args.plot)
-        except (ValueError, ImportError) as exc:
-            raise SystemExit(f"bench: --plot: {exc}") from None
+    try:
+        if args.out:
+            check_output_path(args.out, "--out", (".json",))
+        if args.plot:
+            from dnn.plot import check_figure_path
+
+            check_figure_path(args.plot, "--plot")
+    except (ValueError, ImportError) as exc:
+        raise SystemExit(f"bench: {exc}") from None
+
+
+def run(args):
     available = backends.available_backends()
     names = _csv(args.backends) if args.backends else available
     for name in names:
@@ -206,7 +208,7 @@ def run(args):
                   f"{'1st ep s':>9}{'GEMM GF/s':>10}{'floor ms':>9}{'of floor':>9}")
         if be.supports_graphs:
             header += f"{'dnn eager':>12}"
-        header += "".join(f"{'torch ' + m:>14}{'x':>6}" for m in modes) if torch else ""
+        header += "".join(f"{'torch ' + m:>14}{'x':>7}" for m in modes) if torch else ""
         print(header)
         for prec in precisions:
             row_backend, dtype = precision_backend(name, prec)
@@ -241,10 +243,12 @@ def run(args):
     if why_no_torch:
         record["torch"] = why_no_torch
         print(f"\n(no PyTorch comparison: {why_no_torch})")
-    out = args.out or f"bench-{device_slug(env, names)}.json"
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"\nwrote {out}")
+    if args.out:
+        from dnn.utils.files import atomic_write
+
+        text = json.dumps(record, indent=1).encode("utf-8")
+        atomic_write(args.out, lambda f: f.write(text), "--out")
+        print(f"\nwrote {args.out}")
     if args.plot:
         plot_record(record, args.plot)
         print(f"wrote {args.plot}")
@@ -258,12 +262,16 @@ def _one_row(record, be, name, spec, batch, prec, dtype, repeats, torch, modes):
                                   "reason": f"{flops / 1e9:.0f} GFLOP per step on a CPU"})
         return
     steps = steps_for(spec, batch, target_flops=(1e9 if name == "numpy" else 2e10))
-    res = dnn_throughput(spec, batch, be, dtype, steps, repeats)
-    floor_s, gemm_s = step_floor(be, spec, batch, dtype, repeats)
+    floor = StepFloor(be, spec, batch, dtype)  # sampled between the epochs timed
+    res = dnn_throughput(spec, batch, be, dtype, steps, repeats, between_epochs=floor.sample)
+    floor_s, gemm_s = floor.floor_s, floor.gemm_s
     row = {"model": spec.name, "batch": batch, "backend": name, "precision": prec,
            "steps": steps, **res, "gemm_flops": flops,
            "gemm_flops_with_input_grad": spec.gemm_flops_with_input_grad(batch),
-           "floor_s": floor_s, "gemm_only_s": gemm_s, "gemm_peak_GFps": flops / gemm_s / 1e9,
+           "floor_s": floor_s, "gemm_only_s": gemm_s,
+           "floor_samples_s": floor.samples["floor"],
+           "gemm_only_samples_s": floor.samples["gemm"],
+           "gemm_peak_GFps": flops / gemm_s / 1e9,
            "achieved_GFps": flops / res["step_s"] / 1e9,
            "fraction_of_floor": floor_s / res["step_s"],
            "fraction_of_gemm_peak": gemm_s / res["step_s"]}
@@ -283,10 +291,10 @@ def _one_row(record, be, name, spec, batch, prec, dtype, repeats, torch, modes):
                 t = torch_throughput(spec, batch, _torch_device(name), torch_dtype, steps,
                                      repeats, mode=mode)
                 t["ratio"] = res["samples_per_s"] / t["samples_per_s"]
-                line += f"{t['samples_per_s']:>14,.0f}{t['ratio']:>5.2f}x"
+                line += f"{t['samples_per_s']:>14,.0f}{t['ratio']:>6.2f}x"
             except Exception as exc:  # a mode that does not work here is reported, not fatal
                 t = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-                line += f"{'n/a':>14}{'':>6}"
+                line += f"{'n/a':>14}{'':>7}"
             row["torch"][mode] = t
     print(line, flush=True)
     record["rows"].append(row)
@@ -324,6 +332,7 @@ def plot_record(record, path):
 def main(argv=None):
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     args.argv = argv
+    _check_outputs(args)
     if args.distributed:
         from .distributed import run as run_distributed
 

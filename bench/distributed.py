@@ -183,10 +183,10 @@ def run(args):
               "efficiency_2_ranks": speedup / 2, "allreduce_s": allreduce,
               "copy_bandwidth_Bps": copy_bw, "exposed_comm_s": exposed,
               "wide_1_rank": wide, "scaling_model": table}
-    out = args.out or "bench-distributed.json"
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"\nwrote {out}")
+    if args.out:  # only where asked
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=1)
+        print(f"\nwrote {args.out}")
     return record
 
 

@@ -36,23 +36,33 @@ def steps_for(spec, batch, target_flops=4e9, lo=50, hi=400):
 
 class EpochClock(Callback):
     """Reads the clock at the end of every epoch, the device synchronised first, so each
-    epoch's time covers its device work. ``times[0]`` is when the clock was made."""
+    epoch's time covers its device work. ``times[0]`` is when the clock was made.
+    ``between_epochs``, when given, runs after each reading (the floor's samples, see
+    ``limits.StepFloor``), and its time is left out of ``times``."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, between_epochs=None):
         self.backend = backend
+        self.between_epochs = between_epochs
+        self.paused = 0.0
         self.times = [time.perf_counter()]
 
     def on_epoch_end(self, epoch, logs=None):
         self.backend.synchronize()
-        self.times.append(time.perf_counter())
+        now = time.perf_counter()
+        self.times.append(now - self.paused)
+        if self.between_epochs is not None:
+            self.between_epochs()
+            self.backend.synchronize()
+            self.paused += time.perf_counter() - now
 
 
-def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3, cuda_graph="auto"):
+def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3, cuda_graph="auto",
+                   between_epochs=None):
     """``{"samples_per_s", "step_s", "first_epoch_s", "epoch_s"}`` of one ``model.fit``
     call over ``1 + repeats`` epochs of ``steps`` steps (Adam, shuffled; the data
     uploaded once, by fit, as users do). The first epoch (checks, upload, kernel
     compilation, graph capture) is reported on its own; the rate is the median of the
-    steady epochs after it."""
+    steady epochs after it. ``between_epochs`` runs after each epoch, untimed."""
     import dnn
     from dnn.layers import Dense
 
@@ -63,7 +73,7 @@ def dnn_throughput(spec, batch, backend, dtype, steps, repeats=3, cuda_graph="au
         model.compile(loss=spec.loss, optimizer="adam")
         x, y = synthetic_data(spec, batch * steps)
         backend.synchronize()
-        clock = EpochClock(backend)
+        clock = EpochClock(backend, between_epochs)
         model.fit(x, y, epochs=1 + repeats, batch_size=batch, verbose=0,
                   cuda_graph=cuda_graph, callbacks=[clock])
     epochs = [b - a for a, b in zip(clock.times, clock.times[1:])]

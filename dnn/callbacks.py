@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 
-from .utils.files import check_output_directory
+from .utils.files import MODEL_SUFFIXES, check_output_directory, check_suffix
 from .utils.progress import ProgressDisplay
 from .utils.validation import (check_bool, check_choice, check_nonnegative_int,
                                check_number_in, check_positive_number)
@@ -210,9 +210,12 @@ class ModelCheckpoint(MonitorCallback):
         self.save_best_only = check_bool(save_best_only, "ModelCheckpoint: save_best_only")
 
     def on_train_begin(self, logs=None):
-        # Fail now, not after the first epoch (unless the directory itself is a template).
+        # Fail now, not after the first epoch: the suffix, and a file really created and
+        # removed in the directory (unless the directory itself is a template).
+        what = "ModelCheckpoint: filepath"
+        check_suffix(self.filepath, MODEL_SUFFIXES, what)
         if "{" not in os.path.dirname(self.filepath):
-            check_output_directory(self.filepath, "ModelCheckpoint: filepath")
+            check_output_directory(self.filepath, what)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

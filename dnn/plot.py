@@ -1,7 +1,7 @@
 """Plots with matplotlib (the ``plot`` extra): training curves and the decision
 regions of a 2-D classifier, also as frames taken during training (GIF).
 
-Files are written atomically (``dnn.files.atomic_write``): a crash mid-write leaves the
+Files are written atomically (``dnn.utils.files.atomic_write``): a crash mid-write leaves the
 previous file, and the path is checked before any drawing. The format follows the
 suffix: .png, .svg, .pdf (.jpg and the other formats matplotlib knows work too), and
 .gif for ``DecisionBoundaryRecorder.save``'s animation.
@@ -13,7 +13,7 @@ import os
 import numpy
 
 from .callbacks import Callback
-from .utils.files import atomic_write, check_output_path
+from .utils.files import OutputPathError, atomic_write, check_output_path
 
 # A loss curve whose largest value is more than LOG_SPAN times its smallest gets a log
 # scale: a regression loss that starts near 3600 would otherwise flatten all the rest.
@@ -39,18 +39,25 @@ def _figure(width, height):
     return Figure(figsize=(width, height))
 
 
-def _check_path(path, extra=()):
-    """Check ``path`` before any drawing (see ``dnn.files.check_output_path``) and
-    return the format its suffix names (png when it has none)."""
-    path = check_output_path(path, "path")
-    check_available("dnn.plot")
+COMMON_FORMATS = ("png", "svg", "pdf")
+
+
+def _check_path(path, extra=(), what="path"):
+    """Check ``path`` before any drawing (see ``dnn.utils.files.check_output_path``:
+    its directory takes a file) and return the format its suffix names (png when it
+    has none). ``what`` names the argument in errors (the CLI passes its option)."""
+    check_available(what if what != "path" else "dnn.plot")
     from matplotlib.backend_bases import FigureCanvasBase
 
-    suffix = os.path.splitext(path)[1].lower().lstrip(".") or "png"
-    supported = sorted(FigureCanvasBase.get_supported_filetypes()) + list(extra)
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".") or "png"
+    supported = sorted(set(FigureCanvasBase.get_supported_filetypes()) | set(extra))
     if suffix not in supported:
-        raise ValueError(f"path: expected a file name ending in .png, .svg or .pdf (or "
-                         f"{', '.join('.' + s for s in supported)}); got {path!r}")
+        common = [f for f in COMMON_FORMATS + tuple(extra) if f in supported]
+        others = ", ".join("." + f for f in supported if f not in common)
+        listed = ", ".join("." + f for f in common[:-1]) + " or ." + common[-1]
+        raise OutputPathError(f"{what}: expected a file name ending in {listed} (matplotlib "
+                              f"also writes {others}); got {os.fspath(path)!r}")
+    check_output_path(path, what)
     return suffix
 
 
@@ -65,10 +72,11 @@ def figure(width, height):
     return _figure(width, height)
 
 
-def check_figure_path(path):
-    """Raise before any work unless a figure can be written at ``path`` (its directory,
-    and a format matplotlib writes); returns the format."""
-    return _check_path(path)
+def check_figure_path(path, what="path", animated=False):
+    """Raise before any work unless a figure can be written at ``path`` (its directory
+    takes a file, and matplotlib writes the format its suffix names; ``animated``: a
+    GIF too, as ``DecisionBoundaryRecorder.save`` writes); returns the format."""
+    return _check_path(path, ("gif",) if animated else (), what)
 
 
 def save_figure(fig, path, dpi=100):

@@ -20,7 +20,7 @@ def _nvrtc():
         from cupy.cuda import nvrtc
     except Exception as exc:
         raise RuntimeError(f"the NVRTC check needs CuPy and NVRTC: pip install cupy-cuda13x "
-                           f"nvidia-cuda-nvrtc (or pip install '.[test]' in the dnn checkout); "
+                           f"nvidia-cuda-nvrtc (or pip install '.[nvrtc]' in the dnn checkout); "
                            f"import failed: {exc}") from exc
     return nvrtc
 

@@ -29,11 +29,28 @@ def test_bench_smoke_writes_json(tmp_path):
         assert row["first_epoch_s"] > 0 and len(row["epoch_s"]) == 2  # 1 + --repeats
         # Measured, not compared: how two timings relate is the benchmark's to say.
         assert row["gemm_only_s"] > 0 and row["floor_s"] > 0 and row["fraction_of_floor"] > 0
+        # The floor is sampled after every epoch timed, and the least sample kept.
+        assert len(row["floor_samples_s"]) == len(row["epoch_s"]) == 2
+        assert row["floor_s"] == min(row["floor_samples_s"])
+        assert row["gemm_only_s"] == min(row["gemm_only_samples_s"])
     ops = {k["op"] for k in record["kernels"]}
     assert "adam_update" in ops and all(k["fused_GBps"] > 0 for k in record["kernels"])
     assert record["limits"]["numpy"]["copy_GBps"] > 0
     assert record["environment"]["numpy"] and "blas" in record["environment"]
     assert "of floor" in proc.stdout and "copy bandwidth" in proc.stdout
+
+
+def test_bench_writes_its_json_only_where_asked(tmp_path):
+    proc = python("-m", "dnn.bench", "--models", "tiny", "--batches", "32", "--precisions",
+                  "float32", "--repeats", "1", "--no-torch", "--no-kernels", "--no-accuracy",
+                  cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "of floor" in proc.stdout and "wrote" not in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+    proc = python("-m", "dnn.bench", "--models", "tiny", "--no-torch", "--out",
+                  str(tmp_path / "b.txt"), cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0 and "bench: --out: expected a file name ending in .json" \
+        in proc.stderr and "samples/s" not in proc.stdout
 
 
 def test_bench_rejects_unknown_model():
@@ -61,5 +78,5 @@ def test_bench_plot_path_is_checked_before_the_benchmark_runs(tmp_path):
     proc = python("-m", "dnn.bench", "--models", "tiny", "--batches", "32", "--no-torch",
                   "--plot", str(tmp_path / "curves.txt"), cwd=tmp_path, timeout=120)
     assert proc.returncode != 0
-    assert "bench: --plot: path: expected a file name ending in .png" in proc.stderr
+    assert "bench: --plot: expected a file name ending in .png, .svg or .pdf" in proc.stderr
     assert "samples/s" not in proc.stdout  # nothing was measured

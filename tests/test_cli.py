@@ -83,7 +83,7 @@ def test_idx_training(tmp_path):
     (["train", "--layers", "4,x"], "--layers: expected comma-separated positive integers"),
     (["train", "--optimizer", "lbfgs"], "optimizer: expected one of sgd"),
     (["train", "--activation", "swish"], "activation: expected one of"),
-    (["train", "--batch-size", "0", "--epochs", "1"], "batch_size: expected a positive integer"),
+    (["train", "--batch-size", "0", "--epochs", "1"], "--batch-size: expected a positive integer"),
     (["train", "--backend", "tpu"], "backend: expected one of"),
     (["evaluate", "/no/such/model.npz", "circles"], "no such file: '/no/such/model.npz'"),
 ])
@@ -225,9 +225,10 @@ def test_train_says_what_it_chose_before_training(tmp_path):
     assert "300 samples, 2 features (weight, height)" in chosen
     assert "target: kind (the last column; --target chooses another)" in chosen
     assert "task: binary classification (big, small), loss binary_crossentropy" in chosen
+    assert "  why: the target holds text labels" in chosen
     assert "split: 216 train, 54 validation, 30 test" in chosen
-    assert "layers: Normalization, 16 relu, 16 relu, 1 sigmoid (auto: from the data's " \
-           "width)" in chosen
+    assert "layers: Normalization, 16-16 relu, 1 sigmoid (auto: from the data's width)" \
+        in chosen
 
 
 def test_default_layers_scale_with_the_data():
@@ -250,7 +251,7 @@ def test_digits_with_the_default_layers_learns(capsys):
 
 @pytest.mark.parametrize("option", ["--save", "--plot", "--boundary"])
 def test_an_unwritable_output_fails_before_training(tmp_path, option):
-    target = tmp_path / "no" / "such" / "dir" / "out.png"
+    target = tmp_path / "no" / "such" / "dir" / ("out.npz" if option == "--save" else "out.png")
     out = dnn_cmd("train", "--epochs", "50", option, str(target), "--verbose", "2")
     assert out.returncode == 2
     assert "Epoch" not in out.stdout, "trained before failing"
@@ -323,13 +324,26 @@ def test_the_readme_synopsis_agrees_with_the_cli():
                 assert value.isupper(), (command, option, value)
             else:
                 assert value == str(default), (command, option, value, default)
+
+
+def test_the_readme_bench_synopsis_agrees_with_bench_help():
+    """Both ways: every option ``dnn bench --help`` lists is in the README's synopsis,
+    with its default (capitals where there is none), and no other."""
+    out = dnn_cmd("bench", "--help")
+    assert out.returncode == 0, out.stderr
+    usage = " ".join(out.stdout.split("\n\n")[0].split())  # the usage paragraph
+    helped = set(re.findall(r"\[(--[a-z-]+)", usage))
     from dnn.bench.__main__ import _parse_args
 
-    bench = {f"--{k.replace('_', '-')}": v for k, v in vars(_parse_args([])).items()}
-    for option, value in re.findall(r"\[(--[a-z-]+)(?: ([^\]]+))?\]", synopsis["bench"]):
-        assert option in bench, option
-        if value and value not in ("...", "PATH"):
-            assert value == str(bench[option]), option
+    defaults = {f"--{k.replace('_', '-')}": v for k, v in vars(_parse_args([])).items()}
+    shown = dict(re.findall(r"\[(--[a-z-]+)(?: ([^\]]+))?\]", readme_synopsis()["bench"]))
+    assert set(shown) == helped - {"--help"}
+    for option, value in shown.items():
+        default = defaults[option]
+        if default in (None, False):
+            assert value == "" if default is False else value.isupper(), (option, value)
+        else:
+            assert value == str(default), (option, value, default)
 
 
 def test_a_diverging_run_ends_with_one_clear_line_and_no_numpy_warnings():

@@ -19,9 +19,18 @@ PUBLIC_SIGNATURES = {"model.py:Sequential.fit", "layers/core.py:Dense.__init__",
                      "sklearn/regressor.py:DNNRegressor.__init__"}
 
 
+# Installed with pip install . (not -e), the repository's backends/, kernels/ and bench/
+# sit inside the package as dnn.backends, dnn.kernels and dnn.bench; the rule is for the
+# dnn/ folder, whichever way it was installed.
+OTHER_FOLDERS = ("backends", "kernels", "bench")
+
+
 def _functions():
-    """``(place, node)`` of every function in the installed dnn package."""
+    """``(place, node)`` of every function in the installed dnn package's own dnn/
+    folder."""
     for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] in OTHER_FOLDERS:
+            continue
         tree = ast.parse(path.read_text())
         parents = {}
         for node in ast.walk(tree):

@@ -35,7 +35,7 @@ def _nvrtc_available():
 
 
 needs_nvrtc = pytest.mark.skipif(not _nvrtc_available(),
-                                 reason="CuPy/NVRTC not installed (pip install '.[test]')")
+                                 reason="CuPy/NVRTC not installed (pip install '.[nvrtc]')")
 needs_cxx = pytest.mark.skipif(host.compiler() is None, reason="no C++ compiler")
 
 

@@ -1,7 +1,7 @@
 """The ``dnn`` command: its parser (``parser``), the commands (``commands``), the data
-they read (``data_sources``) and what they infer from it (``task``).
+they read (``data_sources``), what they infer from it (``task``) and print (``header``).
 
-With no arguments, ``dnn train`` reproduces seed 002: a 2-4-6-6-4-1 ReLU network
+With no arguments, ``dnn train`` runs the circles example: a 2-4-6-6-4-1 ReLU network
 trained with Adam and binary cross-entropy on two concentric circles. Bare ``dnn``
 prints help.
 """
@@ -19,7 +19,7 @@ from ..training.nan_guard import NonFiniteLossError
 from ..utils.environment import launched_rank, launched_world_size
 from ..utils.files import OutputPathError
 from .commands import COMMANDS, Session
-from .errors import UsageError
+from .errors import UsageError, with_flags
 from .parser import build_parser
 from .task import default_layers, infer_task
 
@@ -63,7 +63,9 @@ def main(argv=None):
             ModelFileError, OutputPathError, backends.BackendUnavailable) as exc:
         if os.environ.get("DNN_DEBUG"):
             raise
-        return _report(args.command, f"error: {exc}", 2, session)
+        message = str(exc) if isinstance(exc, UsageError) else \
+            with_flags(args.command, str(exc))  # the library names arguments, not flags
+        return _report(args.command, f"error: {message}", 2, session)
     except NonFiniteLossError as exc:  # training diverged: not a usage error
         return _report(args.command, str(exc), 1, session)
     except KeyboardInterrupt:

@@ -2,19 +2,23 @@
 the parsed arguments and the run's ``Session`` and returns the exit status."""
 from __future__ import annotations
 
+import csv
+import io
 import os
+import sys
 
 import numpy
 
 from .. import backends
 from ..data import csv_columns
 from ..utils.environment import launched_world_size, local_rank
-from ..utils.files import atomic_write, check_output_path
-from .data_sources import load_data
+from ..utils.files import MODEL_SUFFIXES, atomic_write, check_output_path
+from .data_sources import CSV_SUFFIXES, Reading, csv_delimiter, load_data
 from .errors import UsageError
+from .header import Header, memmap_notes, names_text, task_text
 from .parser import parse_layers
 from .streaming import adapt_data, is_streamed, split
-from .task import SEED002_LAYERS, default_layers, infer_task
+from .task import CIRCLES_LAYERS, check_classes, choose_task, default_layers
 
 
 class Session:
@@ -27,39 +31,25 @@ class Session:
 
 
 def _check_outputs(args):
-    """Fail before training on an output that could not be written."""
-    for option in ("save", "plot", "boundary"):
-        path = getattr(args, option)
-        if path is not None:
-            check_output_path(path, f"--{option}")
-    if args.plot or args.boundary:
-        from ..plot import check_available
+    """Fail before training on an output that could not be written: its suffix, and a
+    file really created and removed in its directory (and matplotlib for plots)."""
+    if args.save is not None:
+        check_output_path(args.save, "--save", MODEL_SUFFIXES)
+    if args.plot is not None or args.boundary is not None:
+        from ..plot import check_figure_path
 
-        check_available("--plot" if args.plot else "--boundary")
-
-
-def _task_text(loss, units, out_act, class_names):
-    if loss == "binary_crossentropy":
-        kind = "binary classification"
-    elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
-        kind = f"{units}-class classification"
-    else:
-        return f"regression of {units} value{'s' * (units > 1)}, loss {loss}, linear output"
-    names = class_names or [str(c) for c in range(max(units, 2))]
-    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-    return f"{kind} ({shown}), loss {loss}, {units} {out_act} output{'s' * (units > 1)}"
+        if args.plot is not None:
+            check_figure_path(args.plot, "--plot")
+        if args.boundary is not None:
+            check_figure_path(args.boundary, "--boundary", animated=True)
 
 
-def _names_text(names, limit=4):
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit
-                                       else "")
-
-
-def _split_sizes(n, test_split, val_split):
-    n_test = max(1, int(round(n * test_split))) if test_split else 0
-    n_fit = n - n_test
-    n_train = int(round(n_fit * (1 - val_split))) if val_split else n_fit
-    return n_train, n_fit - n_train, n_test
+def _check_fractions(args):
+    if args.epochs < 1:
+        raise UsageError(f"--epochs: expected a positive integer; got {args.epochs}")
+    for option, value in (("--test-split", args.test_split), ("--val-split", args.val_split)):
+        if not 0 <= value < 1:
+            raise UsageError(f"{option}: expected a fraction in [0, 1); got {value}")
 
 
 def _rank_batch(batch_size):
@@ -86,15 +76,35 @@ class _Plan:
     """What ``dnn train`` chose from the data and the flags, before any training."""
 
     def __init__(self, args, data):
-        self.loss, self.units, self.out_act = infer_task(data.y, args.loss)
+        self.task = choose_task(data.y, args.loss, args.task,
+                                text_labels=data.class_names is not None)
+        self.loss, self.units, self.out_act = self.task
+        self.classification = self.task.classification
+        if self.classification:
+            check_classes(data.y, data.target_name, data.class_names)
         if args.layers != "auto":
             self.hidden, self.how = parse_layers(args.layers), "--layers"
         elif args.data == "circles":
-            self.hidden, self.how = list(SEED002_LAYERS), "auto: seed 002's network"
+            self.hidden, self.how = list(CIRCLES_LAYERS), "auto: the circles example"
         else:
             self.hidden = default_layers(data.x.shape[1], self.units)
             self.how = "auto: from the data's width"
-        self.classification = self.out_act != "linear"
+
+
+def _split(args, data, plan):
+    """``(x_train, x_test, y_train, y_test)``; the test parts are None with
+    ``--test-split 0``."""
+    if args.test_split == 0:
+        return data.x, None, data.y, None
+    try:
+        return split(data.x, data.y, args.test_split, args.seed, plan.classification)
+    except ValueError as exc:
+        if not str(exc).startswith("stratify: "):
+            raise
+        hint = "--task regression if the target is a quantity" if \
+            plan.task.why.endswith("class labels") else "merge or drop the rarest classes"
+        raise UsageError(f"--test-split {args.test_split}: {str(exc)[len('stratify: '):]}; "
+                         f"{hint}, or --test-split 0 to train on all rows") from None
 
 
 def _build_model(args, data, plan, x_train):
@@ -125,35 +135,41 @@ def _compile(args, model, plan, session):
                   distribute=session.strategy)
 
 
-def _print_choices(args, data, plan, model, x_test, session):
+def _print_choices(args, data, plan, model, parts, session):
+    say = Header()
     strategy = session.strategy
     if strategy is not None:
-        print(f"data-parallel: {strategy.world_size} ranks over "
-              f"{model.replica.communicator_name.upper()}, batch {args.batch_size} "
-              f"({_rank_batch(args.batch_size)} per rank)")
+        say(f"data-parallel: {strategy.world_size} ranks over "
+            f"{model.replica.communicator_name.upper()}, batch {args.batch_size} "
+            f"({_rank_batch(args.batch_size)} per rank)")
     x = data.x
-    n_train, n_val, _ = _split_sizes(len(x), args.test_split, args.val_split)
-    features = f" ({_names_text(data.feature_names)})" if data.feature_names else ""
-    print(f"data: {data.source}: {len(x)} samples, {x.shape[1]} features{features}")
-    print(f"target: {data.target_name}{data.target_note}")
-    print(f"task: {_task_text(plan.loss, plan.units, plan.out_act, data.class_names)}")
-    print(f"split: {n_train} train, {n_val} validation, {len(x_test)} test")
+    say.data_line(data.source, len(x), x.shape[1], data.feature_names)
+    for note in data.notes + memmap_notes(x, model):
+        say(f"note: {note}")
+    say(f"target: {data.target_name}{data.target_note}")
+    say(f"task: {task_text(plan.loss, plan.units, plan.out_act, data.class_names)}")
+    guessed = args.task == args.loss == "auto" and data.class_names is None
+    say(f"  why: {plan.task.why}" + (" (--task overrides)" if guessed else ""))
+    x_tr, x_te = parts[0], parts[1]
+    n_val = len(x_tr) - int(round(len(x_tr) * (1 - args.val_split))) if args.val_split else 0
+    test = f"{len(x_te)} test" if x_te is not None else "no test (--test-split 0)"
+    say(f"split: {len(x_tr) - n_val} train, {n_val} validation, {test}")
     scaling = "" if args.no_standardize else "Normalization, "
-    print(f"layers: {scaling}{', '.join(f'{u} {args.activation}' for u in plan.hidden)}, "
-          f"{plan.units} {plan.out_act} ({plan.how})")
+    hidden = "-".join(str(u) for u in plan.hidden)
+    say(f"layers: {scaling}{hidden} {args.activation}, {plan.units} {plan.out_act} "
+        f"({plan.how})")
     model.summary()
 
 
 def cmd_train(args, session):
     import dnn
 
-    if args.epochs < 1:
-        raise UsageError(f"--epochs: expected a positive integer; got {args.epochs}")
+    _check_fractions(args)
     _check_outputs(args)
     backend = _backend_for_rank(args.backend)
     if backend != "auto":
         dnn.set_backend(backend)
-    data = load_data(args.data, args.target, seed=args.seed, delimiter=args.delimiter)
+    data = load_data(args.data, args.target, seed=args.seed, reading=Reading.from_args(args))
     plan = _Plan(args, data)
     if args.boundary and data.x.shape[1] != 2:
         raise UsageError(f"--boundary: expected 2-D inputs; got {data.x.shape[1]} features")
@@ -161,12 +177,12 @@ def cmd_train(args, session):
         raise UsageError(f"--boundary: expected data held in memory; {data.source!r} is "
                          f"streamed from disk (it is larger than DNN_STREAM_MB)")
     batch_size = _rank_batch(args.batch_size)
-    x_tr, x_te, y_tr, y_te = split(data.x, data.y, args.test_split, args.seed,
-                                   plan.classification)
+    parts = _split(args, data, plan)
+    x_tr, x_te, y_tr, y_te = parts
     model = _build_model(args, data, plan, x_tr)
     _compile(args, model, plan, session)
     if args.verbose:
-        _print_choices(args, data, plan, model, x_te, session)
+        _print_choices(args, data, plan, model, parts, session)
     recorder = None
     if args.boundary and session.is_chief:  # one rank draws it
         from ..plot import DecisionBoundaryRecorder
@@ -176,8 +192,16 @@ def cmd_train(args, session):
     history = model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=batch_size,
                         validation_split=args.val_split, verbose=args.verbose,
                         callbacks=[recorder] if recorder else [])
-    _report_test(model, x_te, y_te, plan.loss)
+    if x_te is not None:
+        _report_test(model, x_te, y_te, plan.loss)
     _write_outputs(args, model, history, recorder, session)
+    if getattr(history, "interrupted", False):
+        # Stopped by Ctrl-C, what was trained written out: the status that shells and
+        # schedulers read as "ended by SIGINT", 128 + 2.
+        done = len(history.history.get("loss", []))
+        print(f"dnn train: interrupted after {done} of {args.epochs} epochs"
+              + ("; the model so far is saved" if args.save else ""), file=sys.stderr)
+        return 130
     return 0
 
 
@@ -216,8 +240,8 @@ def _model_features(model, data):
         missing = [n for n in trained if n not in data.feature_names]
         if missing:
             raise UsageError(f"data: expected the feature columns the model was trained on "
-                             f"({_names_text(trained)}); {data.source!r} lacks "
-                             f"{_names_text(missing)}")
+                             f"({names_text(trained)}); {data.source!r} lacks "
+                             f"{names_text(missing)}")
         x = x[:, [data.feature_names.index(n) for n in trained]]
     if x.shape[1] != model.input_dim:
         raise UsageError(f"data: expected {model.input_dim} features per sample, as at "
@@ -234,15 +258,17 @@ def _load_for_inference(args, with_target):
     if args.backend != "auto":
         dnn.set_backend(args.backend)
     model = dnn.load_model(args.model)
-    target = args.target
-    if target is None and args.data.lower().endswith(".csv") and os.path.isfile(args.data):
-        header, width = csv_columns(args.data, args.delimiter)
+    target, reading = args.target, Reading.from_args(args)
+    if target is None and args.data.lower().endswith(CSV_SUFFIXES) and \
+            os.path.isfile(args.data):
+        header, width = csv_columns(args.data, csv_delimiter(args.data, reading),
+                                    reading.encoding)
         trained = model.metadata.get("target")
         if header is not None and trained in header:
             target = trained  # the column the model was trained on
         elif not with_target and header is None and width == model.input_dim + 1:
             target = -1  # the last, as in train
-    data = load_data(args.data, target, delimiter=args.delimiter,
+    data = load_data(args.data, target, reading=reading,
                      with_target=with_target or target is not None,
                      class_names=model.class_names)
     return model, data
@@ -280,15 +306,30 @@ def prediction_table(model, pred):
         ["%.6g"] * pred.shape[1] + ["%s"]
 
 
+PREDICTION_SUFFIXES = (".csv", ".tsv")
+
+
+def prediction_text(model, pred, delimiter=","):
+    """``dnn predict``'s table as CSV text (``prediction_table``'s columns)."""
+    header, columns, formats = prediction_table(model, pred)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([f % v for f, v in zip(formats, row)] for row in zip(*columns))
+    return out.getvalue()
+
+
 def cmd_predict(args, session):
-    check_output_path(args.out, "--out")
+    to_stdout = args.out == "-"
+    if not to_stdout:
+        check_output_path(args.out, "--out", PREDICTION_SUFFIXES)
     model, data = _load_for_inference(args, with_target=False)
     pred = model.predict(_model_features(model, data))
-    header, columns, formats = prediction_table(model, pred)
-    lines = [",".join(header)]
-    for row in zip(*columns):
-        lines.append(",".join(f % v for f, v in zip(formats, row)))
-    text = "\n".join(lines) + "\n"
+    text = prediction_text(model, pred, "\t" if args.out.lower().endswith(".tsv") else ",")
+    if to_stdout:  # the table alone on standard output, for a pipe
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
     atomic_write(args.out, lambda f: f.write(text.encode("utf-8")), "--out")
     print(f"wrote {pred.shape[0]} predictions to {args.out}")
     return 0
@@ -297,7 +338,7 @@ def cmd_predict(args, session):
 def cmd_export(args, session):
     import dnn
 
-    check_output_path(args.out, "out")
+    check_output_path(args.out, "out", (".onnx",))
     model = dnn.load_model(args.model)
     model.export(args.out, format="onnx")
     print(f"wrote {args.out} (ONNX: input 'input' [batch, {model.input_dim}], output "

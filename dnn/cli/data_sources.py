@@ -1,6 +1,6 @@
 """What the command line trains on: the built-in data sets by name, and files (.csv,
-.npz, .npy, .idx) read into a ``Dataset`` with names for what it prints and saves
-(a large .npy or CSV as a memmap: see ``streaming``)."""
+.tsv, .npz, .npy, .idx) read into a ``Dataset`` with names for what it prints and
+saves (a large .npy or CSV as a memmap: see ``streaming``)."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ from .streaming import load_large_csv, load_npy
 # name -> (loader(seed), description, target name)
 DATASETS = {
     "circles": (lambda s: make_circles(1000, factor=0.5, noise=0.08, seed=s),
-                "two concentric circles, 1000 samples (seed 002)", "label"),
+                "two concentric circles, 1000 samples (the circles example)", "label"),
     "moons": (lambda s: make_moons(1000, noise=0.2, seed=s), "two interleaving half moons",
               "label"),
     "xor": (lambda s: make_xor(400, noise=0.15, seed=s), "four clusters labelled by XOR",
@@ -31,55 +31,68 @@ DATASETS = {
 }
 
 class Dataset:
-    """What ``load_data`` read: ``x``, ``y`` (None when there is no target), and names
-    for what the CLI prints and saves with the model."""
+    """What ``load_data`` read: ``x``, ``y`` (None when there is no target), names for
+    what the CLI prints and saves with the model, and ``notes`` on what was guessed
+    while reading (an encoding, a pandas index column left out)."""
 
     def __init__(self, x, y, source, target_name=None, feature_names=None, class_names=None,
                  target_note=""):
         self.x, self.y, self.source = x, y, source
         self.target_name, self.feature_names = target_name, feature_names
         self.class_names, self.target_note = class_names, target_note
+        self.notes = []
 
 
-def load_data(source, target=None, seed=0, delimiter=None, with_target=True,
+class Reading:
+    """How to read a data file: the CSV ``delimiter`` and ``encoding`` (None: detected)
+    and the NPZ key of x (``--delimiter``, ``--encoding``, ``--x-key``)."""
+
+    def __init__(self, delimiter=None, encoding=None, x_key="x"):
+        self.delimiter, self.encoding, self.x_key = delimiter, encoding, x_key
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(getattr(args, "delimiter", None), getattr(args, "encoding", None),
+                   getattr(args, "x_key", "x"))
+
+
+CSV_SUFFIXES = (".csv", ".tsv")
+
+
+def load_data(source, target=None, seed=0, reading=None, with_target=True,
               class_names=None):
-    """A ``Dataset`` from a dataset name or a .csv / .npz / .idx(.gz) path.
-    ``with_target`` False reads a CSV of features only (unless ``target`` is given)."""
+    """A ``Dataset`` from a dataset name or a .csv / .tsv / .npz / .idx(.gz) path.
+    ``with_target`` False reads a CSV of features only (unless ``target`` is given).
+    ``reading``: a ``Reading`` (the defaults when None)."""
+    reading = reading or Reading()
     if source in DATASETS:
         loader, _, target_name = DATASETS[source]
         x, y = loader(seed)
         return Dataset(x, y, source, target_name, class_names=None)
     if not os.path.exists(source):
         names = ", ".join(DATASETS)
-        raise UsageError(f"data: expected a dataset name ({names}) or an existing .csv, .npz, .npy "
-                         f"or .idx file; got {source!r}")
+        raise UsageError(f"data: expected a dataset name ({names}) or an existing .csv, "
+                         f".tsv, .npz, .npy or .idx file; got {source!r}")
     lower = source.lower()
     if lower.endswith(".npy"):  # a memmap when it is large: see streaming
         x, y, target_name = load_npy(source, target)
         return Dataset(x, y, source, target_name)
-    if lower.endswith(".csv"):
-        streamed = _large_csv(source, target, delimiter, with_target, class_names)
+    if lower.endswith(CSV_SUFFIXES):
+        streamed = _large_csv(source, target, csv_delimiter(source, reading), with_target,
+                              class_names)
         if streamed is not None:
             return streamed
-        if target is None and not with_target:
-            table = read_csv(source, None, delimiter)
-            return Dataset(table.x, None, source, feature_names=table.feature_names)
-        # A model's class names code a CSV's text labels as the model was trained
-        # (a file may hold only some of the classes); without them, sorted order.
-        table = read_csv(source, -1 if target is None else target, delimiter, class_names)
-        note = " (the last column; --target chooses another)" if target is None else ""
-        return Dataset(table.x, table.y, source, table.target_name, table.feature_names,
-                       table.class_names, note)
+        return _load_csv(source, target, reading, with_target, class_names)
     if lower.endswith(".npz"):
-        x, y = load_npz(source, y_key=target or "y")
-        return Dataset(x, y, source, target or "y")
+        return _load_npz(source, target, reading.x_key)
     if lower.endswith((".idx", ".idx.gz")) or "-idx" in lower or "ubyte" in lower:
         if target is None:
             raise UsageError("--target: expected the labels IDX file for IDX images; got none")
         x = load_idx(source)
         return Dataset(x.reshape(x.shape[0], -1).astype(numpy.float64), load_idx(target),
                        source, os.path.basename(target))
-    raise UsageError(f"data: expected a .csv, .npz, .npy or .idx(.gz) file; got {source!r}")
+    raise UsageError(f"data: expected a .csv, .tsv, .npz, .npy or .idx(.gz) file; got "
+                     f"{source!r}")
 
 
 def _large_csv(source, target, delimiter, with_target, class_names):
@@ -92,3 +105,39 @@ def _large_csv(source, target, delimiter, with_target, class_names):
     x, y, features, target_name, classes = found
     note = " (the last column; --target chooses another)" if column == -1 else ""
     return Dataset(x, y, source, target_name, features, classes, note)
+
+
+def csv_delimiter(source, reading):
+    """The delimiter to read ``source`` with: ``reading``'s, else a tab for a .tsv file,
+    else None (detected)."""
+    if reading.delimiter is None and source.lower().endswith(".tsv"):
+        return "\t"
+    return reading.delimiter
+
+
+def _load_csv(source, target, reading, with_target, class_names):
+    delimiter = csv_delimiter(source, reading)
+    if target is None and not with_target:
+        table = read_csv(source, None, delimiter, encoding=reading.encoding)
+        data = Dataset(table.x, None, source, feature_names=table.feature_names)
+    else:
+        # A model's class names code a CSV's text labels as the model was trained
+        # (a file may hold only some of the classes); without them, sorted order.
+        table = read_csv(source, -1 if target is None else target, delimiter, class_names,
+                         reading.encoding)
+        note = " (the last column; --target chooses another)" if target is None else ""
+        data = Dataset(table.x, table.y, source, table.target_name, table.feature_names,
+                       table.class_names, note)
+    data.notes = table.notes
+    return data
+
+
+def _load_npz(source, target, x_key):
+    y_key = target or "y"
+    try:
+        x, y = load_npz(source, x_key=x_key, y_key=y_key)
+    except ValueError as exc:
+        if "expected arrays" not in str(exc):
+            raise
+        raise UsageError(f"{exc}: choose x with --x-key and y with --target") from None
+    return Dataset(x, y, source, y_key)

@@ -6,6 +6,7 @@ import argparse
 from ..version import __version__
 from .data_sources import DATASETS
 from .errors import UsageError
+from .task import TASKS
 
 
 def parse_layers(text):
@@ -20,7 +21,12 @@ def parse_layers(text):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default (as "(default: ...)")."""
+    """Shows every option's default (as "(default: ...)"), except a required one's."""
+
+    def _get_help_string(self, action):
+        if action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser():
@@ -42,17 +48,21 @@ def build_parser():
 
 
 def _add_train(sub):
-    train = sub.add_parser("train", help="train a network (default: seed 002's circles)",
+    train = sub.add_parser("train", help="train a network (default: the circles example)",
                            formatter_class=_Formatter)
     train.add_argument("data", nargs="?", default="circles",
-                       help=f"dataset name ({', '.join(DATASETS)}) or a .csv/.npz/.idx path")
-    train.add_argument("--target", default=None, help="CSV target column (name or position; "
-                       "None: the last column), NPZ key of y, or the labels IDX file")
-    train.add_argument("--delimiter", default=None,
-                       help="CSV delimiter (None: detected from , ; tab |)")
+                       help=f"dataset name ({', '.join(DATASETS)}) or a .csv/.tsv/.npz/.idx "
+                       f"path")
+    _add_file_options(train, "CSV target column (name or position; None: the last column), "
+                      "NPZ key of y, or the labels IDX file")
+    train.add_argument("--task", default="auto", choices=TASKS,
+                       help="auto: regression for values that are not whole numbers, "
+                       "classification for text labels, 0/1, and whole numbers from 0 with "
+                       "at most 1000 distinct values, at most 10%% of the rows (5%% above "
+                       "1000 rows); regression otherwise")
     train.add_argument("--layers", default="auto", help="hidden layer widths such as 64,64; "
-                       "auto: seed 002's 4,6,6,4 on circles, else two layers of the power of "
-                       "two >= 2 x (features + outputs), within [16, 256]")
+                       "auto: the circles example's 4,6,6,4 on circles, else two layers of "
+                       "the power of two >= 2 x (features + outputs), within [16, 256]")
     train.add_argument("--activation", default="relu", help="hidden activation")
     train.add_argument("--loss", default="auto", help="loss name; auto: from the targets "
                        "(0/1: binary_crossentropy, other integers: "
@@ -65,7 +75,8 @@ def _add_train(sub):
     train.add_argument("--val-split", type=float, default=0.0,
                        help="fraction of the training split held out for validation")
     train.add_argument("--test-split", type=float, default=0.1,
-                       help="fraction of the data held out for the final test")
+                       help="fraction of the data held out for the final test (0: none, "
+                       "train on all of it)")
     train.add_argument("--backend", default="auto", help="numpy, cupy, cupy:N or auto")
     train.add_argument("--seed", type=int, default=0,
                        help="seed of the data, split, weights and shuffling")
@@ -87,14 +98,22 @@ def _add_inference(sub):
                            ("predict", "write a saved model's predictions to CSV")):
         p = sub.add_parser(name, help=helptext, formatter_class=_Formatter)
         p.add_argument("model", help="a model .npz written by --save or model.save")
-        p.add_argument("data", help="dataset name or a .csv/.npz/.idx path")
-        p.add_argument("--target", default=None,
-                       help="as for train" if name == "evaluate" else
-                       "as for train; a CSV may lack the target column")
-        p.add_argument("--delimiter", default=None,
-                       help="CSV delimiter (None: detected from , ; tab |)")
+        p.add_argument("data", help="dataset name or a .csv/.tsv/.npz/.idx path")
+        _add_file_options(p, "as for train" if name == "evaluate" else
+                          "as for train; a CSV may lack the target column")
         p.add_argument("--backend", default="auto", help="numpy, cupy, cupy:N or auto")
         if name == "predict":
-            p.add_argument("--out", required=True, help="CSV file for the predictions")
+            p.add_argument("--out", required=True, help="the predictions: a .csv file (a "
+                           ".tsv one for tabs), or - for standard output")
+
+
+def _add_file_options(p, target_help):
+    p.add_argument("--target", default=None, help=target_help)
+    p.add_argument("--delimiter", default=None,
+                   help="CSV delimiter (None: detected from , ; tab |; tab for .tsv)")
+    p.add_argument("--encoding", default=None,
+                   help="CSV encoding (None: UTF-8, or cp1252 with a note when the file "
+                   "is not UTF-8)")
+    p.add_argument("--x-key", default="x", help="NPZ key of x")
 
 

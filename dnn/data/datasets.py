@@ -21,8 +21,9 @@ def _shuffled(rng, x, y):
 
 
 def make_circles(n_samples=1000, factor=0.5, noise=0.08, seed=0):
-    """Two concentric circles (seed 002): label 0 on the outer circle of radius 1,
-    label 1 on the inner circle of radius ``factor``; Gaussian ``noise`` added."""
+    """Two concentric circles (the circles example): label 0 on the outer circle of
+    radius 1, label 1 on the inner circle of radius ``factor``; Gaussian ``noise``
+    added."""
     n = check_positive_int(n_samples, "n_samples")
     check_number_in(factor, "factor", 0, 1, "()")
     noise = _check_noise(noise)
@@ -90,7 +91,7 @@ STUDENT_FEATURES = ("lectures_attended", "homework_hours", "internet_disconnecti
 
 
 def make_student(n_samples=1000, regression=False, seed=0):
-    """The seeds' student example: will a student pass the course?
+    """The student example: will a student pass the course?
 
     Features: lectures attended (0-30), homework hours (0-120) and internet
     disconnections during lectures (0-15). The score (0-100) rises with lectures and

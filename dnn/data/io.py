@@ -1,6 +1,7 @@
 """Loading local data: CSV, NPZ and MNIST-style IDX files (gzipped or not)."""
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import gzip
@@ -65,11 +66,48 @@ def _has_header(rows, decimal_comma):
                for j, cell in enumerate(first))
 
 
-def _read_rows(path, delimiter):
-    """``(delimiter, decimal comma?, header or None, [(line number, cells)])``: the file
-    read as text (a UTF-8 byte-order mark, as Excel writes, dropped)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        text = f.read()
+def _decode(path, data, encoding=None):
+    """``(text, encoding used, note or None)`` of a file's bytes. Without ``encoding``:
+    UTF-8 (a byte-order mark, as Excel writes, dropped; UTF-16 when its mark opens the
+    file), else cp1252, the Windows superset of Latin-1 (latin-1 itself for the five
+    bytes cp1252 leaves undefined), with a note saying so."""
+    if encoding is None and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    if encoding is not None:
+        codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") \
+            else encoding
+        try:
+            return data.decode(codec), encoding, None
+        except LookupError:
+            raise ValueError(f"load_csv: encoding: expected a codec name such as 'utf-8' or "
+                             f"'cp1252'; got {encoding!r}") from None
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ValueError(f"load_csv: {path!r} line {line}: "
+                             f"byte 0x{data[exc.start]:02x} is not {encoding}; pass the "
+                             f"file's encoding (encoding='cp1252' for Windows files; "
+                             f"--encoding in the CLI) or save it as UTF-8") from None
+    try:
+        return data.decode("utf-8-sig"), "utf-8", None
+    except UnicodeDecodeError as exc:
+        bad = exc.start
+    used = "cp1252"
+    try:
+        text = data.decode(used)
+    except UnicodeDecodeError:
+        used, text = "latin-1", data.decode("latin-1")
+    line = data.count(b"\n", 0, bad) + 1
+    note = (f"{os.path.basename(path)} is not UTF-8 (byte 0x{data[bad]:02x} on line {line}): "
+            f"read as {used}; encoding= (--encoding) names another")
+    return text, used, note
+
+
+def _read_rows(path, delimiter, encoding=None):
+    """``(delimiter, decimal comma?, header or None, [(line number, cells)], lines,
+    notes)``: the file read as text (see ``_decode``)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    text, _, note = _decode(path, data, encoding)
     lines = text.splitlines()
     chosen = _detect_delimiter(lines) if delimiter is None else delimiter
     decimal_comma = chosen == ";"  # semicolon files come from locales that write 1,5
@@ -78,22 +116,47 @@ def _read_rows(path, delimiter):
     header = None
     if rows and _has_header([r for _, r in rows], decimal_comma):
         header, rows = [c.strip() for c in rows[0][1]], rows[1:]
-    return chosen, decimal_comma, header, rows, lines
+    return chosen, decimal_comma, header, rows, lines, [note] if note else []
+
+
+# The first header cell pandas writes for its index (an unnamed index), and what it
+# calls that column when such a file is read and written again.
+_INDEX_NAMES = ("", "Unnamed: 0")
+
+
+def _index_column(header, rows, decimal_comma):
+    """A note when the first column is the index pandas writes by default (unnamed,
+    distinct whole numbers: a RangeIndex, or one shuffled or filtered), else None."""
+    if header is None or header[0] not in _INDEX_NAMES or len(header) < 2:
+        return None
+    try:
+        values = numpy.array([float(r[0].replace(",", ".") if decimal_comma else r[0])
+                              for _, r in rows])
+    except (ValueError, IndexError):
+        return None
+    if not (numpy.isfinite(values).all() and numpy.array_equal(values, numpy.round(values))
+            and numpy.unique(values).size == values.size):
+        return None
+    return (f"the first column, unnamed and holding distinct whole numbers "
+            f"({values.min():.0f}..{values.max():.0f}), is the index pandas writes: left out "
+            f"of the features (to_csv(index=False) writes none)")
 
 
 class CsvTable:
     """What ``read_csv`` found: ``x`` (float64, samples x features), ``y`` (targets;
     int64 codes for text labels), ``feature_names``, ``target_name``, ``class_names``
-    (the labels in code order when the target column held text, else None) and the
-    ``delimiter`` used."""
+    (the labels in code order when the target column held text, else None), the
+    ``delimiter`` used, and ``notes``: sentences on what was guessed (an encoding other
+    than UTF-8, a pandas index column left out)."""
 
-    def __init__(self, x, y, feature_names, target_name, class_names, delimiter):
+    def __init__(self, x, y, feature_names, target_name, class_names, delimiter, notes=()):
         self.x, self.y = x, y
         self.feature_names, self.target_name = feature_names, target_name
         self.class_names, self.delimiter = class_names, delimiter
+        self.notes = list(notes)
 
 
-def read_csv(path, target=-1, delimiter=None, class_names=None):
+def read_csv(path, target=-1, delimiter=None, class_names=None, encoding=None):
     """Read a CSV file into a ``CsvTable``.
 
     ``target`` is the target column, by header name or integer position (negative
@@ -102,20 +165,27 @@ def read_csv(path, target=-1, delimiter=None, class_names=None):
     detects one of ; tab | , from the first lines; with ";" a decimal comma (1,5) reads
     as a decimal point, as those locales write it. Every feature cell must be a finite
     number: a missing or non-numeric cell is reported with its line and column.
+    ``encoding`` None reads UTF-8, or cp1252 (Windows, a superset of Latin-1) when the
+    file is not UTF-8, with a note in ``notes``. A first column that pandas wrote as its
+    index (an unnamed header cell over distinct whole numbers) is not a feature: it is
+    left out, with a note.
 
     Text targets become int64 codes: by their place in ``class_names`` when given (a
     model's ``class_names``, so that a file holding some of the classes gets the codes
     the model was trained with), else in sorted order.
     """
     path = _check_file(path, "load_csv")
-    chosen, decimal_comma, header, rows, lines = _read_rows(path, delimiter)
+    chosen, decimal_comma, header, rows, lines, notes = _read_rows(path, delimiter, encoding)
     width = _check_columns(path, rows, header, lines, chosen, target)
     names = header or [f"column {j}" for j in range(width)]
     col = _target_column(target, header, width)
-    features = [j for j in range(width) if j != col]
+    index_note = _index_column(header, rows, decimal_comma) if col != 0 else None
+    skipped = {0} if index_note else set()
+    notes += [index_note] if index_note else []
+    features = [j for j in range(width) if j != col and j not in skipped]
     x = _feature_matrix(path, rows, features, names, decimal_comma)
     if col is None:
-        return CsvTable(x, None, [names[j] for j in features], None, None, chosen)
+        return CsvTable(x, None, [names[j] for j in features], None, None, chosen, notes)
     raw = [row[col].strip() for _, row in rows]
     where = (path, rows, names[col])
     numbers = [v.replace(",", ".") for v in raw] if decimal_comma else raw
@@ -123,7 +193,8 @@ def read_csv(path, target=-1, delimiter=None, class_names=None):
         y = _numeric_targets(where, raw, numbers)
     else:
         y, class_names = _text_targets(where, raw, class_names)
-    return CsvTable(x, y, [names[j] for j in features], names[col], class_names, chosen)
+    return CsvTable(x, y, [names[j] for j in features], names[col], class_names, chosen,
+                    notes)
 
 
 def _check_columns(path, rows, header, lines, chosen, target):
@@ -218,18 +289,18 @@ def _text_targets(where, raw, class_names):
     return numpy.array([codes[v] for v in raw], dtype=numpy.int64), class_names
 
 
-def csv_columns(path, delimiter=None):
+def csv_columns(path, delimiter=None, encoding=None):
     """``(header names or None, number of columns)`` of a CSV file, as ``read_csv``
     sees them."""
     path = _check_file(path, "load_csv")
-    _, _, header, rows, _ = _read_rows(path, delimiter)
+    _, _, header, rows, _, _ = _read_rows(path, delimiter, encoding)
     return header, len(header) if header is not None else (len(rows[0][1]) if rows else 0)
 
 
-def load_csv(path, target=-1, delimiter=None, class_names=None):
-    """``(x, y)`` of a CSV file: ``read_csv(path, target, delimiter, class_names)``'s
-    arrays."""
-    table = read_csv(path, target, delimiter, class_names)
+def load_csv(path, target=-1, delimiter=None, class_names=None, encoding=None):
+    """``(x, y)`` of a CSV file: ``read_csv(path, target, delimiter, class_names,
+    encoding)``'s arrays."""
+    table = read_csv(path, target, delimiter, class_names, encoding)
     return table.x, table.y
 
 

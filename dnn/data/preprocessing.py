@@ -9,8 +9,11 @@ from ..utils.validation import check_nonnegative_int
 def train_test_split(x, y, test_size=0.2, seed=0, shuffle=True, stratify=False):
     """Split into ``(x_train, x_test, y_train, y_test)``, as scikit-learn does.
 
-    ``test_size`` is a fraction in (0, 1) or a sample count. With ``stratify`` each
-    class keeps its proportion in both parts.
+    ``test_size`` is a fraction in (0, 1) (the test set gets ``ceil(n * test_size)``
+    rows) or a sample count. With ``stratify`` each class keeps its proportion in both
+    parts, the test set still gets exactly that many rows, and every class has at least
+    one row in each part; a ValueError says so when that cannot be (a class of one row,
+    or fewer test rows than classes), rather than leaving rows or classes out.
     """
     x, y = numpy.asarray(x), numpy.asarray(y)
     n = x.shape[0]
@@ -29,12 +32,14 @@ def train_test_split(x, y, test_size=0.2, seed=0, shuffle=True, stratify=False):
     rng = numpy.random.default_rng(check_nonnegative_int(seed, "seed"))
     if stratify:
         classes, inverse = numpy.unique(y, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        takes = stratified_test_counts(numpy.bincount(inverse), n_test, classes, test_size)
         test = []
-        for c in range(len(classes)):
+        for c, take in enumerate(takes):
             members = numpy.flatnonzero(inverse == c)
             if shuffle:
                 members = rng.permutation(members)
-            test.extend(members[:int(round(len(members) * n_test / n))])
+            test.extend(members[:take])
         test = numpy.array(sorted(test), dtype=numpy.int64)
         mask = numpy.zeros(n, bool)
         mask[test] = True
@@ -45,6 +50,38 @@ def train_test_split(x, y, test_size=0.2, seed=0, shuffle=True, stratify=False):
         order = rng.permutation(n) if shuffle else numpy.arange(n)
         test, train = order[:n_test], order[n_test:]
     return x[train], x[test], y[train], y[test]
+
+
+def stratified_test_counts(counts, n_test, classes=None, test_size=None):
+    """How many rows of each class go to the test set: ``n_test`` in all, each class in
+    proportion to its ``counts`` (the largest remainders get the rounding, ties to the
+    first class), and at least one row of every class in each part. A ValueError says
+    why when that cannot be. ``classes`` and ``test_size`` only name things in it."""
+    counts = numpy.asarray(counts, dtype=numpy.int64)
+    n, k = int(counts.sum()), len(counts)
+    names = [c.item() if hasattr(c, "item") else c
+             for c in (classes if classes is not None else range(k))]
+    single = numpy.flatnonzero(counts < 2)
+    if single.size:
+        others = f" (and {single.size - 1} other classes)" if single.size > 1 else ""
+        raise ValueError(f"stratify: class {names[single[0]]!r}{others} has only 1 sample; "
+                         f"a stratified split needs at least 2 of each class, one for the "
+                         f"training part and one for the test part")
+    if n_test < k or n - n_test < k:
+        part, rows = ("test", n_test) if n_test < k else ("training", n - n_test)
+        asked = f" (test_size {test_size!r})" if test_size is not None else ""
+        raise ValueError(f"stratify: {k} classes cannot each have a place in a {part} part "
+                         f"of {rows} of the {n} samples{asked}; a stratified split needs "
+                         f"at least one sample of every class in each part")
+    quota = counts * n_test / n
+    take = numpy.clip(numpy.floor(quota).astype(numpy.int64), 1, counts - 1)
+    while take.sum() != n_test:  # at most k rounds: each moves one row
+        short = take.sum() < n_test
+        room = take < counts - 1 if short else take > 1
+        gap = numpy.where(room, quota - take, -numpy.inf if short else numpy.inf)
+        c = int(numpy.argmax(gap) if short else numpy.argmin(gap))
+        take[c] += 1 if short else -1
+    return take
 
 
 class Standardizer:

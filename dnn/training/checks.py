@@ -34,7 +34,10 @@ def as_array(backend, data, name):
                 from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected numeric data (bool, int or float); "
-                        f"got dtype {arr.dtype}")
+                        f"got dtype {arr.dtype} (text labels: code them as integers "
+                        f"first, e.g. codes, classes = dnn.data.encode_labels({name}); "
+                        f"a pandas nullable column such as Float64 or Int64: "
+                        f"{name}.to_numpy('float64', na_value=numpy.nan))")
     return arr
 
 
