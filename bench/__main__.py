@@ -78,15 +78,14 @@ def _csv(text, cast=str):
 
 def environment(backend_names):
     import dnn
+    from dnn.utils.environment import thread_settings
     from dnn.utils.info import blas_info
 
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
            "dnn": dnn.__version__, "numpy": numpy.__version__, "blas": blas_info(),
-           "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-                          if k in os.environ},
+           "thread_env": thread_settings(),
            "backends": {}}
     try:
         import numba

@@ -26,13 +26,15 @@ import time
 
 import numpy
 
+from dnn.utils.environment import THREAD_VARIABLES
+
 from .models import MODELS
 from .train_bench import EpochClock, synthetic_data
 
 RANKS = (8, 64, 512)
 LINKS_GBIT = (25, 100, 400)
-SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                 "NUMBA_NUM_THREADS": "1", "DNN_BACKEND": "numpy"}
+# Every thread pool one thread: the rank's share of the 2 cores is the measurement's.
+SINGLE_THREAD = {**{name: "1" for name in THREAD_VARIABLES}, "DNN_BACKEND": "numpy"}
 
 
 # ------------------------------------------------------------------ one rank's part

@@ -147,14 +147,13 @@ def environment():
     import sklearn
 
     import dnn
+    from dnn.utils.environment import thread_settings
 
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "python": platform.python_version(), "platform": platform.platform(),
            "cpu_count": os.cpu_count(), "dnn": dnn.__version__, "numpy": numpy.__version__,
            "scikit-learn": sklearn.__version__,
-           "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-                          if k in os.environ}}
+           "thread_env": thread_settings()}
     for name in ("skorch", "torch"):
         try:
             env[name] = __import__(name).__version__

@@ -46,14 +46,20 @@ class CallbackList:
                                 f"got {type(c).__name__}")
             c.set_model(model)
             c.set_params(params)
-        # Per-batch logs cost a read of the running loss; only pay it when someone listens.
+        self._listen()
+
+    def _listen(self):
+        # Per-batch logs cost a read of the running loss; only pay it when someone listens
+        # (a progress display drawing no bar does not).
         self.batch_listeners = [c for c in self.callbacks
-                                if type(c).on_train_batch_end is not Callback.on_train_batch_end]
+                                if type(c).on_train_batch_end is not Callback.on_train_batch_end
+                                and getattr(c, "wants_batch_logs", True)]
         self.wants_batch_logs = bool(self.batch_listeners)
 
     def on_train_begin(self):
         for c in self.callbacks:
             c.on_train_begin()
+        self._listen()  # a display knows whether it draws once its training began
 
     def on_train_end(self):
         for c in self.callbacks:
@@ -89,7 +95,7 @@ class History(Callback):
 
 class ProgressLogger(ProgressDisplay, Callback):
     """Keras-style progress: a bar on a terminal (verbose=1), one line per epoch
-    otherwise. ``fit(verbose=...)`` adds one; the display is ``dnn.progress``'s."""
+    otherwise. ``fit(verbose=...)`` adds one; the display is ``dnn.utils.progress``'s."""
 
 
 class TerminateOnNaN(Callback):

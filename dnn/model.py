@@ -72,9 +72,9 @@ class Sequential:
         self._trainer = None  # Trainer, once both built and compiled
         self.distribute = None  # the Strategy given to compile, or None
         self.replica = LOCAL  # this model's part in training across ranks
-        for layer in layers or []:
-            self.add(layer)
-        if self.input_dim is not None and self.layers and not self.built:
+        for layer in layers or []:  # all of them, then one build (not one per layer)
+            self._append(layer)
+        if self.input_dim is not None and self.layers:
             self.build()
 
     @property
@@ -115,15 +115,7 @@ class Sequential:
     def add(self, layer):
         """Append a layer. A built model is built again with it, keeping the weights of
         the layers it had (and, when compiled, starting the optimizer state afresh)."""
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add: layer: expected a dnn.layers.Layer; "
-                            f"got {type(layer).__name__}")
-        if not self.layers and layer.declared_input_dim is not None:
-            if self.input_dim is not None and self.input_dim != layer.declared_input_dim:
-                raise ValueError(f"input_dim: expected {self.input_dim} (the model's); got "
-                                 f"{layer.declared_input_dim} from {layer!r}")
-            self.input_dim = layer.declared_input_dim
-        self.layers.append(layer)
+        self._append(layer)
         if self.built:
             kept = self.get_weights()
             self.built = False
@@ -133,6 +125,17 @@ class Sequential:
                 layer.declared_input_dim is not None:
             self.build()
         return self
+
+    def _append(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: layer: expected a dnn.layers.Layer; "
+                            f"got {type(layer).__name__}")
+        if not self.layers and layer.declared_input_dim is not None:
+            if self.input_dim is not None and self.input_dim != layer.declared_input_dim:
+                raise ValueError(f"input_dim: expected {self.input_dim} (the model's); got "
+                                 f"{layer.declared_input_dim} from {layer!r}")
+            self.input_dim = layer.declared_input_dim
+        self.layers.append(layer)
 
     def build(self, input_dim=None):
         """Create the weights on the current backend (done at construction when the
@@ -251,8 +254,11 @@ class Sequential:
             y_shape = (2,) if self.loss.integer_targets else (2, self.output_dim)
             batch = (be.zeros((2, self.input_dim), self.compute_dtype),
                      be.zeros(y_shape, self.loss.target_dtype(self.dtype)))
+            # A training-mode pass moves BatchNormalization's moving statistics: keep them.
+            state = be.copy(self.weights.state)
             passes.loss_and_backward(self, batch, ForwardContext(True, self.optimizer.iterations,
                                                                  0))
+            be.copy(state, out=self.weights.state)
 
     # ---------------------------------------------------------- fit/evaluate/predict
     def fit(self, x, y=None, epochs=1, batch_size=None, validation_split=0.0,
@@ -281,9 +287,10 @@ class Sequential:
         batch source. ``validation_batch_size``: the batch of the validation pass
         (default: ``batch_size``). ``cuda_graph``: "auto" captures the training step as
         a CUDA graph and replays it where the backend supports graphs (CuPy) and nothing
-        in the step needs the host (``clipnorm`` does); True forces the captured-step
-        code path (on NumPy a replay checks that the step runs exactly what was
-        captured); False runs every step eagerly. ``shard`` (data-parallel): each rank
+        in the step needs the host (the legacy formula's clipnorm, of models saved
+        before Keras 3's, does; MPI's collectives on GPU arrays do); True forces the
+        captured-step code path (on NumPy a replay runs what was captured, and checks
+        that the step still runs exactly that); False runs every step eagerly. ``shard`` (data-parallel): each rank
         passes its own part of the data (checked: the same number of steps), instead
         of every rank the same data (checked: the same rows and fingerprint).
         """

@@ -8,6 +8,7 @@ suffix: .png, .svg, .pdf (.jpg and the other formats matplotlib knows work too),
 """
 from __future__ import annotations
 
+import collections
 import os
 
 import numpy
@@ -281,14 +282,17 @@ def _draw(ax, grid, p, x, labels, names):
               title_fontsize="small")
 
 
-def _boundary_figure(model, x, y, resolution=200, p=None, grid=None, title=None,
-                     **names):
-    """The Figure of ``decision_boundary`` (``p``/``grid``: predictions already made);
-    ``names``: its ``class_names`` and ``feature_names``."""
-    class_names, feature_names = names.pop("class_names", None), names.pop("feature_names",
-                                                                              None)
-    if names:
-        raise TypeError(f"_boundary_figure: unexpected {sorted(names)}")
+# What a decision-region figure is titled, and what its classes and axes are called
+# (None: the model's class names or the labels, "feature 0"/"feature 1").
+Labels = collections.namedtuple("Labels", "title class_names feature_names",
+                                defaults=(None, None, None))
+
+
+def _boundary_figure(model, x, y, resolution=200, names=Labels(), prediction=None):
+    """The Figure of ``decision_boundary``; ``names``: its ``Labels``; ``prediction``:
+    ``(p, grid)`` already made (a recorder's frame), else predicted here."""
+    title, class_names, feature_names = names
+    p, grid = prediction or (None, None)
     x, y = _check_2d(x, y)
     labels, label_names = _label_indices(y)
     gx, gy, points = grid or _grid(x, resolution)
@@ -313,8 +317,7 @@ def decision_boundary(model, x, y, path, resolution=200, dpi=100, title=None,
     "feature 0"/"feature 1") and a title. Written atomically to ``path`` (format from
     the suffix); returns the path."""
     fmt = _check_path(path)
-    fig = _boundary_figure(model, x, y, resolution, title=title, class_names=class_names,
-                           feature_names=feature_names)
+    fig = _boundary_figure(model, x, y, resolution, Labels(title, class_names, feature_names))
     return _save(fig, path, fmt, dpi)
 
 
@@ -348,10 +351,10 @@ class DecisionBoundaryRecorder(Callback):
 
     def _frame_figure(self, index):
         epoch, p = self.frames[index]
+        names = Labels(f"decision regions, epoch {epoch}", self.class_names,
+                       self.feature_names)
         return _boundary_figure(getattr(self, "model", None), self.x, self.y,
-                                title=f"decision regions, epoch {epoch}",
-                                class_names=self.class_names,
-                                feature_names=self.feature_names, p=p, grid=self.grid)
+                                names=names, prediction=(p, self.grid))
 
     def save(self, path, dpi=80, fps=5):
         """Write the frames to ``path``; returns the path."""

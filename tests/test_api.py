@@ -405,3 +405,29 @@ def test_early_stopping_counts_as_keras_3_does(values, kwargs):
     assert stopped == stop_at
     # Restored at the end of training, whether it stopped early or ran its epochs.
     assert model.weights[0][0] == best_epoch
+
+
+def test_warmup_leaves_every_weight_alone_moving_statistics_included(use):
+    model = dnn.Sequential([Dense(8, "relu"), dnn.layers.BatchNormalization(), Dense(1)],
+                           input_dim=3, seed=0)
+    model.compile(loss="mse", optimizer="adam")
+    before = model.get_weights()
+    model.warmup()
+    for a, b in zip(before, model.get_weights()):
+        numpy.testing.assert_array_equal(a, b)
+
+
+def test_a_model_whose_first_layer_knows_its_width_is_built_once(use, monkeypatch):
+    import dnn.model as model_module
+
+    built = []
+    parameters = model_module.Parameters
+    monkeypatch.setattr(model_module, "Parameters",
+                        lambda *a, **k: built.append(1) or parameters(*a, **k))
+    model = dnn.Sequential([Dense(8, "relu", input_dim=3)] +
+                           [Dense(8, "relu") for _ in range(10)] + [Dense(1)], seed=0)
+    assert model.built and len(built) == 1
+    same = dnn.Sequential([Dense(8, "relu")] + [Dense(8, "relu") for _ in range(10)] +
+                          [Dense(1)], input_dim=3, seed=0)
+    for a, b in zip(model.get_weights(), same.get_weights()):
+        numpy.testing.assert_array_equal(a, b)

@@ -151,3 +151,21 @@ def test_a_one_class_target_says_so_plainly(tmp_path, capsys):
     assert code == 2
     assert err.strip() == ("dnn train: error: target: expected at least two classes to tell "
                            "apart; the column 'kind' holds one, 'big', in all 30 rows")
+
+
+def test_one_target_column_as_n_by_1_is_the_same_task():
+    """An npz's y of shape (n, 1) once crashed the rule (values of a 2-D target)."""
+    y = numpy.arange(200) % 2
+    assert tuple(choose_task(y[:, None])) == tuple(choose_task(y)) == \
+        ("binary_crossentropy", 1, "sigmoid")
+    real = numpy.linspace(0, 1, 200)[:, None]
+    assert tuple(choose_task(real)) == ("mse", 1, "linear")
+    assert tuple(choose_task(numpy.stack([real[:, 0], real[:, 0]], 1))) == ("mse", 2, "linear")
+
+
+def test_dnn_train_on_an_npz_with_a_column_of_labels(tmp_path):
+    from dnn.cli import main
+
+    x = numpy.random.default_rng(0).normal(size=(200, 2))
+    numpy.savez(tmp_path / "d.npz", x=x, y=(x[:, :1] > 0).astype(float))
+    assert main(["train", str(tmp_path / "d.npz"), "--epochs", "2", "--verbose", "0"]) == 0

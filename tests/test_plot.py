@@ -156,14 +156,14 @@ def legend(fig):
 def test_boundary_labels_legend_and_title():
     x, y = circles()
     fig = plot._boundary_figure(FakeModel(), x, y, resolution=30,
-                                class_names=["outer", "inner"])
+                                names=plot.Labels(class_names=["outer", "inner"]))
     ax = fig.axes[0]
     assert legend(fig) == ["outer", "inner"]
     assert ax.get_legend().get_title().get_text() == "class"
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("feature 0", "feature 1")
     assert ax.get_title() == "decision regions"
-    fig = plot._boundary_figure(FakeModel(), x, y, resolution=30, title="circles",
-                                feature_names=["width", "height"])
+    fig = plot._boundary_figure(FakeModel(), x, y, resolution=30, names=plot.Labels(
+        title="circles", feature_names=["width", "height"]))
     assert legend(fig) == ["class 0", "class 1"]
     assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("width", "height")
     assert fig.axes[0].get_title() == "circles"
@@ -180,7 +180,7 @@ def test_boundary_of_three_classes_and_text_labels():
     assert legend(fig) == ["ant", "bee", "cat"]
     one_hot = numpy.eye(3)[rng.integers(0, 3, 90)]
     fig = plot._boundary_figure(FakeModel(classes=3), x, one_hot, resolution=30,
-                                class_names=["a", "b", "c"])
+                                names=plot.Labels(class_names=["a", "b", "c"]))
     assert legend(fig) == ["a", "b", "c"]
 
 

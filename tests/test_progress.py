@@ -270,3 +270,31 @@ def test_bar_fits_a_real_terminal(monkeypatch, columns):
     assert "ETA" in text  # measured once the epoch is under way
     if columns == 80:
         assert "samples/s" in text
+
+
+def test_a_display_that_draws_no_bar_asks_for_no_batch_logs():
+    """Batch logs cost a read of the running loss: one line per epoch needs none."""
+    import io
+
+    import numpy
+
+    import dnn
+    from dnn.callbacks import CallbackList, ProgressLogger
+
+    model = dnn.Sequential([dnn.layers.Dense(1)], input_dim=2, seed=0)
+    params = {"epochs": 1, "steps": 2, "samples": 4, "batch_size": 2, "verbose": 2,
+              "metrics": ["loss"]}
+    quiet = CallbackList([ProgressLogger(verbose=2, stream=io.StringIO())], model, params)
+    quiet.on_train_begin()
+    assert not quiet.wants_batch_logs
+    model.compile(loss="mse", optimizer="sgd")
+    reads = []
+    be = model.backend
+    to_float = be.to_float
+    x, y = numpy.ones((8, 2)), numpy.ones((8, 1))
+    import unittest.mock
+
+    with unittest.mock.patch.object(type(be), "to_float",
+                                    lambda self, v: reads.append(1) or to_float(v)):
+        model.fit(x, y, epochs=1, batch_size=2, verbose=2, terminate_on_nan=False)
+    assert not reads  # no per-step loss read for a display that prints one line

@@ -84,7 +84,10 @@ def choose_task(y, loss="auto", task="auto", text_labels=False):
     """The ``Task`` for targets ``y``: from ``loss`` when one is named, else from
     ``task`` when it is "classification" or "regression", else by the module's rule.
     ``text_labels``: the targets are codes of text labels (always classes)."""
-    t = _Targets(numpy.asarray(y))
+    y = numpy.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # one target column, as (n, 1): the same task
+        y = y[:, 0]
+    t = _Targets(y)
     if task not in TASKS:
         raise UsageError(f"--task: expected one of {', '.join(TASKS)}; got {task!r}")
     if loss != "auto":

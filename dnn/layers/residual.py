@@ -32,7 +32,9 @@ class Residual(Layer):
 
     # Each sublayer's retained values, the projection's (or None), and the sum before
     # the activation (or None when the activation needs only its output).
-    Retained = collections.namedtuple("ResidualRetained", "tape skip total")
+    # The sublayers' tape, the projection's retained values, and the sum before the
+    # activation and its output (both None without an activation).
+    Retained = collections.namedtuple("ResidualRetained", "tape skip total y")
 
     def __init__(self, layers, activation=None, projection="auto", name=None,
                  input_dim=None, input_shape=None):
@@ -132,18 +134,18 @@ class Residual(Layer):
         function = self.activation_function
         act = "linear" if self.emit_logits else function.kernel
         if act == "linear":
-            return total, self.Retained(tape, skipped, None)
+            return total, self.Retained(tape, skipped, None, None)
         be.activation(act, total, out=y, negative_slope=function.slope)
-        return y, self.Retained(tape, skipped, total)
+        return y, self.Retained(tape, skipped, total, y)
 
     def backward(self, dy, retained, need_dx=True):
         be = self.backend
-        _, y, skip_grad = self._workspace(dy.shape[0])
+        skip_grad = self._workspace(dy.shape[0])[2]
         function = self.activation_function
         grad = dy
         if retained.total is not None:
-            grad = be.activation_backward(function.kernel, dy, retained.total, y, out=dy,
-                                          negative_slope=function.slope)
+            grad = be.activation_backward(function.kernel, dy, retained.total, retained.y,
+                                          out=dy, negative_slope=function.slope)
         # The sublayers may overwrite the gradient they are given: the skip path keeps
         # its own copy.
         be.copy(grad, out=skip_grad)

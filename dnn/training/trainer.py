@@ -145,7 +145,8 @@ class Trainer:
         """Whether steps replay captured graphs (see ``Sequential.fit``'s cuda_graph)."""
         model, be, replica = self.model, self.backend, self.replica
         uncapturable = not model.optimizer.capturable
-        if options.cuda_graph is True and be.supports_graphs and uncapturable:
+        # Refused on every backend: what a GPU's capture cannot hold fails on the CPU too.
+        if options.cuda_graph is True and uncapturable:
             raise ValueError("cuda_graph: expected 'auto' or False with the legacy formula's "
                              "clipnorm (its joint norm needs temporaries a captured graph "
                              "cannot own); got True")
@@ -270,14 +271,13 @@ class Trainer:
             self.replica.contribute_nothing()
             self._apply(self._guarded_loss(run, None, 0.0), run, position)
             return
-        replay = run.use_graph and segment.replayable
         batch = feed.batch(segment, fixed=run.use_graph)
-        # Bound now: a replayed step keeps the buffers it was captured with.
-        one = functools.partial(self._train_step, batch, run, segment.share, position)
-        if replay:
+        if run.use_graph and segment.replayable:
+            # Bound now: a replayed step keeps the buffers it was captured with.
+            one = functools.partial(self._train_step, batch, run, segment.share, position)
             self.captured.run(batch_size, one, self._binding(run, batch, (segment.share,)))
         else:
-            one()
+            self._train_step(batch, run, segment.share, position)
 
     def _binding(self, run, batch, extra):
         """Everything a captured body is bound to, flat (see ``CapturedSteps.run``)."""
@@ -334,7 +334,7 @@ class Trainer:
         captured and replayed where the backend captures, without the NaN guard (as
         Keras); returns the logs of that batch."""
         model, be = self.model, self.backend
-        use_graph = be.supports_graphs and model.optimizer.clipnorm is None and \
+        use_graph = be.supports_graphs and model.optimizer.capturable and \
             self.replica.capturable
         run = _Run(None, None, None, use_graph, None, {})
         batch = batch_buffers(model, source.rows, source.specs, source.buffers_key)

@@ -181,6 +181,12 @@ class ProgressDisplay:
         self.bar = self.verbose in (1, "auto") and self.tty
         self.line_open = False  # a bar line is drawn and not yet ended by a newline
 
+    @property
+    def wants_batch_logs(self):
+        """Whether batch logs are drawn (a bar on a terminal): without one, the loop need
+        not read the running loss for it."""
+        return getattr(self, "bar", True)
+
     def _columns(self):
         # Read at every draw, so that resizing the window takes effect at the next one.
         return shutil.get_terminal_size().columns
