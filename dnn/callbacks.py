@@ -210,12 +210,16 @@ class ModelCheckpoint(MonitorCallback):
         self.save_best_only = check_bool(save_best_only, "ModelCheckpoint: save_best_only")
 
     def on_train_begin(self, logs=None):
-        # Fail now, not after the first epoch: the suffix, and a file really created and
+        # Fail now, not after the first epoch: the suffix, the model in that format (a
+        # .keras archive needs h5py and layers Keras has), and a file really created and
         # removed in the directory (unless the directory itself is a template).
         what = "ModelCheckpoint: filepath"
         check_suffix(self.filepath, MODEL_SUFFIXES, what)
+        self.model.check_saveable(self.filepath, what)
         if "{" not in os.path.dirname(self.filepath):
             check_output_directory(self.filepath, what)
+        if self.best is None:  # the best so far is kept from one fit to the next
+            self._reset_best()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -85,7 +85,8 @@ def _add_train(sub):
     train.add_argument("--no-standardize", action="store_true",
                        help="leave features unscaled (otherwise a Normalization layer, "
                             "adapted to the train split, is the model's first layer)")
-    train.add_argument("--save", default=None, help="write the trained model to this .npz path")
+    train.add_argument("--save", default=None, help="write the trained model to this .npz "
+                       "path (a Keras archive is written from Python: model.save(\"m.keras\"))")
     train.add_argument("--plot", default=None, help="write loss/metric curves to this PNG")
     train.add_argument("--boundary", default=None, help="2-D data: write the decision regions "
                        "to this PNG, or a GIF of their evolution during training")
