@@ -33,6 +33,8 @@ class Metric:
     direction = None
     # Whether the metric weights each sample (a weighted_metrics entry); set by compile.
     weighted = False
+    # The model's BufferCache, for workspaces shaped by the batch size; set by compile.
+    buffers = None
 
     def __init__(self, name=None):
         if name is not None:
@@ -231,7 +233,6 @@ class _ConfusionCounts(Metric):
             cuts = [check_number_in(t, f"{owner}: thresholds", 0, 1) for t in values]
         self._probabilities = cuts
         self._cuts = cuts
-        self._buffers = {}  # rows -> the selected scores and targets (top_k, class_id)
 
     @property
     def slots(self):
@@ -269,13 +270,17 @@ class _ConfusionCounts(Metric):
                                   which=(2,))
 
     def _workspace(self, backend, output):
-        rows = output.shape[0]
-        buffers = self._buffers.get(rows)
-        if buffers is None:  # made by the first (eager) step of a size; kept for its replays
-            width = 1 if self.class_id is not None else output.shape[1]
-            buffers = self._buffers[rows] = (backend.empty((rows, width), output.dtype),
-                                             backend.empty((rows, width), output.dtype))
-        return buffers
+        """The selected scores and targets of a batch: in the model's cache, made by the
+        first (eager) step of a batch size, kept for its replays and dropped with them."""
+        width = 1 if self.class_id is not None else output.shape[1]
+
+        def make(rows):
+            return (backend.empty((rows, width), output.dtype),
+                    backend.empty((rows, width), output.dtype))
+
+        if self.buffers is None:  # updated by hand, outside a model: nothing to replay
+            return make(output.shape[0])
+        return self.buffers.get(output.shape[0], self, make)
 
     def _values(self, totals, of):
         """The metric at each threshold, from the true positives over ``of`` (1:

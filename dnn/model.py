@@ -207,6 +207,7 @@ class Sequential:
         self.layers[-1].emit_logits = self._logits
         for metric in self.metrics:
             metric.bind(self.loss, activation, self._logits, self.output_dim)
+            metric.buffers = self.buffers  # workspaces shaped by the batch size
         self.optimizer.build(self.backend, self.flat_params.shape[0], self.dtype,
                              self.weights.segments)
         self._bind_strategy()
