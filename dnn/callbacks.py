@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 
+from . import metrics as metrics_mod
 from .utils.files import MODEL_SUFFIXES, check_output_directory, check_suffix
 from .utils.progress import ProgressDisplay
 from .utils.validation import (check_bool, check_choice, check_nonnegative_int,
@@ -112,28 +113,60 @@ class TerminateOnNaN(Callback):
 
 
 class MonitorCallback(Callback):
-    """A callback that watches one logged value: ``mode`` "min" or "max" (``"auto"``:
-    "max" for accuracies, as Keras), and ``_is_improvement`` by more than
-    ``min_delta``."""
+    """A callback that watches one logged value: ``mode`` "min" or "max", or "auto"
+    (the default), resolved as Keras 3 resolves it when training begins: the loss
+    ("loss", "val_loss") is minimised, and a metric of the model's, found by the name
+    monitored less its "val_" prefix, goes the way its ``direction`` says (accuracy,
+    AUC, precision, recall "up"; mean absolute error "down"). Where the model has no
+    such metric (a callback driven by hand), the metric class dnn has by that name
+    decides, else a name with "acc" and no "loss" in it is maximised and anything else
+    minimised. ``_is_improvement`` counts a change of more than ``min_delta``."""
 
     def __init__(self, monitor, mode="auto", min_delta=0.0):
         owner = type(self).__name__
-        check_choice(mode, f"{owner}: mode", ("auto", "min", "max"))
-        if mode == "auto":
-            mode = "max" if "acc" in monitor and "loss" not in monitor else "min"
-        self.monitor, self.mode = monitor, mode
+        self.mode = check_choice(mode, f"{owner}: mode", ("auto", "min", "max"))
+        self.monitor = monitor
         # Keras takes the size of min_delta whatever its sign.
         self.min_delta = abs(check_number_in(min_delta, f"{owner}: min_delta", -math.inf,
                                              math.inf))
         self.best = None
-        self._reset_best()
+        self._direction = None  # "min" or "max", once resolved
+
+    @property
+    def direction(self):
+        """"min" or "max": ``mode``, or what "auto" resolves to for the model."""
+        if self._direction is None:
+            self._direction = self._resolve_mode()
+        return self._direction
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._direction = None  # another model may have other metrics by that name
+
+    def _resolve_mode(self):
+        if self.mode != "auto":
+            return self.mode
+        name = self.monitor[len("val_"):] if self.monitor.startswith("val_") else self.monitor
+        model = getattr(self, "model", None)
+        loss = getattr(model, "loss", None)
+        if name == "loss" or name == getattr(loss, "name", None):
+            return "min"
+        for metric in getattr(model, "metrics", None) or ():
+            if metric.name == name and metric.direction is not None:
+                return "max" if metric.direction == "up" else "min"
+        direction = metrics_mod.direction_of(name)
+        if direction is not None:
+            return "max" if direction == "up" else "min"
+        return "max" if "acc" in name and "loss" not in name else "min"
 
     def _reset_best(self, baseline=None):
         self.best = baseline if baseline is not None else (
-            math.inf if self.mode == "min" else -math.inf)
+            math.inf if self.direction == "min" else -math.inf)
 
     def _is_improvement(self, value, reference):
-        if self.mode == "min":
+        if reference is None:  # nothing to beat yet (as Keras)
+            return True
+        if self.direction == "min":
             return value < reference - self.min_delta
         return value > reference + self.min_delta
 
@@ -216,12 +249,16 @@ class ModelCheckpoint(MonitorCallback):
         self.save_best_only = check_bool(save_best_only, "ModelCheckpoint: save_best_only")
 
     def on_train_begin(self, logs=None):
-        # Fail now, not after the first epoch: the suffix, and a file really created and
+        # Fail now, not after the first epoch: the suffix, the model in that format (a
+        # .keras archive needs h5py and layers Keras has), and a file really created and
         # removed in the directory (unless the directory itself is a template).
         what = "ModelCheckpoint: filepath"
         check_suffix(self.filepath, MODEL_SUFFIXES, what)
+        self.model.check_saveable(self.filepath, what)
         if "{" not in os.path.dirname(self.filepath):
             check_output_directory(self.filepath, what)
+        if self.best is None:  # the best so far is kept from one fit to the next
+            self._reset_best()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -27,8 +27,14 @@ class Metric:
     as Keras's)."""
 
     name = "metric"
+    # Which way is better, as Keras 3's ``_direction``: "up" (accuracies, AUC, precision,
+    # recall) or "down" (errors); None where a metric does not say. Callbacks watching
+    # the metric with mode="auto" follow it.
+    direction = None
     # Whether the metric weights each sample (a weighted_metrics entry); set by compile.
     weighted = False
+    # The model's BufferCache, for workspaces shaped by the batch size; set by compile.
+    buffers = None
 
     def __init__(self, name=None):
         if name is not None:
@@ -113,6 +119,7 @@ class Accuracy(_MeanMetric):
     """"accuracy" (or "acc", or "Accuracy", as Keras takes them): binary accuracy for
     binary_crossentropy, argmax accuracy for the categorical losses (as Keras picks)."""
     name = "accuracy"
+    direction = "up"
 
     def bind(self, loss, output_activation, logits, output_dim):
         super().bind(loss, output_activation, logits, output_dim)
@@ -133,6 +140,7 @@ class BinaryAccuracy(_MeanMetric):
     """``BinaryAccuracy(threshold=0.5)``: elements where the prediction > threshold
     agrees with the target > 0.5."""
     name = "binary_accuracy"
+    direction = "up"
     per_row_outputs = True
 
     def __init__(self, threshold=0.5, name=None):
@@ -155,6 +163,7 @@ class BinaryAccuracy(_MeanMetric):
 class CategoricalAccuracy(_MeanMetric):
     """Rows whose highest score is the class of the target row (one-hot targets)."""
     name = "categorical_accuracy"
+    direction = "up"
     _loss_kind, _needs = (CategoricalCrossentropy, "one-hot targets (categorical_crossentropy)")
 
     def bind(self, loss, output_activation, logits, output_dim):
@@ -204,6 +213,7 @@ class _ConfusionCounts(Metric):
     threshold, then the actual positives. With ``top_k`` only each row's k highest
     scores can be predicted positive, and with ``class_id`` only that column counts
     (one-hot or multi-label targets shaped like the output); both as Keras's."""
+    direction = "up"
 
     def __init__(self, thresholds=None, top_k=None, class_id=None, name=None):
         super().__init__(name)
@@ -223,7 +233,6 @@ class _ConfusionCounts(Metric):
             cuts = [check_number_in(t, f"{owner}: thresholds", 0, 1) for t in values]
         self._probabilities = cuts
         self._cuts = cuts
-        self._buffers = {}  # rows -> the selected scores and targets (top_k, class_id)
 
     @property
     def slots(self):
@@ -261,13 +270,17 @@ class _ConfusionCounts(Metric):
                                   which=(2,))
 
     def _workspace(self, backend, output):
-        rows = output.shape[0]
-        buffers = self._buffers.get(rows)
-        if buffers is None:  # made by the first (eager) step of a size; kept for its replays
-            width = 1 if self.class_id is not None else output.shape[1]
-            buffers = self._buffers[rows] = (backend.empty((rows, width), output.dtype),
-                                             backend.empty((rows, width), output.dtype))
-        return buffers
+        """The selected scores and targets of a batch: in the model's cache, made by the
+        first (eager) step of a batch size, kept for its replays and dropped with them."""
+        width = 1 if self.class_id is not None else output.shape[1]
+
+        def make(rows):
+            return (backend.empty((rows, width), output.dtype),
+                    backend.empty((rows, width), output.dtype))
+
+        if self.buffers is None:  # updated by hand, outside a model: nothing to replay
+            return make(output.shape[0])
+        return self.buffers.get(output.shape[0], self, make)
 
     def _values(self, totals, of):
         """The metric at each threshold, from the true positives over ``of`` (1:
@@ -312,6 +325,7 @@ class AUC(Metric):
     a histogram of the scores for positive and negative targets; the curve is formed
     once per epoch."""
     name = "auc"
+    direction = "up"
 
     def __init__(self, num_thresholds=200, curve="ROC", name=None):
         super().__init__(name)
@@ -342,6 +356,7 @@ class AUC(Metric):
 
 class MeanAbsoluteError(_MeanMetric):
     name = "mean_absolute_error"
+    direction = "down"
     per_row_outputs = True
 
     def bind(self, loss, output_activation, logits, output_dim):
@@ -365,6 +380,15 @@ CLASSES = {cls.__name__: cls for cls in (
 # (for which Keras's compile picks the accuracy that fits the loss).
 METRICS = {"acc": Accuracy, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
            **CLASSES, **{cls.name: cls for cls in CLASSES.values()}}
+
+
+def direction_of(name):
+    """The ``direction`` of the metric class dnn has by ``name`` (a name or alias
+    ``get`` takes, "weighted_" aside), or None."""
+    if name.startswith("weighted_"):
+        name = name[len("weighted_"):]
+    cls = METRICS.get(name) or (Accuracy if name.lower() in ("accuracy", "acc") else None)
+    return None if cls is None else cls.direction
 
 
 def get(identifier):

@@ -14,7 +14,7 @@ from . import backend_scope, losses as losses_mod, metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .layers import Activation, Dense, Dropout, Layer, Residual
 from .layers.base import ForwardContext, input_width
-from .saving import register_model, save_model
+from .saving import check_saveable, register_model, save_model
 from .training import data_adapter, passes
 from .training.buffer_cache import BufferCache
 from .training.nan_guard import NonFiniteLossError
@@ -210,6 +210,7 @@ class Sequential:
         self.layers[-1].emit_logits = self._logits
         for metric in self.metrics:
             metric.bind(self.loss, activation, self._logits, self.output_dim)
+            metric.buffers = self.buffers  # workspaces shaped by the batch size
         self.optimizer.build(self.backend, self.flat_params.shape[0], self.dtype,
                              self.weights.segments)
         self._bind_strategy()
@@ -438,6 +439,11 @@ class Sequential:
         object), atomically: see ``dnn.saving.save_model``."""
         self._require_built("save")
         save_model(self, path)
+
+    def check_saveable(self, path, what="save"):
+        """Raise now what ``save(path)`` would raise later for this model (a .keras
+        archive: h5py, and layers Keras can hold): ``dnn.saving.check_saveable``."""
+        check_saveable(self, path, what)
 
     def export(self, path, format="onnx"):
         """Write the model for inference outside dnn: ``format="onnx"`` (needs the

@@ -376,6 +376,102 @@ def _keras_early_stopping(values, patience, min_delta=0.0, baseline=None, start=
     return None, best_epoch
 
 
+# Keras 3's metric classes and the direction each declares (``self._direction`` in
+# keras/src/metrics/accuracy_metrics.py, confusion_metrics.py, regression_metrics.py).
+KERAS_DIRECTIONS = {"Accuracy": "up", "BinaryAccuracy": "up", "CategoricalAccuracy": "up",
+                    "SparseCategoricalAccuracy": "up", "TopKCategoricalAccuracy": "up",
+                    "SparseTopKCategoricalAccuracy": "up", "Precision": "up", "Recall": "up",
+                    "AUC": "up", "MeanAbsoluteError": "down"}
+
+
+def _keras_mode(monitor, metrics):
+    """Keras 3's MonitorCallback._set_monitor_op for mode="auto"
+    (keras/src/callbacks/monitor_callback.py), written out: "min" for the loss, the
+    direction of the model's metric of that name (the "val_" prefix removed), and an
+    error where neither tells. ``metrics``: ``[(logged name, class name)]``."""
+    name = monitor.removeprefix("val_")
+    mode = "min" if name == "loss" else None
+    for metric_name, class_name in metrics:
+        if metric_name == name:
+            mode = "max" if KERAS_DIRECTIONS[class_name] == "up" else "min"
+    if mode is None:
+        raise ValueError(f"Keras cannot tell the direction of {monitor}")
+    return mode
+
+
+def test_every_metric_goes_the_way_keras_3_says():
+    assert {name: cls.direction for name, cls in dnn.metrics.CLASSES.items()} == \
+        KERAS_DIRECTIONS
+
+
+@pytest.mark.parametrize("loss,metrics,weighted", [
+    ("binary_crossentropy", ["auc", "AUC", "precision", "Recall", "accuracy", "mae"],
+     ["accuracy", "auc"]),
+    ("binary_crossentropy", [dnn.metrics.AUC(curve="PR", name="pr_auc"),
+                             dnn.metrics.Precision(thresholds=[0.3, 0.7]), "acc",
+                             "binary_accuracy"], None),
+    ("sparse_categorical_crossentropy", ["sparse_categorical_accuracy",
+                                         "sparse_top_k_categorical_accuracy"], None),
+    ("mse", ["mae", "mean_absolute_error"], ["MAE"]),
+])
+def test_auto_mode_follows_the_models_metrics_as_keras_3_does(loss, metrics, weighted):
+    """EarlyStopping, ModelCheckpoint(save_best_only) and ReduceLROnPlateau with
+    mode="auto" resolve the direction from the model's metric of the monitored name, as
+    Keras 3 does: AUC, precision and recall go up (the old name rule minimised them)."""
+    units = 3 if loss.startswith("sparse") else 1
+    model = dnn.Sequential([Dense(units, "softmax" if units == 3 else "sigmoid")],
+                           input_dim=2, seed=0)
+    model.compile(loss=loss, optimizer="adam", metrics=metrics, weighted_metrics=weighted)
+    logged = [(m.name, type(m).__name__) for m in model.metrics]
+    monitors = ["loss", "val_loss"] + [p + name for name, _ in logged for p in ("", "val_")]
+    for monitor in monitors:
+        for callback in (dnn.callbacks.EarlyStopping(monitor=monitor),
+                         dnn.callbacks.ModelCheckpoint("m.npz", monitor=monitor,
+                                                       save_best_only=True),
+                         dnn.callbacks.ReduceLROnPlateau(monitor=monitor)):
+            callback.set_model(model)
+            assert callback.direction == _keras_mode(monitor, logged), (monitor, callback)
+
+
+def test_auto_mode_without_the_metric_on_the_model_falls_back_to_dnns_metric_names():
+    """A callback driven by hand (no compiled model), or a name the model does not log:
+    the metric dnn has by that name decides, else a name with "acc" is maximised."""
+    for monitor, expected in [("val_auc", "max"), ("precision", "max"), ("val_AUC", "max"),
+                              ("val_weighted_recall", "max"), ("mae", "min"),
+                              ("val_my_acc", "max"), ("val_score", "min"), ("loss", "min")]:
+        callback = dnn.callbacks.EarlyStopping(monitor=monitor)
+        callback.set_model(_FakeModel())
+        assert callback.direction == expected, monitor
+    assert dnn.callbacks.EarlyStopping(monitor="val_auc", mode="min").direction == "min"
+
+
+def test_early_stopping_on_a_rising_auc_keeps_training():
+    """Keras 3 stops on val_auc only once it stops rising; the old rule ("auc" has no
+    "acc": minimise) stopped at the first rise past patience."""
+    model = small_model()
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["auc"])
+    stop = dnn.callbacks.EarlyStopping(monitor="val_auc", patience=1)
+    stop.set_model(model)
+    stop.on_train_begin()
+    for epoch, value in enumerate([0.6, 0.7, 0.8, 0.9, 0.9, 0.9]):
+        stop.on_epoch_end(epoch, {"val_auc": value})
+        if model.stop_training:
+            break
+    assert stop.stopped_epoch == 4 and stop.best == 0.9
+
+
+def test_model_checkpoint_best_only_keeps_the_highest_auc(tmp_path):
+    model = small_model()
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["auc"])
+    checkpoint = dnn.callbacks.ModelCheckpoint(str(tmp_path / "c-{epoch}.npz"),
+                                               monitor="val_auc", save_best_only=True)
+    checkpoint.set_model(model)
+    checkpoint.on_train_begin()
+    for epoch, value in enumerate([0.6, 0.7, 0.65, 0.8]):
+        checkpoint.on_epoch_end(epoch, {"val_auc": value})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c-1.npz", "c-2.npz", "c-4.npz"]
+
+
 @pytest.mark.parametrize("values,kwargs", [
     ([5, 4, 4, 4, 4, 4], dict(patience=2)),
     ([5, 4, 4, 4, 4, 4], dict(patience=0)),

@@ -379,3 +379,12 @@ def test_bench_help_is_plain_text_with_its_defaults():
     out = dnn_cmd("bench", "--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: dnn bench")
     assert "``" not in out.stdout and "(default 5)" in out.stdout
+
+
+def test_optimizer_help_lists_every_optimizer_dnn_has():
+    import dnn
+    from dnn.cli import build_parser
+
+    action = next(a for a in _train_parser(build_parser())._actions if a.dest == "optimizer")
+    names = list(dnn.optimizers.OPTIMIZERS)
+    assert len(names) >= 8 and action.help == ", ".join(names[:-1]) + " or " + names[-1]

@@ -196,3 +196,32 @@ def test_dnn_load_model_says_a_keras_archive_is_for_keras(tmp_path):
     with pytest.raises(dnn.ModelFileError, match="it is a Keras archive: open it with "
                                                  "keras.saving.load_model"):
         dnn.load_model(tmp_path / "m.keras")
+
+
+def test_a_keras_suffix_in_any_case_writes_an_archive(tmp_path):
+    """The suffix is read in any case, as the path checks read it: "m.KERAS" is a Keras
+    archive, never dnn's .npz under another name; ModelCheckpoint writes one too."""
+    pytest.importorskip("h5py")
+    x, y = dnn.data.make_moons(64, seed=0)
+    with dnn.use_backend("numpy"):
+        model = dnn.Sequential([Dense(4, "relu"), Dense(1, "sigmoid")], input_dim=2, seed=0)
+        model.compile(loss="binary_crossentropy", optimizer="adam")
+        model.save(tmp_path / "m.KERAS")
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[dnn.callbacks.ModelCheckpoint(str(tmp_path / "c-{epoch}.Keras"))])
+    for name in ("m.KERAS", "c-1.Keras"):
+        with zipfile.ZipFile(tmp_path / name) as archive:
+            assert archive.namelist() == ["metadata.json", "config.json", "model.weights.h5"]
+
+
+@pytest.mark.parametrize("layers", [lambda: [Residual([Dense(4, "relu")])],
+                                    lambda: [Dense(4, {"name": "gelu", "approximate": True})]])
+def test_check_saveable_refuses_before_any_weight_is_read(layers, monkeypatch):
+    """What training callers check first: the same refusal as save, reading nothing."""
+    pytest.importorskip("h5py")
+    model = dnn.Sequential(layers(), input_dim=3, seed=0)
+    monkeypatch.setattr(model.backend, "to_numpy", lambda *a: pytest.fail("read a weight"))
+    with pytest.raises(KerasExportError, match=r"ModelCheckpoint: model.layers\[0\]"):
+        dnn.saving.check_saveable(model, "m.keras", "ModelCheckpoint")
+    model.check_saveable("m.npz")  # dnn's own file holds every model
+    dnn.Sequential([Dense(2)], input_dim=3, seed=0).check_saveable("m.keras")

@@ -129,3 +129,44 @@ def test_a_metric_that_does_not_fit_the_loss_is_refused_at_compile(use, metric, 
 def test_bad_metric_arguments_are_named(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
+
+
+def _selecting_model(seed=0):
+    """A softmax model whose precision and recall select scores (top_k, class_id), the
+    metrics that keep a workspace per batch size."""
+    model = dnn.Sequential([Dense(6, "relu"), Dense(3, "softmax")], input_dim=4, seed=seed,
+                           dtype="float64")
+    model.compile(loss="categorical_crossentropy", optimizer="adam",
+                  metrics=[dnn.metrics.Precision(top_k=2), dnn.metrics.Recall(class_id=1)])
+    return model
+
+
+def test_selecting_metrics_keep_their_workspaces_in_the_models_cache():
+    """A batch source of ever new batch sizes must not grow a metric's memory: its
+    workspaces live in the model's per-batch-size cache, dropped with the steps captured
+    on them, so captured replays still count what eager steps count."""
+    from dnn.training.buffer_cache import MAX_BATCH_SIZES
+
+    rng = numpy.random.default_rng(0)
+    x = rng.normal(size=(90, 4))
+    y = numpy.eye(3)[rng.integers(0, 3, 90)]
+    sizes = [7, 9, 11, 13, 15, 17, 19, 23, 7, 9]  # more sizes than the cache keeps
+    histories = []
+    with dnn.use_backend("numpy"):
+        for cuda_graph in (False, True):
+            model = _selecting_model()
+            for size in sizes:
+                model.fit(x, y, epochs=1, batch_size=size, shuffle=False, verbose=0,
+                          cuda_graph=cuda_graph)
+            histories.append([model.evaluate(x, y, batch_size=size, return_dict=True)
+                              for size in range(1, 30)])
+            assert len(model.buffers.batch_sizes()) <= MAX_BATCH_SIZES
+            metric = model.metrics[0]
+            assert model.buffers.peek(29, metric) is not None  # the last evaluation's
+            assert not any(isinstance(v, dict) for v in vars(metric).values())
+    eager, captured = histories
+    assert eager == captured
+    whole = eager[-1]
+    for logs in eager:  # every batch size counts the same rows the same way
+        assert logs["precision"] == pytest.approx(whole["precision"], abs=1e-12)
+        assert logs["recall"] == pytest.approx(whole["recall"], abs=1e-12)

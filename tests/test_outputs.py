@@ -13,6 +13,7 @@ from support import popen
 import dnn
 from dnn.cli import main
 from dnn.layers import Dense
+from dnn.saving.keras_archive import KerasExportError
 from dnn.utils import files
 from dnn.utils.files import OutputPathError
 
@@ -48,6 +49,18 @@ def test_a_wrong_suffix_fails_before_the_first_epoch(tmp_path, capsys, option, n
     assert code == 2 and "Epoch" not in out and needle in err
     listed = err.split("(matplotlib also writes ")[-1].split(")")[0].split(", ")
     assert len(listed) == len(set(listed)) and ".png" not in listed  # each format once
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.KERAS"])
+def test_save_takes_dnns_npz_and_says_a_keras_archive_is_written_from_python(tmp_path, capsys,
+                                                                             name):
+    """The CLI's other commands read .npz only, so --save refuses a Keras archive before
+    training rather than write one that dnn predict, evaluate and export then refuse."""
+    code, out, err = train(capsys, "--save", str(tmp_path / name))
+    assert code == 2 and "Epoch" not in out
+    assert "--save: expected a file name ending in .npz" in err
+    assert 'a Keras archive is written from Python, model.save("m.keras")' in err
     assert os.listdir(tmp_path) == []
 
 
@@ -127,6 +140,42 @@ def test_model_checkpoint_checks_its_suffix_before_the_first_epoch(tmp_path, nam
         with pytest.raises(OutputPathError, match=needle):
             model.fit(x, y, epochs=2, verbose=0,
                       callbacks=[dnn.callbacks.ModelCheckpoint(str(tmp_path / name))])
+    assert model.epochs_done == 0 and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("layers,needle", [
+    (lambda: [dnn.layers.Residual([Dense(4, "relu")]), Dense(1, "sigmoid")],
+     r"ModelCheckpoint: filepath: model.layers\[0\] \(Residual\(1 layers\)\): a Keras "
+     r"Sequential model has no layer for it"),
+    (lambda: [Dense(4, {"name": "gelu", "approximate": True}), Dense(1, "sigmoid")],
+     r"ModelCheckpoint: filepath: model.layers\[0\] .*no activation for gelu's tanh"),
+])
+def test_model_checkpoint_refuses_what_a_keras_archive_cannot_hold_before_the_first_epoch(
+        tmp_path, layers, needle):
+    pytest.importorskip("h5py")
+    x, y = dnn.data.make_moons(64, seed=0)
+    with dnn.use_backend("numpy"):
+        model = dnn.Sequential(layers(), input_dim=2, seed=0)
+        model.compile(loss="binary_crossentropy", optimizer="adam")
+        with pytest.raises(KerasExportError, match=needle):
+            model.fit(x, y, epochs=2, verbose=0, callbacks=[
+                dnn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.keras"))])
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[  # .npz keeps the model
+            dnn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.npz"))])
+    assert model.epochs_done == 1 and os.listdir(tmp_path) == ["ckpt-1.npz"]
+
+
+def test_model_checkpoint_without_h5py_fails_before_the_first_epoch(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    x, y = dnn.data.make_moons(64, seed=0)
+    with dnn.use_backend("numpy"):
+        model = small_model()
+        with pytest.raises(ImportError, match=r"ModelCheckpoint: filepath: a .keras archive "
+                                              r"needs h5py: pip install h5py"):
+            model.fit(x, y, epochs=2, verbose=0, callbacks=[
+                dnn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.KERAS"))])
     assert model.epochs_done == 0 and os.listdir(tmp_path) == []
 
 

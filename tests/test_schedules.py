@@ -226,6 +226,15 @@ def test_reduce_on_plateau_watches_accuracy_upwards():
     assert rates == pytest.approx([1.0, 1.0, 0.1])
 
 
+@pytest.mark.parametrize("monitor", ["val_auc", "val_precision", "recall"])
+def test_reduce_on_plateau_watches_auc_precision_and_recall_upwards(monitor):
+    """Keras 3 maximises them (their metrics' direction is "up"); the old name rule
+    minimised them and cut the rate while they rose."""
+    rates = _drive(ReduceLROnPlateau(monitor=monitor, factor=0.1, patience=1),
+                   [0.5, 0.6, 0.7, 0.7], monitor=monitor)
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 0.1])
+
+
 def test_reduce_on_plateau_in_fit_lowers_the_rate_the_model_saves(use, rng, tmp_path):
     x, y = rng.normal(size=(32, 3)), rng.normal(size=(32, 1))
     model = linear_model(dnn.optimizers.SGD(learning_rate=1e-12))  # the loss cannot move

@@ -322,7 +322,10 @@ def test_a_model_builder_with_the_wrong_output_is_refused():
     ("batch_size", "big", "batch_size"),
     ("validation_fraction", 0, "validation_fraction: expected a number in"),
     ("dtype", "int8", "dtype: expected None"),
-    ("optimizer", "adamax", "optimizer: expected one of"),
+    # a name dnn has no optimizer for; the error lists those it has
+    ("optimizer", "lbfgs", re.escape(f"DNNClassifier: optimizer: expected one of "
+                                     f"{', '.join(dnn.optimizers.OPTIMIZERS)} or a "
+                                     f"dnn.optimizers.Optimizer; got 'lbfgs'")),
     ("activation", "swish", "activation: expected one of"),
     ("callbacks", [print], "callbacks: expected None or a list of dnn.callbacks.Callback"),
 ])
@@ -332,6 +335,13 @@ def test_bad_parameters_are_named_when_fit_starts(name, value, message):
     assert model.get_params()[name] == value
     with pytest.raises(ValueError, match=message):
         model.fit(x, y)
+
+
+@pytest.mark.parametrize("name", list(dnn.optimizers.OPTIMIZERS))
+def test_every_dnn_optimizer_trains_by_name(name):
+    x, y = _blobs(n=30)
+    model = DNNClassifier(optimizer=name, epochs=1, random_state=0).fit(x, y)
+    assert type(model.model_.optimizer) is dnn.optimizers.OPTIMIZERS[name]
 
 
 def test_sample_and_class_weights():

@@ -12,7 +12,8 @@ import numpy
 from .. import backends
 from ..data import csv_columns
 from ..utils.environment import launched_world_size, local_rank
-from ..utils.files import MODEL_SUFFIXES, atomic_write, check_output_path
+from ..saving.saving_lib import is_keras_path
+from ..utils.files import atomic_write, check_output_path
 from .data_sources import CSV_SUFFIXES, Reading, csv_delimiter, load_data
 from .errors import UsageError
 from .header import Header, memmap_notes, names_text, task_text
@@ -30,11 +31,22 @@ class Session:
         self.is_chief = True
 
 
+# What --save writes: dnn's own model file, the one predict, evaluate and export read.
+# A Keras archive is written from Python (model.save("m.keras")), where ModelCheckpoint
+# writes either.
+SAVE_SUFFIXES = (".npz",)
+
+
 def _check_outputs(args):
     """Fail before training on an output that could not be written: its suffix, and a
     file really created and removed in its directory (and matplotlib for plots)."""
     if args.save is not None:
-        check_output_path(args.save, "--save", MODEL_SUFFIXES)
+        if is_keras_path(args.save):
+            raise UsageError(f"--save: expected a file name ending in .npz, dnn's model file "
+                             f"(which dnn predict, evaluate and export read); got "
+                             f"{args.save!r}: a Keras archive is written from Python, "
+                             f"model.save(\"m.keras\")")
+        check_output_path(args.save, "--save", SAVE_SUFFIXES)
     if args.plot is not None or args.boundary is not None:
         from ..plot import check_figure_path
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..optimizers import OPTIMIZERS
 from ..version import __version__
 from .data_sources import DATASETS
 from .errors import UsageError
@@ -18,6 +19,12 @@ def parse_layers(text):
         raise UsageError(f"--layers: expected comma-separated positive integers such as "
                          f"64,64; got {text!r}")
     return units
+
+
+def _listed(names):
+    """``"a, b or c"``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -67,7 +74,7 @@ def _add_train(sub):
     train.add_argument("--loss", default="auto", help="loss name; auto: from the targets "
                        "(0/1: binary_crossentropy, other integers: "
                        "sparse_categorical_crossentropy, reals: mse)")
-    train.add_argument("--optimizer", default="adam", help="sgd, adam, adamw or rmsprop")
+    train.add_argument("--optimizer", default="adam", help=_listed(OPTIMIZERS))
     train.add_argument("--lr", type=float, default=None,
                        help="learning rate (None: the optimizer's default)")
     train.add_argument("--epochs", type=int, default=50, help="passes over the training set")
@@ -85,7 +92,8 @@ def _add_train(sub):
     train.add_argument("--no-standardize", action="store_true",
                        help="leave features unscaled (otherwise a Normalization layer, "
                             "adapted to the train split, is the model's first layer)")
-    train.add_argument("--save", default=None, help="write the trained model to this .npz path")
+    train.add_argument("--save", default=None, help="write the trained model to this .npz "
+                       "path (a Keras archive is written from Python: model.save(\"m.keras\"))")
     train.add_argument("--plot", default=None, help="write loss/metric curves to this PNG")
     train.add_argument("--boundary", default=None, help="2-D data: write the decision regions "
                        "to this PNG, or a GIF of their evolution during training")

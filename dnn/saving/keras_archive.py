@@ -32,8 +32,6 @@ from ..version import __version__
 
 # The Keras release whose archive layout this writes (keras/src/saving/saving_lib.py).
 KERAS_VERSION = "3.15.1"
-_MISSING_H5PY = ("save: a .keras archive needs h5py: pip install h5py (or pip install "
-                 "'.[keras]' in the dnn checkout)")
 _KEEPS_IT = "save it as .npz (dnn) or export it to ONNX (model.export) instead"
 
 
@@ -41,12 +39,33 @@ class KerasExportError(ValueError):
     """A model that a Keras 3 archive cannot express."""
 
 
-def save_keras(model, path):
-    """Write ``model`` (built) to ``path`` as a Keras 3 ``.keras`` archive, atomically."""
+def require_h5py(what="save"):
+    """The h5py module, which writes the archive's weights file; an ImportError that
+    says how to install it when it is missing."""
     try:
         import h5py
     except ImportError as exc:
-        raise ImportError(_MISSING_H5PY) from exc
+        raise ImportError(f"{what}: a .keras archive needs h5py: pip install h5py (or pip "
+                          f"install '.[keras]' in the dnn checkout)") from exc
+    return h5py
+
+
+def check_expressible(model, what="save"):
+    """Raise KerasExportError unless a Keras 3 Sequential can hold every layer of
+    ``model``, with its activation; reads no weight, so it is cheap before training."""
+    for i, layer in enumerate(model.layers):
+        if type(layer) not in _CONVERTERS:
+            raise KerasExportError(
+                f"{what}: model.layers[{i}] ({layer.describe()}): a Keras Sequential model "
+                f"has no layer for it, so a .keras archive cannot hold this model; "
+                f"{_KEEPS_IT}")
+        if hasattr(layer, "activation_function"):
+            _activation(layer, i, what)
+
+
+def save_keras(model, path):
+    """Write ``model`` (built) to ``path`` as a Keras 3 ``.keras`` archive, atomically."""
+    h5py = require_h5py()
     check_output_path(path, "save: path")
     layers = keras_layers(model)  # refuses what Keras cannot hold, before writing
     config = _model_config(model, [c for c, _ in layers])
@@ -66,16 +85,13 @@ def save_keras(model, path):
 
 def keras_layers(model):
     """``[(Keras layer config, [host weights])]`` for the model's layers, in order."""
+    check_expressible(model)  # refuses before a weight is read
     weights = {}
     for layer, name, view in model.weights.views:
         weights.setdefault(id(layer), {})[name] = model.backend.to_numpy(view)
     names, out = _Names(), []
     for i, layer in enumerate(model.layers):
-        converter = _CONVERTERS.get(type(layer))
-        if converter is None:
-            raise KerasExportError(
-                f"save: model.layers[{i}] ({layer.describe()}): a Keras Sequential model has "
-                f"no layer for it, so a .keras archive cannot hold this model; {_KEEPS_IT}")
+        converter = _CONVERTERS[type(layer)]
         for class_name, config, variables in converter(layer, weights.get(id(layer), {}), i):
             config = {"name": names.next(class_name), "trainable": True,
                       "dtype": model.dtype_policy, **config}
@@ -101,13 +117,13 @@ class _Names:
         return base if count == 0 else f"{base}_{count}"
 
 
-def _activation(layer, i):
+def _activation(layer, i, what="save"):
     """Keras's name for the layer's activation, and the LeakyReLU slope to follow it
     with (None when the name says it all)."""
     function = layer.activation_function
     if function.kernel == "gelu_tanh":
         raise KerasExportError(
-            f"save: model.layers[{i}] ({layer.describe()}): Keras has no activation for "
+            f"{what}: model.layers[{i}] ({layer.describe()}): Keras has no activation for "
             f"gelu's tanh approximation by name, so a .keras archive cannot hold it; "
             f"{_KEEPS_IT}")
     if function.name == "leaky_relu" and function.slope != LEAKY_RELU_SLOPE:

@@ -14,7 +14,8 @@ import numpy
 from ..layers import layer_from_config
 from .model_file import ModelFileError, describe, is_file_object, read, write
 
-__all__ = ["ModelFileError", "load_model", "register_model", "save_model"]
+__all__ = ["ModelFileError", "check_saveable", "is_keras_path", "load_model",
+           "register_model", "save_model"]
 
 MODEL_CLASSES = {}
 
@@ -25,15 +26,33 @@ def register_model(cls):
     return cls
 
 
+def is_keras_path(target):
+    """Whether ``save_model`` writes a Keras archive to ``target``: a path ending in
+    ".keras", in any case (as the suffix checks of ``dnn.utils.files`` read it)."""
+    return not is_file_object(target) and os.fspath(target).lower().endswith(".keras")
+
+
+def check_saveable(model, target, what="save"):
+    """Raise now what ``save_model(model, target)`` would raise after training for the
+    model itself: for a .keras path, h5py missing (ImportError) or a layer or activation
+    that a Keras archive cannot hold (``KerasExportError``). Reads no weight. Where the
+    file goes is checked by ``dnn.utils.files.check_output_path``."""
+    if is_keras_path(target):
+        from .keras_archive import check_expressible, require_h5py
+
+        require_h5py(what)
+        check_expressible(model, what)
+
+
 def save_model(model, target):
     """Write ``model`` (built; compiled or not) to ``target``: a path (.npz, written
-    atomically) or a binary file object. A path ending in ".keras" gets a Keras 3
-    archive instead (``dnn.saving.keras_archive``: architecture and weights, which
-    ``keras.saving.load_model`` opens). Data-parallel: call it on every rank; rank 0
+    atomically) or a binary file object. A path ending in ".keras" (any case) gets a
+    Keras 3 archive instead (``dnn.saving.keras_archive``: architecture and weights,
+    which ``keras.saving.load_model`` opens). Data-parallel: call it on every rank; rank 0
     writes, and every rank returns once the file is there, or raises if rank 0 could
     not write it."""
     what = "save: path"
-    if not is_file_object(target) and os.fspath(target).endswith(".keras"):
+    if is_keras_path(target):
         from .keras_archive import save_keras  # h5py, the keras extra, on use
 
         model.replica.on_chief(lambda: save_keras(model, target),

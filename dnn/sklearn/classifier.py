@@ -26,9 +26,10 @@ class DNNClassifier(ClassifierMixin, DNNEstimator):
     - ``batch_norm`` False: a BatchNormalization after each hidden layer.
     - ``l2`` 0.0: an L2 penalty ``l2 * sum(W ** 2)`` on every Dense kernel
       (``dnn.regularizers.L2``).
-    - ``optimizer`` "adam": a dnn optimizer name ("adam", "adamw", "sgd", "rmsprop") used
-      with ``learning_rate`` (0.001, or a ``dnn.optimizers.schedules`` schedule), or a
-      ``dnn.optimizers.Optimizer`` instance (copied at each fit, with its own rate).
+    - ``optimizer`` "adam": a dnn optimizer name (a key of ``dnn.optimizers.OPTIMIZERS``:
+      "adam", "sgd", "rmsprop"...) used with ``learning_rate`` (0.001, or a
+      ``dnn.optimizers.schedules`` schedule), or a ``dnn.optimizers.Optimizer`` instance
+      (copied at each fit, with its own rate).
     - ``epochs`` 200: the most epochs a fit trains (``partial_fit``: one).
     - ``batch_size`` "auto": min(200, samples), as ``MLPClassifier``; or an integer.
     - ``shuffle`` True: reshuffle the rows every epoch.

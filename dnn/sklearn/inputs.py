@@ -13,6 +13,8 @@ import numbers
 import numpy
 from sklearn.model_selection import train_test_split
 
+from dnn.training.checks import check_weights
+
 
 def sample_weights(owner, sample_weight, n_samples):
     """``sample_weight`` as float64 (n_samples,), or None; a number weights every row
@@ -30,12 +32,7 @@ def sample_weights(owner, sample_weight, n_samples):
     if weights.shape != (n_samples,):
         raise ValueError(f"{owner}: sample_weight: expected shape ({n_samples},), one weight "
                          f"per sample; got shape {weights.shape}")
-    if not numpy.isfinite(weights).all():
-        raise ValueError(f"{owner}: sample_weight: expected finite weights; got "
-                         f"{weights[~numpy.isfinite(weights)][0]}")
-    if (weights < 0).any():
-        raise ValueError(f"{owner}: sample_weight: expected weights >= 0; got "
-                         f"{weights[weights < 0][0]:g}")
+    check_weights(weights, f"{owner}: sample_weight")  # finite and >= 0, as fit checks
     if not weights.any():
         raise ValueError(f"{owner}: sample_weight: expected at least one non-zero weight; "
                          f"got all {n_samples} weights zero")

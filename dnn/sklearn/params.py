@@ -3,18 +3,21 @@
 scikit-learn stores parameters unchanged at construction and in ``set_params`` (``clone``
 and grid searches rely on it), so nothing is checked there: ``settings`` checks them all
 at the start of ``fit`` and ``partial_fit``, and raises a ValueError naming the
-estimator, the parameter, what it expects and what it got. What dnn itself checks
-(activation names, optimizer and loss names, dtypes, backend names) is left to dnn,
-whose errors name the argument the same way.
+estimator, the parameter, what it expects and what it got, with dnn's own checks
+(``dnn.utils.validation``) and lists (its optimizers and dtypes). What only dnn can
+tell (activation and loss names, backend names) is left to dnn, whose errors name the
+argument the same way.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import numbers
 
 import dnn
+from dnn.optimizers import OPTIMIZERS
+from dnn.utils.validation import (MIXED_POLICIES, WEIGHT_DTYPES, check_bool, check_number_in,
+                                  check_positive_int, check_positive_number)
 
 # scikit-learn's MLP names for two of dnn's activations.
 ACTIVATION_ALIASES = {"identity": "linear", "logistic": "sigmoid"}
@@ -41,28 +44,6 @@ class Settings:
 
 def _fail(owner, name, expected, value):
     raise ValueError(f"{owner}: {name}: expected {expected}; got {value!r}")
-
-
-def _flag(owner, name, value):
-    if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
-        _fail(owner, name, "True or False", value)
-    return bool(value)
-
-
-def _positive_int(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        _fail(owner, name, "a positive integer", value)
-    return int(value)
-
-
-def _number(owner, name, value, low, high, expected, open_low=False):
-    """``value`` as a float if it is a real number with ``low <= value < high`` (``low <
-    value`` with ``open_low``)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
-        math.isfinite(value) and (low < value if open_low else low <= value) and value < high
-    if not ok:
-        _fail(owner, name, expected, value)
-    return float(value)
 
 
 def _hidden_layer_sizes(owner, value):
@@ -96,25 +77,25 @@ def settings(estimator):
     if not isinstance(p["activation"], str):
         _fail(owner, "activation", "an activation name such as 'relu'", p["activation"])
     if p["batch_size"] != "auto":
-        _positive_int(owner, "batch_size (or 'auto')", p["batch_size"])
+        check_positive_int(p["batch_size"], f"{owner}: batch_size (or 'auto')")
     if p["tol"] is not None:
-        _number(owner, "tol", p["tol"], 0, math.inf, "None or a finite number >= 0")
+        check_positive_number(p["tol"], f"{owner}: tol (or None)", allow_zero=True)
     if p["verbose"] not in (0, 1, 2) or isinstance(p["verbose"], float):
         _fail(owner, "verbose", "0, 1 or 2", p["verbose"])
     check_building(estimator)
     return Settings(
         hidden_layer_sizes=_hidden_layer_sizes(owner, p["hidden_layer_sizes"]),
         activation=ACTIVATION_ALIASES.get(p["activation"], p["activation"]),
-        dropout=_number(owner, "dropout", p["dropout"], 0, 1, "a number in [0, 1)"),
-        batch_norm=_flag(owner, "batch_norm", p["batch_norm"]),
-        l2=_number(owner, "l2", p["l2"], 0, math.inf, "a finite number >= 0"),
-        epochs=_positive_int(owner, "epochs", p["epochs"]),
+        dropout=check_number_in(p["dropout"], f"{owner}: dropout", 0, 1, "[)"),
+        batch_norm=check_bool(p["batch_norm"], f"{owner}: batch_norm"),
+        l2=check_positive_number(p["l2"], f"{owner}: l2", allow_zero=True),
+        epochs=check_positive_int(p["epochs"], f"{owner}: epochs"),
         batch_size=p["batch_size"] if p["batch_size"] == "auto" else int(p["batch_size"]),
-        shuffle=_flag(owner, "shuffle", p["shuffle"]),
-        early_stopping=_flag(owner, "early_stopping", p["early_stopping"]),
-        validation_fraction=_number(owner, "validation_fraction", p["validation_fraction"],
-                                    0, 1, "a number in (0, 1)", open_low=True),
-        patience=_positive_int(owner, "patience", p["patience"]),
+        shuffle=check_bool(p["shuffle"], f"{owner}: shuffle"),
+        early_stopping=check_bool(p["early_stopping"], f"{owner}: early_stopping"),
+        validation_fraction=check_number_in(p["validation_fraction"],
+                                            f"{owner}: validation_fraction", 0, 1, "()"),
+        patience=check_positive_int(p["patience"], f"{owner}: patience"),
         tol=None if p["tol"] is None else float(p["tol"]),
         verbose=int(p["verbose"]),
         callbacks=_callbacks(owner, p["callbacks"]),
@@ -125,13 +106,14 @@ def check_building(estimator):
     """The parameters that choose where and how the network is built: ``warm_start``,
     ``backend`` (None or a name for ``dnn.use_backend``), ``dtype`` and ``model``."""
     owner = type(estimator).__name__
-    _flag(owner, "warm_start", estimator.warm_start)
+    check_bool(estimator.warm_start, f"{owner}: warm_start")
     if estimator.backend is not None and not isinstance(estimator.backend, str):
         _fail(owner, "backend", "None or a backend name such as 'numpy', 'cupy' or 'cupy:1'",
               estimator.backend)
-    if estimator.dtype not in (None, "float32", "float64", "mixed_bfloat16"):
+    if estimator.dtype is not None and estimator.dtype not in WEIGHT_DTYPES + MIXED_POLICIES:
         _fail(owner, "dtype", "None (the dtype of X: float32 stays float32, anything else "
-              "trains in float64), 'float32', 'float64' or 'mixed_bfloat16'", estimator.dtype)
+              f"trains in float64) or one of {', '.join(WEIGHT_DTYPES + MIXED_POLICIES)}",
+              estimator.dtype)
     if estimator.model is not None and not callable(estimator.model):
         _fail(owner, "model", "None or a callable that returns a dnn.Sequential",
               estimator.model)
@@ -142,6 +124,9 @@ def optimizer(estimator):
     schedule), or a copy of the dnn Optimizer given (with its own rate)."""
     chosen = estimator.optimizer
     if isinstance(chosen, str):
+        if chosen not in OPTIMIZERS:
+            _fail(type(estimator).__name__, "optimizer", f"one of {', '.join(OPTIMIZERS)} "
+                  f"or a dnn.optimizers.Optimizer", chosen)
         rate = estimator.learning_rate
         if isinstance(rate, dnn.optimizers.schedules.LearningRateSchedule):
             rate = copy.deepcopy(rate)

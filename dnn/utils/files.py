@@ -23,7 +23,8 @@ import re
 import socket
 import tempfile
 
-# What dnn's model files end in (``--save``, ModelCheckpoint).
+# What dnn writes a model to (model.save, ModelCheckpoint): its own .npz, or a Keras
+# archive. The CLI's --save takes .npz alone (dnn.cli.commands.SAVE_SUFFIXES).
 MODEL_SUFFIXES = (".npz", ".keras")
 
 
