@@ -73,12 +73,9 @@ def test_import_dnn_does_not_import_scikit_learn():
 
 # ------------------------------------------------------------------ the done-when
 def readme_grid_search():
-    """The Python block of the README's scikit-learn section (dnn/sklearn/README-section.md
-    until it is placed in README.md)."""
+    """The Python block of the README's scikit-learn section."""
     heading = "## scikit-learn estimators"
     text = (ROOT / "README.md").read_text()
-    if heading not in text:
-        text = (ROOT / "dnn" / "sklearn" / "README-section.md").read_text()
     section = text[text.index(heading):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
