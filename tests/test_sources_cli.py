@@ -157,13 +157,12 @@ def pandas_and_windows_files(tmp_path):
     """A CSV that pandas wrote with its (shuffled) index, and a cp1252 one with text
     labels, a decimal comma and whole-number features: each exercises one of read_csv's
     rules that a cache read in chunks must follow too."""
+    pd = pytest.importorskip("pandas")
     rng = numpy.random.default_rng(3)
     x = rng.normal(size=(300, 2))
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": (x[:, 0] > x[:, 1]).astype(int)})
     indexed = tmp_path / "indexed.csv"
-    order = rng.permutation(300)
-    lines = [",a,b,y"] + [f"{i},{x[i, 0]:.6f},{x[i, 1]:.6f},{int(x[i, 0] > x[i, 1])}"
-                          for i in order]
-    indexed.write_text("\n".join(lines) + "\n")
+    frame.sample(frac=1, random_state=0).to_csv(indexed)
     windows = tmp_path / "boissons.csv"
     labels = numpy.array(["café", "thé", "bœuf"])[rng.integers(0, 3, 300)]
     lines = ["prix;taille;boisson"] + [f"{a:.3f};{int(b * 10)};{c}".replace(".", ",")
