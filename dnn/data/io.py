@@ -303,12 +303,15 @@ class _TargetScan:
         ``given`` is an error naming its line. The names are ``given`` when given, else
         the labels sorted. ``chunks()``: the rows again, for the labels of the rows read
         while the column still looked numeric."""
-        where = f"load_csv: {self.csv_file.path!r} line {{}}, column " \
-                f"{self.csv_file.names[self.col]} (the target): expected"
+        path, name = self.csv_file.path, self.csv_file.names[self.col]
+
+        def where(line):
+            return f"load_csv: {path!r} line {line}, column {name} (the target): expected"
+
         if self.labels is None:
             if self.not_finite is not None:
                 line, cell = self.not_finite
-                raise ValueError(f"{where.format(line)} a finite number; got {cell!r}")
+                raise ValueError(f"{where(line)} a finite number; got {cell!r}")
             return None
         if self.relabel:
             self.labels, self.relabel = {}, False
@@ -316,7 +319,7 @@ class _TargetScan:
                 self.add(chunk)
         labels = self.labels
         if "" in labels:
-            raise ValueError(f"{where.format(labels[''])} a label; got a missing value")
+            raise ValueError(f"{where(labels[''])} a label; got a missing value")
         if given is None:
             return sorted(labels)
         given = [str(c) for c in given]
@@ -324,8 +327,8 @@ class _TargetScan:
         unknown = [label for label in labels if label not in known]
         if unknown:
             label = min(unknown, key=labels.get)
-            raise ValueError(f"{where.format(labels[label])} one of the classes {given}; "
-                             f"got {label!r}")
+            raise ValueError(f"{where(labels[label])} one of the classes {given}; got "
+                             f"{label!r}")
         return given
 
 
