@@ -225,3 +225,11 @@ def test_the_encoding_is_found_in_blocks_as_it_would_be_whole(tmp_path, monkeypa
         data.read_csv(path, encoding="utf-8")
     path.write_bytes("a,b\r\n1,2\r\n".encode("utf-16"))  # its byte-order mark says so
     assert data.read_csv(path).y.tolist() == [2]
+
+
+def test_a_target_error_names_a_file_and_column_with_braces(tmp_path):
+    path = tmp_path / "runs{1}.csv"
+    path.write_text("x,{label}\n1,a\n2,\n")
+    with pytest.raises(ValueError, match=r"runs\{1\}.csv' line 3, column \{label\} \(the "
+                                         r"target\): expected a label; got a missing value"):
+        data.read_csv(path)
