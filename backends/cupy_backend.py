@@ -774,28 +774,26 @@ class CupyBackend(Backend):
 
     # ------------------------------------------------------------- host staging
     # (dnn.training.staging): page-locked host buffers, copied to the device on a
-    # stream of their own, ordered against the compute stream with events.
+    # stream of their own, ordered against the compute stream with events. Like every
+    # public method they run with the backend's device current (in the loader threads
+    # too: CuPy's current device is per thread), see _every_method_on_its_device.
     def host_empty(self, shape, dtype="float32"):
         import cupyx
 
-        with self._device:
-            return cupyx.empty_pinned(shape, dtype=dtype)
+        return cupyx.empty_pinned(shape, dtype=dtype)
 
     def upload_stream(self):
-        with self._device:
-            return self.xp.cuda.Stream(non_blocking=True)
+        return self.xp.cuda.Stream(non_blocking=True)
 
     def upload(self, host, out, stream=None):
-        with self._device:
-            out.set(host, stream=stream)
+        out.set(host, stream=stream)
         return out
 
     def record_event(self, stream=None, event=None):
         cuda = self.xp.cuda
-        with self._device:
-            if event is None:
-                event = cuda.Event(disable_timing=True)
-            event.record(stream if stream is not None else cuda.get_current_stream())
+        if event is None:
+            event = cuda.Event(disable_timing=True)
+        event.record(stream if stream is not None else cuda.get_current_stream())
         return event
 
     def wait_event(self, event, stream=None):

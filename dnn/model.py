@@ -331,7 +331,7 @@ class Sequential:
         self._require_compiled("train_on_batch")
         self._refuse_data_parallel("train_on_batch")
         source = ArraySource(*data_adapter.features_and_targets(
-            self, x, y, what="train_on_batch", sample_weight=sample_weight,
+            self, x, y, sample_weight=sample_weight,
             class_weight=class_weight))
         return _as_keras_returns(self._trainer.train_batch(source), return_dict)
 
@@ -341,7 +341,7 @@ class Sequential:
         self._require_compiled("test_on_batch")
         self._refuse_data_parallel("test_on_batch")
         source = ArraySource(*data_adapter.features_and_targets(
-            self, x, y, what="test_on_batch", sample_weight=sample_weight))
+            self, x, y, sample_weight=sample_weight))
         return _as_keras_returns(self._trainer.evaluate(source, max(1, source.rows)),
                                  return_dict)
 
@@ -418,8 +418,7 @@ class Sequential:
         order. ``training=True`` applies dropout with the mask of the current step and
         batch statistics in BatchNormalization."""
         self._require_compiled("loss_and_gradients")
-        batch = data_adapter.features_and_targets(self, x, y, what="loss_and_gradients",
-                                                  sample_weight=sample_weight)
+        batch = data_adapter.features_and_targets(self, x, y, sample_weight=sample_weight)
         batch = batch if batch[2] is not None else batch[:2]
         context = ForwardContext(bool(training), self.optimizer.iterations, 0)
         _, loss = passes.loss_and_backward(self, batch, context)

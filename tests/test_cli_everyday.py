@@ -180,14 +180,22 @@ def test_a_narrower_width_wraps_with_an_indent(capsys):
     assert lines[1].startswith("    ") and lines[2].startswith("  why: ")
 
 
-def test_a_float64_memmap_gets_a_note(tmp_path):
+def test_a_memmap_gets_a_note_that_it_streams_cast_per_batch(tmp_path):
     array = numpy.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype="float64",
                                          shape=(1024, 256))
     with dnn.use_backend("numpy"):
         model = dnn.Sequential([dnn.layers.Dense(1)], input_dim=256)
-    assert memmap_notes(array, model) == ["x is a float64 memmap: training copies it into "
-                                          "memory as float32 (1 MiB)"]
+    assert memmap_notes(array, model) == ["x streams from x.npy (2 MiB of float64): each "
+                                          "batch is read and cast to float32 as the step "
+                                          "needs it, never the whole file"]
+    assert memmap_notes(array[:, :8], model) == ["x streams from x.npy (under 1 MiB of "
+                                                 "float64): each batch is read and cast to "
+                                                 "float32 as the step needs it, never the "
+                                                 "whole file"]
     assert memmap_notes(numpy.asarray(array), model) == []
+    with dnn.use_backend("numpy"):
+        wide = dnn.Sequential([dnn.layers.Dense(1)], input_dim=256, dtype="float64")
+    assert "read as the step needs it" in memmap_notes(array, wide)[0]
 
 
 def test_ctrl_c_stops_saves_and_exits_130(tmp_path):

@@ -204,3 +204,32 @@ def test_class_names_give_a_file_of_some_classes_the_models_codes(tmp_path):
     with pytest.raises(ValueError, match=r"line 2, column kind \(the target\): expected one "
                                          r"of the classes \['big', 'medium'\]; got 'small'"):
         data.read_csv(path, class_names=["big", "medium"])
+
+
+def test_the_encoding_is_found_in_blocks_as_it_would_be_whole(tmp_path, monkeypatch):
+    """The file is checked against its encoding block by block (any size): a character
+    cut by a block's end is no error, and a bad byte is named on its line."""
+    from dnn.data import io
+
+    monkeypatch.setattr(io, "_BLOCK_BYTES", 7)
+    lines = ["prix,taille,boisson"] + [f"{i}.5,{i},thé" for i in range(40)]
+    path = tmp_path / "utf8.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+    assert data.read_csv(path).notes == [] and data.read_csv(path).class_names == ["thé"]
+    lines[30] = lines[30].replace("thé", "caf\xe9")
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8").replace(b"caf\xc3\xa9",
+                                                                        b"caf\xe9"))
+    assert data.read_csv(path).notes == ["utf8.csv is not UTF-8 (byte 0xe9 on line 31): "
+                                         "read as cp1252; encoding= (--encoding) names another"]
+    with pytest.raises(ValueError, match=r"line 31: byte 0xe9 is not utf-8"):
+        data.read_csv(path, encoding="utf-8")
+    path.write_bytes("a,b\r\n1,2\r\n".encode("utf-16"))  # its byte-order mark says so
+    assert data.read_csv(path).y.tolist() == [2]
+
+
+def test_a_target_error_names_a_file_and_column_with_braces(tmp_path):
+    path = tmp_path / "runs{1}.csv"
+    path.write_text("x,{label}\n1,a\n2,\n")
+    with pytest.raises(ValueError, match=r"runs\{1\}.csv' line 3, column \{label\} \(the "
+                                         r"target\): expected a label; got a missing value"):
+        data.read_csv(path)

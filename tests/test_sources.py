@@ -394,6 +394,55 @@ def test_an_error_in_a_loader_reaches_fit_with_its_traceback_and_stops_the_loade
     assert not loader_threads()
 
 
+@pytest.mark.parametrize("kind", ["memmap", "sequence"])
+def test_a_landing_whose_loader_could_not_be_stopped_is_never_handed_out_again(
+        kind, tmp_path, monkeypatch):
+    """An evaluation left while a loader is stuck in a batch: the loader may still write
+    its slot, so the next evaluation (the same ring and specs) gets a new landing; one
+    whose loaders stopped is reused."""
+    import threading
+
+    from dnn.training import data_adapter, stream_feed
+
+    monkeypatch.setattr(stream_feed, "JOIN_S", 0.05)
+    x, y = data()
+    m = model()
+    release = threading.Event()
+    if kind == "memmap":
+        numpy.save(tmp_path / "x.npy", x)
+        source, _ = data_adapter.evaluation_source(
+            m, numpy.load(tmp_path / "x.npy", mmap_mode="r"), y, BATCH)
+        stage = source._stage
+
+        def stuck(landing, order, batch_size, task, slot):
+            if task[0] > 0:
+                release.wait(10)
+            return stage(landing, order, batch_size, task, slot)
+    else:
+        source, _ = data_adapter.evaluation_source(m, Sequence(x, y), None, None)
+        stage = source._stage
+
+        def stuck(landing, index, slot, split=True):
+            if index > 0:
+                release.wait(10)
+            return stage(landing, index, slot, split)
+    source._stage = stuck
+    try:
+        with source.evaluation(m, BATCH) as batches:
+            next(iter(batches))  # the loader is then stuck in the next batch
+            abandoned = batches.landing
+        assert abandoned.abandoned
+    finally:
+        release.set()
+    with source.evaluation(m, BATCH) as batches:
+        assert batches.landing is not abandoned
+        rows = sum(b[0].shape[0] for b in batches)
+        kept = batches.landing
+    assert rows == ROWS and not kept.abandoned
+    with source.evaluation(m, BATCH) as batches:
+        assert batches.landing is kept
+
+
 def test_an_early_ending_generator_stops_training_with_a_warning():
     x, y = data()
     m = model()

@@ -1,7 +1,8 @@
 """The pieces under the streamed sources: a memmap's shuffled order is exactly the one
 ``block_order`` documents (and a shuffled memmap trains on exactly it), the loaders'
-prefetcher is bounded, ordered, and hands errors over, and a DataLoader-shaped
-iterable of DLPack tensors needs no torch."""
+prefetcher is bounded, ordered, and hands errors over, a DataLoader-shaped iterable of
+DLPack tensors needs no torch, and a rank's share of a global batch comes from one
+function of the epoch plan."""
 import threading
 import time
 
@@ -127,3 +128,67 @@ def test_a_consumer_holding_every_slot_is_told_so():
     with pytest.raises(RuntimeError, match="holds all 2 slots"):
         loader.get()
     loader.close()
+
+
+class Ranks:
+    """A replica's rank and world, as the epoch plan reads them."""
+
+    def __init__(self, rank, world_size, shares_batches=True):
+        self.rank, self.world_size, self.shares_batches = rank, world_size, shares_batches
+
+    def evaluation_rows(self, count):
+        return epoch_plan.split_rows(count, self.world_size, self.rank)
+
+
+def test_a_ranks_share_of_a_global_batch_is_its_rows_over_all_and_where_they_start():
+    share, total = epoch_plan.rank_share([5, 7, 3], Ranks(1, 3))
+    assert total == 15 and share == (7 / 15, 5)
+    assert epoch_plan.rank_share([5, 7, 3], Ranks(2, 3)) == ((3 / 15, 12), 15)
+    assert epoch_plan.rank_share([9], Ranks(0, 1, shares_batches=False)) == \
+        (epoch_plan.WHOLE, 9)
+    # A batch every rank holds whole: contiguous rows, the first ranks one longer.
+    assert [epoch_plan.split_batch(7, Ranks(r, 3)) for r in range(3)] == [
+        (0, 3, (3 / 7, 0)), (3, 5, (2 / 7, 3)), (5, 7, (2 / 7, 5))]
+    assert epoch_plan.split_batch(7, Ranks(0, 1, False)) == (0, 7, epoch_plan.WHOLE)
+    # Evaluation: a share of the rows, all of them for predict, each rank its own shard.
+    assert epoch_plan.evaluation_rows(7, Ranks(1, 3), True, False) == (3, 5, 7)
+    assert epoch_plan.evaluation_rows(7, Ranks(1, 3), False, False) == (0, 7, 7)
+    assert epoch_plan.evaluation_rows(7, Ranks(1, 3), True, True) == (0, 7, None)
+    assert epoch_plan.evaluation_rows(None, Ranks(1, 3), True, False)[2] == -1
+    # Steps: of the global batches of 16 rows per rank, or of a rank's own shard.
+    assert epoch_plan.epoch_steps(70, 16, Ranks(0, 2)) == 3
+    assert epoch_plan.epoch_steps(70, 16, Ranks(0, 2), sharded=True) == 5
+    assert epoch_plan.epoch_steps(70, 16, Ranks(0, 1, False)) == 5
+
+
+@pytest.mark.parametrize("shard_rows", [None, [40, 37]])
+def test_the_plans_shares_are_rank_shares_of_each_global_batch(shard_rows):
+    """Every segment's share and global rows are ``rank_share`` of what each rank holds
+    in that step: 16 rows per rank and step, 70 rows in all or shards of 40 and 37."""
+    for rank in range(2):
+        rows = 70 if shard_rows is None else shard_rows[rank]
+        plan = epoch_plan.EpochPlan(numpy.arange(rows), 16, Ranks(rank, 2),
+                                    shard_rows=shard_rows)
+        for segment in plan:
+            if shard_rows is None:
+                held = [epoch_plan.split_rows(min(70 - 32 * segment.begin, 32), 2, r)
+                        for r in range(2)]
+                held = [stop - start for start, stop in held]
+            else:
+                held = [max(0, min(16, n - 16 * segment.begin)) for n in shard_rows]
+            assert (segment.share, segment.global_rows) == \
+                epoch_plan.rank_share(held, Ranks(rank, 2))
+            assert segment.rows == held[rank]
+
+
+def test_no_source_does_its_own_rank_arithmetic():
+    import pathlib
+
+    import dnn.training
+
+    folder = pathlib.Path(dnn.training.__file__).parent
+    for name in ("sources", "host_source", "batch_sources", "stream_feed", "batch_reader",
+                 "staging", "prefetch"):
+        text = (folder / f"{name}.py").read_text()
+        for word in ("split_rows", "Share(", ".rank]", "rank_order"):
+            assert word not in text, (name, word)

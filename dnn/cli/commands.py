@@ -14,7 +14,7 @@ from ..data import csv_columns
 from ..utils.environment import launched_world_size, local_rank
 from ..saving.saving_lib import is_keras_path
 from ..utils.files import atomic_write, check_output_path
-from .data_sources import CSV_SUFFIXES, Reading, csv_delimiter, load_data
+from .data_sources import CSV_SUFFIXES, Reading, load_data
 from .errors import UsageError
 from .header import Header, memmap_notes, names_text, task_text
 from .parser import parse_layers
@@ -273,7 +273,7 @@ def _load_for_inference(args, with_target):
     target, reading = args.target, Reading.from_args(args)
     if target is None and args.data.lower().endswith(CSV_SUFFIXES) and \
             os.path.isfile(args.data):
-        header, width = csv_columns(args.data, csv_delimiter(args.data, reading),
+        header, width = csv_columns(args.data, reading.csv_delimiter(args.data),
                                     reading.encoding)
         trained = model.metadata.get("target")
         if header is not None and trained in header:

@@ -10,7 +10,7 @@ import numpy
 from ..data import (load_digits, load_idx, load_npz, make_circles, make_moons,
                     make_spirals, make_student, make_xor, read_csv)
 from .errors import UsageError
-from .streaming import load_large_csv, load_npy
+from .streaming import CACHE_SUFFIX, load_large_csv, load_npy
 
 # name -> (loader(seed), description, target name)
 DATASETS = {
@@ -55,6 +55,13 @@ class Reading:
         return cls(getattr(args, "delimiter", None), getattr(args, "encoding", None),
                    getattr(args, "x_key", "x"))
 
+    def csv_delimiter(self, path):
+        """The delimiter to read the CSV ``path`` with: the one given, else a tab for a
+        .tsv file, else None (detected)."""
+        if self.delimiter is None and path.lower().endswith(".tsv"):
+            return "\t"
+        return self.delimiter
+
 
 CSV_SUFFIXES = (".csv", ".tsv")
 
@@ -78,10 +85,6 @@ def load_data(source, target=None, seed=0, reading=None, with_target=True,
         x, y, target_name = load_npy(source, target)
         return Dataset(x, y, source, target_name)
     if lower.endswith(CSV_SUFFIXES):
-        streamed = _large_csv(source, target, csv_delimiter(source, reading), with_target,
-                              class_names)
-        if streamed is not None:
-            return streamed
         return _load_csv(source, target, reading, with_target, class_names)
     if lower.endswith(".npz"):
         return _load_npz(source, target, reading.x_key)
@@ -95,40 +98,27 @@ def load_data(source, target=None, seed=0, reading=None, with_target=True,
                      f"{source!r}")
 
 
-def _large_csv(source, target, delimiter, with_target, class_names):
-    """A ``Dataset`` of a CSV too large to read whole, through its memmap cache (see
-    ``streaming``), or None for one read whole."""
-    column = -1 if target is None and with_target else target
-    found = load_large_csv(source, column, delimiter, class_names)
-    if found is None:
-        return None
-    x, y, features, target_name, classes = found
-    note = " (the last column; --target chooses another)" if column == -1 else ""
-    return Dataset(x, y, source, target_name, features, classes, note)
-
-
-def csv_delimiter(source, reading):
-    """The delimiter to read ``source`` with: ``reading``'s, else a tab for a .tsv file,
-    else None (detected)."""
-    if reading.delimiter is None and source.lower().endswith(".tsv"):
-        return "\t"
-    return reading.delimiter
-
-
 def _load_csv(source, target, reading, with_target, class_names):
-    delimiter = csv_delimiter(source, reading)
-    if target is None and not with_target:
-        table = read_csv(source, None, delimiter, encoding=reading.encoding)
-        data = Dataset(table.x, None, source, feature_names=table.feature_names)
-    else:
-        # A model's class names code a CSV's text labels as the model was trained
-        # (a file may hold only some of the classes); without them, sorted order.
-        table = read_csv(source, -1 if target is None else target, delimiter, class_names,
+    """A ``Dataset`` of a CSV: read whole, or when it is too large through its memmap
+    cache (``streaming``), by the same rules. ``target`` None: the last column, or with
+    ``with_target`` False a table of features only. A model's ``class_names`` code a
+    CSV's text labels as the model was trained (a file may hold only some of the
+    classes); without them, in sorted order."""
+    column = None if target is None and not with_target else -1 if target is None else target
+    table = load_large_csv(source, column, reading, class_names)
+    streamed = table is not None
+    if not streamed:
+        table = read_csv(source, column, reading.csv_delimiter(source), class_names,
                          reading.encoding)
-        note = " (the last column; --target chooses another)" if target is None else ""
-        data = Dataset(table.x, table.y, source, table.target_name, table.feature_names,
-                       table.class_names, note)
-    data.notes = table.notes
+    note = " (the last column; --target chooses another)" if target is None and \
+        column is not None else ""
+    data = Dataset(table.x, table.y, source, table.target_name, table.feature_names,
+                   table.class_names, note)
+    data.notes = list(table.notes)
+    if streamed:
+        data.notes.append(f"{os.path.basename(source)} is larger than DNN_STREAM_MB: its "
+                          f"rows were read in chunks into {os.path.basename(source)}"
+                          f"{CACHE_SUFFIX} beside it (made again when the CSV changes)")
     return data
 
 

@@ -39,13 +39,18 @@ def task_text(loss, units, out_act, class_names):
 
 
 def memmap_notes(x, model):
-    """A note when ``x`` is a memory-mapped array that training copies into memory in
-    the model's dtype (the whole file, at once)."""
-    if not isinstance(x, numpy.memmap) or x.dtype == model.compute_dtype:
+    """A note when ``x`` is a memory-mapped array (a large .npy file, a large CSV's
+    cache): training streams it from disk (``dnn.training.host_source``), reading each
+    batch's rows as the step needs them and casting them to the model's compute dtype;
+    the file is never loaded or converted whole."""
+    if not isinstance(x, numpy.memmap):
         return []
-    size = x.shape[0] * x.shape[1] * numpy.dtype(model.compute_dtype).itemsize
-    return [f"x is a {x.dtype} memmap: training copies it into memory as "
-            f"{model.compute_dtype} ({size / 2**20:,.0f} MiB)"]
+    name = os.path.basename(x.filename) if x.filename else "a memmap"
+    cast = "" if x.dtype == model.compute_dtype else f" and cast to {model.compute_dtype}"
+    mib = x.nbytes / 2**20
+    size = f"{mib:,.0f} MiB" if mib >= 1 else "under 1 MiB"
+    return [f"x streams from {name} ({size} of {x.dtype}): each batch is read{cast} as "
+            f"the step needs it, never the whole file"]
 
 
 class Header:

@@ -7,10 +7,11 @@ and trained on by streaming (``dnn.training.host_source``).
 - A CSV file larger than ``stream_bytes()`` is read in chunks of rows into a cache
   beside it, ``<file>.dnn-cache.npy`` (the features, float64, as a memmap) and
   ``<file>.dnn-cache.y.npy`` (the targets), with ``<file>.dnn-cache.json`` (the names,
-  the delimiter, and the size and modification time of the CSV they were made from);
-  a later run with the same CSV and options reuses them. The rules are ``read_csv``'s
-  (delimiter, header, decimal comma, text labels coded in sorted order, whole-number
-  targets as integers); a bad cell names its line and column. The cache is written
+  the delimiter, the notes, and the size and modification time of the CSV and the
+  options they were made from); a later run with the same CSV and options reuses them.
+  It is read by ``read_csv``'s own rules (``dnn.data.io.CsvFile``: the encoding, the
+  delimiter, the header, the index pandas writes, text labels), so it gives the
+  features, names, notes and errors that reading it whole gives. The cache is written
   atomically (the JSON last), and where the CSV's folder cannot be written the CSV is
   read whole instead.
 
@@ -20,7 +21,6 @@ mean and variance computed in chunks (``adapt_data``).
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 
@@ -33,8 +33,9 @@ from ..utils.files import atomic_write
 from .errors import UsageError
 
 STREAM_MB = 256  # files larger than this are streamed (DNN_STREAM_MB overrides it)
-CHUNK_ROWS = 1 << 16  # rows parsed, or summed, at a time
-CACHE_VERSION = 1
+CHUNK_ROWS = csv_io.CHUNK_ROWS  # rows parsed, or summed, at a time
+CACHE_VERSION = 2
+CACHE_SUFFIX = ".dnn-cache.npy"  # beside the CSV: its features
 
 
 def stream_bytes():
@@ -85,40 +86,39 @@ def load_npy(path, target):
     # A run of columns is a view of the memmap; other choices would copy it whole.
     x = table[:, features[0]:features[-1] + 1] if contiguous else table[:, features]
     y = numpy.array(table[:, col])
-    return x, _whole_as_int(y), f"column {col}"
-
-
-def _whole_as_int(y):
-    if y.dtype.kind == "f" and numpy.isfinite(y).all() and numpy.array_equal(y, numpy.round(y)):
-        return y.astype(numpy.int64)
-    return y
+    return x, csv_io.whole_as_int(y), f"column {col}"
 
 
 # ------------------------------------------------------------------------ CSV
-def load_large_csv(path, target, delimiter, class_names=None):
-    """``(x memmap, y, feature names, target name, class names)`` of a CSV larger than
-    ``stream_bytes()``, through its cache; None when the CSV is small or its folder
-    cannot hold a cache (read it whole then). ``target`` as ``read_csv``'s (None: a
-    table of features only; ``y`` is then None)."""
+def load_large_csv(path, target, reading, class_names=None):
+    """The ``CsvTable`` of a CSV larger than ``stream_bytes()``, its ``x`` a memmap of
+    the cache; None when the CSV is small or its folder cannot hold a cache (read it
+    whole then). ``target`` and ``class_names`` as ``read_csv``'s (target None: a table
+    of features only); ``reading``: the ``Reading`` (delimiter, encoding) of the
+    command line."""
     if os.path.getsize(path) <= stream_bytes():
         return None
-    cache, meta_path = path + ".dnn-cache.npy", path + ".dnn-cache.json"
-    key = _cache_key(path, target, delimiter, class_names)
+    cache, meta_path = path + CACHE_SUFFIX, path + ".dnn-cache.json"
+    delimiter = reading.csv_delimiter(path)
+    key = _cache_key(path, target, delimiter, reading.encoding, class_names)
     meta = _read_meta(meta_path)
     if meta is None or meta.get("key") != key:
         if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
             return None
-        meta = _build_cache(path, cache, target, delimiter, class_names)
+        meta = _build_cache(path, cache, csv_io.CsvFile(path, delimiter, reading.encoding),
+                            target, class_names)
         meta["key"] = key
         atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()), "data cache")
     x = numpy.load(cache, mmap_mode="r")
     y = None if meta["target"] is None else numpy.load(path + ".dnn-cache.y.npy")
-    return x, y, meta["features"], meta["target"], meta["classes"]
+    return csv_io.CsvTable(x, y, meta["features"], meta["target"], meta["classes"],
+                           meta["delimiter"], meta["notes"])
 
 
-def _cache_key(path, target, delimiter, class_names):
+def _cache_key(path, target, delimiter, encoding, class_names):
     stat = os.stat(path)
-    return [CACHE_VERSION, stat.st_size, stat.st_mtime_ns, target, delimiter, class_names]
+    return [CACHE_VERSION, stat.st_size, stat.st_mtime_ns, target, delimiter, encoding,
+            class_names]
 
 
 def _read_meta(meta_path):
@@ -129,80 +129,23 @@ def _read_meta(meta_path):
         return None
 
 
-def _rows(path, delimiter):
-    """``(line number, cells)`` of every non-empty row, as ``read_csv`` numbers them."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f, delimiter=delimiter), 1):
-            if row:
-                yield line, row
-
-
-def _layout(path, target, delimiter):
-    """``(delimiter, decimal comma, header or None, width, target column, features)``
-    from the file's first lines, by ``read_csv``'s rules."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        head = [f.readline().rstrip("\r\n") for _ in range(csv_io._SNIFF_LINES)]
-    chosen = csv_io._detect_delimiter(head) if delimiter is None else delimiter
-    decimal_comma = chosen == ";"
-    first = [row for _, row in zip(range(csv_io._SNIFF_LINES), _rows(path, chosen))]
-    if not first:
-        raise UsageError(f"data: {path!r} is empty")
-    header = [c.strip() for c in first[0][1]] if csv_io._has_header(
-        [r for _, r in first], decimal_comma) else None
-    width = len(first[0][1])
-    col = csv_io._target_column(target, header, width)
-    return chosen, decimal_comma, header, width, col, [j for j in range(width) if j != col]
-
-
-def _survey(path, layout):
-    """Pass 1: the data rows' count (every row checked for the width), and the target
-    column's distinct labels when they are text (else None)."""
-    chosen, decimal_comma, header, width, col, _ = layout
-    count, labels, numeric = 0, set(), True
-    rows = _rows(path, chosen)
-    if header is not None:
-        next(rows)
-    for line, row in rows:
-        if len(row) != width:
-            raise ValueError(f"load_csv: {path!r} line {line}: expected {width} columns (as "
-                             f"the first row); got {len(row)}")
-        count += 1
-        if col is None:
-            continue
-        cell = row[col].strip()
-        if numeric and not csv_io._is_number(cell, decimal_comma):
-            numeric = False
-        if not numeric:
-            labels.add(cell)
-    if count == 0:
-        raise ValueError(f"load_csv: {path!r} has a header but no data rows")
-    return count, None if numeric else labels
-
-
-def _build_cache(path, cache, target, delimiter, class_names):
-    """Pass 2: parse the rows in chunks into a .npy memmap; returns the metadata."""
-    layout = _layout(path, target, delimiter)
-    chosen, decimal_comma, header, width, col, features = layout
-    count, labels = _survey(path, layout)
-    names = header or [f"column {j}" for j in range(width)]
-    if labels is not None and class_names is None:
-        class_names = sorted(labels)
+def _build_cache(path, cache, csv_file, target, class_names):
+    """Read ``csv_file`` by ``read_csv``'s rules (``CsvFile.columns``: a first pass
+    that checks the rows and settles the columns), then parse its rows in chunks into a
+    .npy memmap; returns the metadata."""
+    columns = csv_file.columns(target, class_names, lambda: csv_file.chunks(CHUNK_ROWS))
     tmp = f"{cache}.{os.getpid()}.tmp"
     x = numpy.lib.format.open_memmap(tmp, mode="w+", dtype=numpy.float64,
-                                     shape=(count, len(features)))
-    y = numpy.empty(count, numpy.float64 if labels is None else numpy.int64)
-    rows = _rows(path, chosen)
-    if header is not None:
-        next(rows)
+                                     shape=(columns.rows, len(columns.features)))
+    y = numpy.empty(columns.rows, numpy.float64 if columns.class_names is None
+                    else numpy.int64)
     done = 0
     try:
-        while done < count:
-            chunk = [r for _, r in zip(range(CHUNK_ROWS), rows)]
-            x[done:done + len(chunk)] = csv_io._feature_matrix(
-                path, chunk, features, names, decimal_comma)
-            if col is not None:
-                y[done:done + len(chunk)] = _chunk_targets(path, chunk, names[col], col,
-                                                           decimal_comma, class_names)
+        for chunk in csv_file.chunks(CHUNK_ROWS):
+            xs, ys = columns.parse(chunk)
+            x[done:done + len(chunk)] = xs
+            if ys is not None:
+                y[done:done + len(chunk)] = ys
             done += len(chunk)
         x.flush()
         del x
@@ -210,21 +153,12 @@ def _build_cache(path, cache, target, delimiter, class_names):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    if col is None:
-        return {"features": names, "target": None, "classes": None, "delimiter": chosen}
-    y = _whole_as_int(y) if labels is None else y
-    atomic_write(cache[:-len(".npy")] + ".y.npy", lambda f: numpy.save(f, y), "data cache")
-    return {"features": [names[j] for j in features], "target": names[col],
-            "classes": class_names if labels is not None else None, "delimiter": chosen}
-
-
-def _chunk_targets(path, chunk, name, col, decimal_comma, class_names):
-    raw = [row[col].strip() for _, row in chunk]
-    where = (path, chunk, name)
-    if class_names is None:
-        numbers = [v.replace(",", ".") for v in raw] if decimal_comma else raw
-        return csv_io._numeric_targets(where, raw, numbers).astype(numpy.float64)
-    return csv_io._text_targets(where, raw, class_names)[0]
+    if columns.target is not None:
+        y = columns.targets(y)
+        atomic_write(cache[:-len(".npy")] + ".y.npy", lambda f: numpy.save(f, y), "data cache")
+    return {"features": columns.feature_names, "target": columns.target_name,
+            "classes": columns.class_names, "delimiter": csv_file.delimiter,
+            "notes": columns.notes}
 
 
 # ------------------------------------------------------------------ training on it

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import functools
 import gzip
+import itertools
+import math
 import os
 import struct
 
 import numpy
-
-from .preprocessing import encode_labels
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -66,57 +67,74 @@ def _has_header(rows, decimal_comma):
                for j, cell in enumerate(first))
 
 
-def _decode(path, data, encoding=None):
-    """``(text, encoding used, note or None)`` of a file's bytes. Without ``encoding``:
-    UTF-8 (a byte-order mark, as Excel writes, dropped; UTF-16 when its mark opens the
-    file), else cp1252, the Windows superset of Latin-1 (latin-1 itself for the five
-    bytes cp1252 leaves undefined), with a note saying so."""
-    if encoding is None and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+# Bytes read at a time where a whole file is checked against its encoding, and rows
+# parsed at a time where a file is read in chunks.
+_BLOCK_BYTES = 1 << 20
+CHUNK_ROWS = 1 << 16
+
+
+def _first_undecodable(path, codec):
+    """``(byte, line)`` of the first byte of the file that ``codec`` cannot decode, or
+    None when it decodes all of it. Read in blocks, so a file of any size."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    lines = 0  # newlines in the blocks decoded so far
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_BLOCK_BYTES)
+            held = decoder.getstate()[0]  # the last block's incomplete character
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                data, bad = exc.object, exc.start  # data: what it held, then the block
+                return data[bad], lines - held.count(b"\n") + data.count(b"\n", 0, bad) + 1
+            if not block:
+                return None
+            lines += block.count(b"\n")
+
+
+def _encoding(path, encoding=None):
+    """``(codec, note or None)`` that reads the file. With ``encoding``, that one (the
+    whole file checked against it). Without: UTF-8 (a byte-order mark, as Excel writes,
+    dropped; UTF-16 when its mark opens the file), else cp1252, the Windows superset of
+    Latin-1 (latin-1 itself for the five bytes cp1252 leaves undefined), with a note
+    saying so."""
+    with open(path, "rb") as f:
+        start = f.read(2)
+    if encoding is None and start in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         encoding = "utf-16"
     if encoding is not None:
         codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") \
             else encoding
         try:
-            return data.decode(codec), encoding, None
+            codecs.lookup(codec)
         except LookupError:
             raise ValueError(f"load_csv: encoding: expected a codec name such as 'utf-8' or "
                              f"'cp1252'; got {encoding!r}") from None
-        except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise ValueError(f"load_csv: {path!r} line {line}: "
-                             f"byte 0x{data[exc.start]:02x} is not {encoding}; pass the "
-                             f"file's encoding (encoding='cp1252' for Windows files; "
-                             f"--encoding in the CLI) or save it as UTF-8") from None
-    try:
-        return data.decode("utf-8-sig"), "utf-8", None
-    except UnicodeDecodeError as exc:
-        bad = exc.start
-    used = "cp1252"
-    try:
-        text = data.decode(used)
-    except UnicodeDecodeError:
-        used, text = "latin-1", data.decode("latin-1")
-    line = data.count(b"\n", 0, bad) + 1
-    note = (f"{os.path.basename(path)} is not UTF-8 (byte 0x{data[bad]:02x} on line {line}): "
+        bad = _first_undecodable(path, codec)
+        if bad is not None:
+            raise ValueError(f"load_csv: {path!r} line {bad[1]}: byte 0x{bad[0]:02x} is not "
+                             f"{encoding}; pass the file's encoding (encoding='cp1252' for "
+                             f"Windows files; --encoding in the CLI) or save it as UTF-8")
+        return codec, None
+    bad = _first_undecodable(path, "utf-8-sig")
+    if bad is None:
+        return "utf-8-sig", None
+    used = "cp1252" if _first_undecodable(path, "cp1252") is None else "latin-1"
+    note = (f"{os.path.basename(path)} is not UTF-8 (byte 0x{bad[0]:02x} on line {bad[1]}): "
             f"read as {used}; encoding= (--encoding) names another")
-    return text, used, note
+    return used, note
 
 
-def _read_rows(path, delimiter, encoding=None):
-    """``(delimiter, decimal comma?, header or None, [(line number, cells)], lines,
-    notes)``: the file read as text (see ``_decode``)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    text, _, note = _decode(path, data, encoding)
-    lines = text.splitlines()
-    chosen = _detect_delimiter(lines) if delimiter is None else delimiter
-    decimal_comma = chosen == ";"  # semicolon files come from locales that write 1,5
-    rows = [(line, row) for line, row in enumerate(csv.reader(lines, delimiter=chosen), 1)
-            if row]
-    header = None
-    if rows and _has_header([r for _, r in rows], decimal_comma):
-        header, rows = [c.strip() for c in rows[0][1]], rows[1:]
-    return chosen, decimal_comma, header, rows, lines, [note] if note else []
+def _number(cell, decimal_comma):
+    return float(cell.replace(",", ".") if decimal_comma else cell)
+
+
+def whole_as_int(y):
+    """``y`` as int64 when every value is a finite whole number (targets written as 1.0,
+    2.0, ...), else ``y`` itself."""
+    if y.dtype.kind == "f" and numpy.isfinite(y).all() and numpy.array_equal(y, numpy.round(y)):
+        return y.astype(numpy.int64)
+    return y
 
 
 # The first header cell pandas writes for its index (an unnamed index), and what it
@@ -124,22 +142,230 @@ def _read_rows(path, delimiter, encoding=None):
 _INDEX_NAMES = ("", "Unnamed: 0")
 
 
-def _index_column(header, rows, decimal_comma):
-    """A note when the first column is the index pandas writes by default (unnamed,
-    distinct whole numbers: a RangeIndex, or one shuffled or filtered), else None."""
-    if header is None or header[0] not in _INDEX_NAMES or len(header) < 2:
-        return None
-    try:
-        values = numpy.array([float(r[0].replace(",", ".") if decimal_comma else r[0])
-                              for _, r in rows])
-    except (ValueError, IndexError):
-        return None
-    if not (numpy.isfinite(values).all() and numpy.array_equal(values, numpy.round(values))
-            and numpy.unique(values).size == values.size):
-        return None
-    return (f"the first column, unnamed and holding distinct whole numbers "
-            f"({values.min():.0f}..{values.max():.0f}), is the index pandas writes: left out "
-            f"of the features (to_csv(index=False) writes none)")
+class CsvFile:
+    """A CSV file as ``read_csv`` reads it, before its columns are chosen: the ``codec``
+    that decodes it (see ``_encoding``) and the ``notes`` on it, the ``delimiter``
+    (given, or detected from the first lines), whether it writes a ``decimal_comma``,
+    the ``header`` (None: none), the ``width`` of its first data row (None: it has
+    none) and the column ``names``. ``rows()`` reads the data rows from the file each
+    time it is called, so that a file larger than memory is read in ``chunks``."""
+
+    def __init__(self, path, delimiter=None, encoding=None):
+        self.path = _check_file(path, "load_csv")
+        self.codec, note = _encoding(self.path, encoding)
+        self.notes = [note] if note else []
+        with open(self.path, encoding=self.codec, newline="") as f:
+            self.head = [line.rstrip("\r\n") for line in itertools.islice(f, _SNIFF_LINES)]
+        self.delimiter = _detect_delimiter(self.head) if delimiter is None else delimiter
+        self.decimal_comma = self.delimiter == ";"  # locales that write 1,5 use semicolons
+        with contextlib.closing(self._records()) as records:
+            first = list(itertools.islice(records, _SNIFF_LINES))
+        self.header = None
+        if first and _has_header([r for _, r in first], self.decimal_comma):
+            self.header, first = [c.strip() for c in first[0][1]], first[1:]
+        self.width = len(first[0][1]) if first else None
+        self.names = self.header or [f"column {j}" for j in range(self.width or 0)]
+
+    def _records(self):
+        """``(line number, cells)`` of every non-empty row, the header's included."""
+        with open(self.path, encoding=self.codec, newline="") as f:
+            reader = csv.reader(f, delimiter=self.delimiter)
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
+
+    def rows(self):
+        """``(line number, cells)`` of every data row, read from the file as they are
+        taken."""
+        records = self._records()
+        if self.header is not None:
+            next(records, None)
+        return records
+
+    def chunks(self, size=CHUNK_ROWS):
+        """The data rows, in lists of at most ``size``."""
+        with contextlib.closing(self.rows()) as rows:
+            while True:
+                chunk = list(itertools.islice(rows, size))
+                if not chunk:
+                    return
+                yield chunk
+
+    def columns(self, target=-1, class_names=None, chunks=None):
+        """The ``CsvColumns`` of ``target`` (as ``read_csv`` takes it): one pass over
+        the data rows checks every row's width and every target, and looks for the
+        index pandas writes. ``chunks()`` gives the rows in lists (by default
+        ``self.chunks()``; a caller holding every row passes ``lambda: [rows]``)."""
+        chunks = chunks or self.chunks
+        self._check_width(target)
+        col = _target_column(target, self.header, self.width)
+        targets = None if col is None else _TargetScan(self, col)
+        index = _IndexScan(self) if col != 0 and self.header is not None and \
+            self.header[0] in _INDEX_NAMES and self.width >= 2 else None
+        rows = 0
+        for chunk in chunks():
+            for line, row in chunk:
+                if len(row) != self.width:
+                    raise ValueError(f"load_csv: {self.path!r} line {line}: expected "
+                                     f"{self.width} columns (as the first row); got {len(row)}")
+            rows += len(chunk)
+            for scan in (targets, index):
+                if scan is not None:
+                    scan.add(chunk)
+        index_note = None if index is None else index.note()
+        notes = self.notes + ([index_note] if index_note else [])
+        features = [j for j in range(self.width) if j != col and not (j == 0 and index_note)]
+        classes = None if targets is None else targets.class_names(class_names, chunks)
+        return CsvColumns(self, rows, features, col, classes, notes)
+
+    def _check_width(self, target):
+        """Raise unless the file has data rows, and columns enough for ``target``."""
+        if self.width is None:
+            raise ValueError(f"load_csv: {self.path!r} " + (
+                "is empty" if self.header is None else "has a header but no data rows"))
+        chosen, other = self.delimiter, _detect_delimiter(self.head)
+        if self.width < (1 if target is None else 2):
+            hint = f"; the file looks {_delimiter_name(other)}-separated: pass delimiter=" \
+                   f"{other!r} (--delimiter in the CLI)" if other != chosen else ""
+            raise ValueError(f"load_csv: {self.path!r}: expected at least two columns "
+                             f"(features and a target) separated by {_delimiter_name(chosen)}; "
+                             f"got one{hint}")
+        if target is None and self.width == 1 and other != chosen:
+            raise ValueError(f"load_csv: {self.path!r}: one column separated by "
+                             f"{_delimiter_name(chosen)}; the file looks "
+                             f"{_delimiter_name(other)}-separated")
+
+
+class _IndexScan:
+    """The first column's values, chunk by chunk, while it may be the index pandas
+    writes by default (unnamed, distinct whole numbers: a RangeIndex, or one shuffled or
+    filtered)."""
+
+    def __init__(self, csv_file):
+        self.decimal_comma = csv_file.decimal_comma
+        self.values = []  # an array per chunk so far; None once a cell is not a number
+
+    def add(self, chunk):
+        if self.values is not None:
+            try:
+                self.values.append(numpy.array([_number(r[0], self.decimal_comma)
+                                                for _, r in chunk]))
+            except ValueError:
+                self.values = None
+
+    def note(self):
+        """The note saying that the column is left out, or None: it is a feature."""
+        if not self.values:
+            return None
+        values = numpy.concatenate(self.values)
+        if not (numpy.isfinite(values).all() and numpy.array_equal(values, numpy.round(values))
+                and numpy.unique(values).size == values.size):
+            return None
+        return (f"the first column, unnamed and holding distinct whole numbers "
+                f"({values.min():.0f}..{values.max():.0f}), is the index pandas writes: left "
+                f"out of the features (to_csv(index=False) writes none)")
+
+
+class _TargetScan:
+    """A target column seen chunk by chunk: numbers while every cell is one (the first
+    that is not finite kept for its error), else labels, each with the line it first
+    appears on."""
+
+    def __init__(self, csv_file, col):
+        self.csv_file, self.col = csv_file, col
+        self.seen = 0  # rows seen while the column looked numeric
+        self.not_finite = None  # (line, cell)
+        self.labels = None  # {label: first line}, once a cell is not a number
+        self.relabel = False  # whether rows before the first label must be read again
+
+    def add(self, chunk):
+        col = self.col
+        if self.labels is None:
+            for i, (line, row) in enumerate(chunk):
+                cell = row[col].strip()
+                try:
+                    value = _number(cell, self.csv_file.decimal_comma)
+                except ValueError:
+                    self.labels, self.relabel = {}, self.seen + i > 0
+                    chunk = chunk[i:]
+                    break
+                if self.not_finite is None and not math.isfinite(value):
+                    self.not_finite = (line, cell)
+            else:
+                self.seen += len(chunk)
+                return
+        for line, row in chunk:
+            self.labels.setdefault(row[col].strip(), line)
+
+    def class_names(self, given, chunks):
+        """The class names in code order (None: the targets are numbers), once the
+        column is checked: a number that is not finite, a missing label, or one not in
+        ``given`` is an error naming its line. The names are ``given`` when given, else
+        the labels sorted. ``chunks()``: the rows again, for the labels of the rows read
+        while the column still looked numeric."""
+        path, name = self.csv_file.path, self.csv_file.names[self.col]
+
+        def where(line):
+            return f"load_csv: {path!r} line {line}, column {name} (the target): expected"
+
+        if self.labels is None:
+            if self.not_finite is not None:
+                line, cell = self.not_finite
+                raise ValueError(f"{where(line)} a finite number; got {cell!r}")
+            return None
+        if self.relabel:
+            self.labels, self.relabel = {}, False
+            for chunk in chunks():
+                self.add(chunk)
+        labels = self.labels
+        if "" in labels:
+            raise ValueError(f"{where(labels[''])} a label; got a missing value")
+        if given is None:
+            return sorted(labels)
+        given = [str(c) for c in given]
+        known = set(given)
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            label = min(unknown, key=labels.get)
+            raise ValueError(f"{where(labels[label])} one of the classes {given}; got "
+                             f"{label!r}")
+        return given
+
+
+class CsvColumns:
+    """What one pass over a ``CsvFile``'s data rows settled (``CsvFile.columns``):
+    ``rows``, the feature columns ``features`` (indices) and their ``feature_names``,
+    the ``target`` column (None: a table of features only) and ``target_name``,
+    ``class_names`` (the labels in code order when the target holds text, else None)
+    and the ``notes``. ``parse(chunk)`` reads a chunk of the rows into arrays."""
+
+    def __init__(self, csv_file, rows, features, target, class_names, notes):
+        self.csv_file, self.rows = csv_file, rows
+        self.features, self.target = features, target
+        self.feature_names = [csv_file.names[j] for j in features]
+        self.target_name = None if target is None else csv_file.names[target]
+        self.class_names, self.notes = class_names, notes
+        self._codes = None if class_names is None else {c: i for i, c in
+                                                        enumerate(class_names)}
+
+    def parse(self, chunk):
+        """``(x, y)`` of a chunk of rows: the features as float64 (a cell that is not a
+        finite number is an error naming its line and column), the targets as float64
+        numbers or int64 codes (None without a target)."""
+        f, col = self.csv_file, self.target
+        x = _feature_matrix(f.path, chunk, self.features, f.names, f.decimal_comma)
+        if col is None:
+            return x, None
+        if self._codes is not None:
+            return x, numpy.array([self._codes[row[col].strip()] for _, row in chunk],
+                                  dtype=numpy.int64)
+        return x, numpy.array([_number(row[col].strip(), f.decimal_comma) for _, row in chunk],
+                              dtype=numpy.float64)
+
+    def targets(self, y):
+        """The target column, from the ``y`` of every chunk laid end to end: numbers that
+        are all whole as int64 (``whole_as_int``)."""
+        return y if self._codes is not None else whole_as_int(y)
 
 
 class CsvTable:
@@ -173,52 +399,17 @@ def read_csv(path, target=-1, delimiter=None, class_names=None, encoding=None):
     Text targets become int64 codes: by their place in ``class_names`` when given (a
     model's ``class_names``, so that a file holding some of the classes gets the codes
     the model was trained with), else in sorted order.
+
+    The rules are ``CsvFile``'s and ``CsvColumns``': the command line reads a file too
+    large for memory in chunks by them (``dnn.cli.streaming``), with the same results.
     """
-    path = _check_file(path, "load_csv")
-    chosen, decimal_comma, header, rows, lines, notes = _read_rows(path, delimiter, encoding)
-    width = _check_columns(path, rows, header, lines, chosen, target)
-    names = header or [f"column {j}" for j in range(width)]
-    col = _target_column(target, header, width)
-    index_note = _index_column(header, rows, decimal_comma) if col != 0 else None
-    skipped = {0} if index_note else set()
-    notes += [index_note] if index_note else []
-    features = [j for j in range(width) if j != col and j not in skipped]
-    x = _feature_matrix(path, rows, features, names, decimal_comma)
-    if col is None:
-        return CsvTable(x, None, [names[j] for j in features], None, None, chosen, notes)
-    raw = [row[col].strip() for _, row in rows]
-    where = (path, rows, names[col])
-    numbers = [v.replace(",", ".") for v in raw] if decimal_comma else raw
-    if all(_is_number(v) for v in numbers):
-        y = _numeric_targets(where, raw, numbers)
-    else:
-        y, class_names = _text_targets(where, raw, class_names)
-    return CsvTable(x, y, [names[j] for j in features], names[col], class_names, chosen,
-                    notes)
-
-
-def _check_columns(path, rows, header, lines, chosen, target):
-    """The table's width, once every row has it and there are enough columns."""
-    if not rows and header is None:
-        raise ValueError(f"load_csv: {path!r} is empty")
-    if not rows:
-        raise ValueError(f"load_csv: {path!r} has a header but no data rows")
-    width = len(rows[0][1])
-    for line, row in rows:
-        if len(row) != width:
-            raise ValueError(f"load_csv: {path!r} line {line}: expected {width} columns "
-                             f"(as the first row); got {len(row)}")
-    if width < (1 if target is None else 2):
-        other = _detect_delimiter(lines)
-        hint = f"; the file looks {_delimiter_name(other)}-separated: pass delimiter=" \
-               f"{other!r} (--delimiter in the CLI)" if other != chosen else ""
-        raise ValueError(f"load_csv: {path!r}: expected at least two columns (features and "
-                         f"a target) separated by {_delimiter_name(chosen)}; got one{hint}")
-    if target is None and width == 1 and _detect_delimiter(lines) != chosen:
-        raise ValueError(f"load_csv: {path!r}: one column separated by "
-                         f"{_delimiter_name(chosen)}; the file looks "
-                         f"{_delimiter_name(_detect_delimiter(lines))}-separated")
-    return width
+    csv_file = CsvFile(path, delimiter, encoding)
+    rows = list(csv_file.rows())
+    columns = csv_file.columns(target, class_names, lambda: [rows])
+    x, y = columns.parse(rows)
+    return CsvTable(x, None if y is None else columns.targets(y), columns.feature_names,
+                    columns.target_name, columns.class_names, csv_file.delimiter,
+                    columns.notes)
 
 
 def _target_column(target, header, width):
@@ -256,45 +447,12 @@ def _feature_matrix(path, rows, features, names, decimal_comma):
     return x
 
 
-def _numeric_targets(where, raw, numbers):
-    """Numeric targets (int64 when every one is whole). ``where``: (path, rows, the
-    target's name), for errors."""
-    path, rows, name = where
-    y = numpy.array([float(v) for v in numbers])
-    bad = numpy.flatnonzero(~numpy.isfinite(y))
-    if bad.size:
-        raise ValueError(f"load_csv: {path!r} line {rows[bad[0]][0]}, column {name} (the "
-                         f"target): expected a finite number; got {raw[bad[0]]!r}")
-    return y.astype(numpy.int64) if numpy.array_equal(y, numpy.round(y)) else y
-
-
-def _text_targets(where, raw, class_names):
-    """``(codes, class names)`` of text labels: by their place in ``class_names`` when
-    given, else in sorted order."""
-    path, rows, name = where
-    missing = [i for i, v in enumerate(raw) if v == ""]
-    if missing:
-        raise ValueError(f"load_csv: {path!r} line {rows[missing[0]][0]}, column {name} (the "
-                         f"target): expected a label; got a missing value")
-    if class_names is None:
-        y, classes = encode_labels(raw)
-        return y, [str(c) for c in classes]
-    class_names = [str(c) for c in class_names]
-    codes = {label: i for i, label in enumerate(class_names)}
-    unknown = next((i for i, v in enumerate(raw) if v not in codes), None)
-    if unknown is not None:
-        raise ValueError(f"load_csv: {path!r} line {rows[unknown][0]}, column {name} (the "
-                         f"target): expected one of the classes {class_names}; got "
-                         f"{raw[unknown]!r}")
-    return numpy.array([codes[v] for v in raw], dtype=numpy.int64), class_names
-
-
 def csv_columns(path, delimiter=None, encoding=None):
     """``(header names or None, number of columns)`` of a CSV file, as ``read_csv``
     sees them."""
-    path = _check_file(path, "load_csv")
-    _, _, header, rows, _, _ = _read_rows(path, delimiter, encoding)
-    return header, len(header) if header is not None else (len(rows[0][1]) if rows else 0)
+    csv_file = CsvFile(path, delimiter, encoding)
+    header = csv_file.header
+    return header, len(header) if header is not None else (csv_file.width or 0)
 
 
 def load_csv(path, target=-1, delimiter=None, class_names=None, encoding=None):

@@ -64,65 +64,26 @@ class BatchReader:
             raise type(exc)(f"batch {index}: {exc}") from None
 
     def _read(self, batch):
-        model = self.model
-        be = checks.model_backend(model)
         x, y, w = unpack(batch, self.with_targets)
-        x = checks.features_layout(checks.as_array(be, x, "x"), "x", model.input_dim)
-        if not model.built:
-            model.build(x.shape[1])
         if not self.with_targets:
-            x_sum, _ = checks.check_values(model, x, None, "x")
+            x, x_sum = checks.checked_features(self.model, x, "x")
             return Read(x, None, None, batch_fingerprint([x_sum], x.shape[0]))
-        y = checks.as_array(model.backend, y, "y")
-        checks.matching_targets(y, x.shape[0], "x")
-        layout = model.loss.target_layout(y, model.output_dim)
-        sums = checks.check_values(model, x, y, "x")  # y as given: indices are the user's
-        weights = self._weights(layout, w, x.shape[0])
-        return Read(x, layout, weights, batch_fingerprint(sums, x.shape[0]))
+        self._check_form(w is not None)
+        x, y, weights, sums = checks.checked_data(self.model, x, y, "x", w, self.class_table)
+        return Read(x, y, weights, batch_fingerprint(sums, x.shape[0]))
 
-    def _weights(self, y, w, rows):
-        """Host float64 weights of a batch (its sample weights times its class weights),
-        or None; a batch must carry weights exactly when the first one did."""
-        carries = w is not None
+    def _check_form(self, carries):
+        """A batch must carry sample weights exactly when the first one did."""
         if self.weighted is None:
             self.weighted = carries
         elif carries != self.weighted:
             first = "(x, y, sample_weight)" if self.weighted else "(x, y)"
             raise ValueError(f"expected {first} batches, as the first batch was; got "
                              f"{'(x, y, sample_weight)' if carries else '(x, y)'}")
-        weights = None if w is None else checks.sample_weights(self.model, w, rows)
-        if self.class_table is not None:
-            by_class = checks.class_weights(self.model, y, self.class_table)
-            weights = by_class if weights is None else weights * by_class
-        return weights
 
     @property
     def carries_weights(self):
         return bool(self.weighted) or self.class_table is not None
-
-
-def specs(model, read, weighted):
-    """``(trailing shape, dtype)`` of each array a step reads from batches like
-    ``read``: features in the compute dtype, targets in the loss's, and with
-    ``weighted`` the sample weights in the model's."""
-    out = [(read.x.shape[1:], model.compute_dtype)]
-    if read.y is not None:
-        out.append((read.y.shape[1:], model.loss.target_dtype(model.dtype)))
-        if weighted:
-            out.append(((), model.dtype))
-    return tuple(out)
-
-
-def to_device(model, read, weighted):
-    """The arrays a step reads, from a batch the backend already holds (a CUDA tensor
-    on the model's GPU): converted on the device, as arrays are."""
-    be = model.backend
-    out = [be.asarray(read.x, dtype=model.compute_dtype)]
-    if read.y is not None:
-        out.append(be.asarray(read.y, dtype=model.loss.target_dtype(model.dtype)))
-        if weighted:
-            out.append(be.asarray(read.weights, dtype=model.dtype))
-    return tuple(out)
 
 
 def stage_into(read, buffers):

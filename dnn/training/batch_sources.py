@@ -26,12 +26,11 @@ import functools
 import itertools
 
 from . import batch_reader
-from .epoch_plan import epoch_order, split_rows
-from .prefetch import Prefetcher
-from .staging import Landing
+from .epoch_plan import epoch_order, evaluation_rows, split_batch
+from .prefetch import PREFETCH_DEPTH, Prefetcher
+from .sources import on_device, step_specs
+from .staging import Landings
 from .stream_feed import ENDED, ArrivingFeed, Staged, StreamEvaluation
-
-PREFETCH_DEPTH = 2  # batches prepared ahead of the step
 
 
 class BatchSource:
@@ -45,11 +44,11 @@ class BatchSource:
     def __init__(self, model, reader, first, steps_per_epoch, length):
         self.model, self.reader = model, reader
         self.weighted = reader.carries_weights
-        self.specs = batch_reader.specs(model, first, self.weighted)
+        self.specs = step_specs(model, first.x, first.y, self.weighted)
         self.steps_per_epoch, self.length = steps_per_epoch, length
         self.shard = False
         self.depth, self.workers = PREFETCH_DEPTH, 1
-        self._landings = {}
+        self._landings = Landings(model.backend)
         self._chunks = {}
 
     def steps(self, batch_size, replica):
@@ -62,32 +61,22 @@ class BatchSource:
         steps = self.steps(batch_size, model.replica)
         return {"batches per epoch": -1 if steps is None else steps}
 
-    def _landing(self, ring, specs):
-        landing = self._landings.get((ring, specs))
-        if landing is None:
-            landing = self._landings[ring, specs] = Landing(self.model.backend, specs, ring)
-        return landing
-
     def _feed(self, tasks, stage, steps, chunk_steps):
         ring = self.depth + chunk_steps
-        landing = self._landing(ring, self.specs)
+        landing = self._landings.get(ring, self.specs)
         prefetcher = Prefetcher(functools.partial(stage, landing), tasks, ring,
                                 self.workers, self._describe)
-        feed = ArrivingFeed(self.model, landing, prefetcher, self._chunks, steps, chunk_steps,
+        return ArrivingFeed(self.model, landing, prefetcher, self._chunks, steps, chunk_steps,
                             self.shard)
-        feed.on_abandoned = lambda: self._landings.pop((ring, self.specs), None)
-        return feed
 
     def _evaluation_feed(self, tasks, stage, split):
         specs = self.specs if split else self.specs[:1]
         ring = self.depth + 1
-        landing = self._landing(ring, specs)
+        landing = self._landings.get(ring, specs)
         prefetcher = Prefetcher(functools.partial(stage, landing, split=split), tasks, ring,
                                 self.workers, self._describe)
-        counted = None if self.shard and split else -1
-        feed = StreamEvaluation(self.model, landing, prefetcher, counted)
-        feed.on_abandoned = lambda: self._landings.pop((ring, specs), None)
-        return feed
+        counted = evaluation_rows(None, self.model.replica, split, self.shard)[2]
+        return StreamEvaluation(self.model, landing, prefetcher, counted)
 
     @staticmethod
     def _describe(index):
@@ -95,15 +84,16 @@ class BatchSource:
 
     def _stage_read(self, landing, read, index, slot, split=True):
         """Put a read batch into ``slot``: this rank's share of its rows when every rank
-        reads the same batches, all of them otherwise. Runs in a loader thread."""
-        replica = self.model.replica
+        reads the same batches (``split_batch``), all of them otherwise. Runs in a loader
+        thread."""
         total = read.x.shape[0]
-        start, stop = 0, total
-        if split and not self.shard and replica.world_size > 1:
-            start, stop = split_rows(total, replica.world_size, replica.rank)
+        start, stop, _ = split_batch(total, self.model.replica) if split and not self.shard \
+            else (0, total, None)
         arrays = (read.x, read.y, read.weights)[:len(landing.specs)]
         if self.model.backend.is_native(read.x) and landing.on_device:
-            device = batch_reader.to_device(self.model, read, len(landing.specs) > 2)
+            # A batch the backend holds already (a CUDA tensor on the model's GPU):
+            # converted on the device, as arrays are.
+            device = on_device(self.model.backend, arrays, landing.specs)
             return Staged(stop - start, slot, tuple(a[start:stop] for a in device),
                           read.fingerprint, total, index)
         buffers = landing.host_buffers(slot, stop - start)

@@ -60,6 +60,39 @@ def features_layout(arr, name, expected_dim):
     return arr
 
 
+def shaped_features(model, x, name):
+    """``x`` (an array) as 2-D features of the model's width (``features_layout``); the
+    model is built from their width if it is not yet."""
+    x = features_layout(x, name, model.input_dim)
+    if not model.built:
+        model.build(x.shape[1])
+    return x
+
+
+def checked_features(model, x, name):
+    """``(x, sum)``: features ``x`` as an array where they live (``as_array``), shaped
+    (``shaped_features``) and their values checked (``check_values``)."""
+    x = shaped_features(model, as_array(model_backend(model), x, name), name)
+    return x, check_values(model, x, None, name)[0]
+
+
+def checked_data(model, x, y, name, sample_weight=None, class_table=None):
+    """``(x, y, weights, sums)`` of features ``x`` and targets ``y``, each an array where
+    it lives, checked: the features as ``checked_features``, one target per row, the
+    targets in the loss's layout (their values checked as passed, so that an index names
+    the user's element); ``weights``: ``row_weights`` of ``sample_weight`` and the class
+    weights ``class_table``; ``sums``: what ``check_values`` read. What ``fit`` checks
+    of whole arrays (``data_adapter``) and of each batch of a source (``batch_reader``)."""
+    x = shaped_features(model, as_array(model_backend(model), x, name), name)
+    y = as_array(model.backend, y, "y")
+    matching_targets(y, x.shape[0], name)
+    layout = model.loss.target_layout(y, model.output_dim)
+    sums = check_values(model, x, y, name)
+    weights = None if sample_weight is None else sample_weights(model, sample_weight,
+                                                                x.shape[0])
+    return x, layout, row_weights(model, layout, weights, class_table), sums
+
+
 def matching_targets(y, rows, name):
     """Raise unless ``y`` holds one target per row of the features ``name``."""
     if y.ndim == 0 or y.shape[0] != rows:
@@ -146,6 +179,17 @@ def class_weight_table(class_weight):
     table = {int(k): float(v) for k, v in class_weight.items()}
     check_weights(numpy.array(list(table.values())), "class_weight")
     return table
+
+
+def row_weights(model, y, weights, table):
+    """What each row of targets ``y`` (in the loss's layout) weighs in the loss: its
+    sample weight (``weights``: host float64, checked, or None) times its class's weight
+    in ``table`` (``class_weight_table``, or None), their product as Keras takes it;
+    None when neither is given. The one rule for arrays, streamed arrays and batches."""
+    if table is None:
+        return weights
+    by_class = class_weights(model, y, table)
+    return by_class if weights is None else weights * by_class
 
 
 def class_weights(model, y, table):

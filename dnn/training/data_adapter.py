@@ -32,7 +32,7 @@ from . import checks
 from .batch_reader import BatchReader
 from .batch_sources import IterableSource, SequenceSource
 from .host_source import HostArraySource, Rows, is_memmap
-from .sources import ArraySource
+from .sources import ArraySource, on_device, step_specs
 
 # A host data set larger than this fraction of the device's free memory is streamed
 # (the rest is the model's: weights, optimizer state, each batch size's workspaces).
@@ -69,47 +69,22 @@ def _refuse(name, value, why):
 
 
 # ------------------------------------------------------------------ arrays, whole
-def features(model, x, name="x", what="predict"):
+def features(model, x, name="x"):
     """``x`` checked and on the model's device in the compute dtype (building the model
     from its width if needed)."""
-    x = checks.features_layout(checks.as_array(checks.model_backend(model), x, name), name,
-                               model.input_dim)
-    if not model.built:
-        model.build(x.shape[1])
-    checks.check_values(model, x, None, name)
+    x, _ = checks.checked_features(model, x, name)
     return model.backend.asarray(x, dtype=model.compute_dtype)
 
 
-def features_and_targets(model, x, y, name="x", what="fit", sample_weight=None,
-                         class_weight=None):
+def features_and_targets(model, x, y, name="x", sample_weight=None, class_weight=None):
     """``(x, y, w)`` checked and on the model's device: features in the compute dtype,
     targets in the layout and dtype the loss expects, and the per-sample weights from
     ``sample_weight`` and ``class_weight`` (their product, as Keras) or None."""
-    x = checks.features_layout(checks.as_array(checks.model_backend(model), x, name), name,
-                               model.input_dim)
-    if not model.built:
-        model.build(x.shape[1])
-    y = checks.as_array(model.backend, y, "y")
-    checks.matching_targets(y, x.shape[0], name)
-    layout = model.loss.target_layout(y, model.output_dim)
-    checks.check_values(model, x, y, name)  # y as passed: an index names the user's element
-    y_dtype = model.loss.target_dtype(model.dtype)
-    w = _weights(model, layout, x.shape[0], sample_weight, class_weight)
-    be = model.backend
-    return (be.asarray(x, dtype=model.compute_dtype), be.asarray(layout, dtype=y_dtype),
-            None if w is None else be.asarray(w, dtype=model.dtype))
-
-
-def _weights(model, y, n, sample_weight, class_weight):
-    """Host weights (n,) or None. class_weight reads the targets' classes on the host
-    (device targets are read back once for it)."""
-    weights = None if sample_weight is None else checks.sample_weights(model, sample_weight,
-                                                                       n)
-    table = checks.class_weight_table(class_weight)
-    if table is not None:
-        by_class = checks.class_weights(model, y, table)
-        weights = by_class if weights is None else weights * by_class
-    return weights
+    x, y, w, _ = checks.checked_data(model, x, y, name, sample_weight,
+                                     checks.class_weight_table(class_weight))
+    arrays = (x, y) if w is None else (x, y, w)
+    return on_device(model.backend, arrays, step_specs(model, x, y, w is not None)) + \
+        (None,) * (w is None)
 
 
 # ------------------------------------------------------------------ arrays, streamed
@@ -136,10 +111,7 @@ def _host_features(model, x, name):
     elif x.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected numeric data (bool, int or float); got dtype "
                         f"{x.dtype}")
-    x = checks.features_layout(x, name, model.input_dim)
-    if not model.built:
-        model.build(x.shape[1])
-    return x
+    return checks.shaped_features(model, x, name)
 
 
 def host_source(model, x, y=None, name="x", sample_weight=None, class_weight=None):
@@ -296,8 +268,8 @@ def evaluation_source(model, x, y, batch_size, sample_weight=None, steps=None):
     batch_size = 256 if batch_size is None else batch_size
     if kind == "rows" or _streams(model, x, "x"):
         return host_source(model, x, y, sample_weight=sample_weight), batch_size
-    return ArraySource(*features_and_targets(model, x, y, what="evaluate",
-                                             sample_weight=sample_weight)), batch_size
+    return ArraySource(*features_and_targets(model, x, y, sample_weight=sample_weight)), \
+        batch_size
 
 
 def prediction_source(model, x, batch_size, steps=None):

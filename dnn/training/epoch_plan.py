@@ -43,6 +43,56 @@ def split_rows(count, world, rank):
     return start, start + base + (rank < extra)
 
 
+def rank_share(held, replica):
+    """``(share, global rows)`` of the replica's rank in one global batch whose ranks hold
+    ``held`` rows each (in rank order; their rows laid end to end make the batch): the
+    factor on its loss gradient, its rows over the batch's, and where its rows start.
+    ``WHOLE`` where the replica does not share out batches (a world of one). The one
+    place where a rank's part of a global batch is computed: every source and the epoch
+    plan take theirs from here."""
+    total = int(sum(held))
+    if not replica.shares_batches:
+        return WHOLE, total
+    rank = replica.rank
+    return Share(int(held[rank]) / total, int(sum(held[:rank]))), total
+
+
+def split_batch(total, replica):
+    """``(start, stop, share)`` of the replica's rank in a global batch of ``total`` rows
+    that every rank holds whole: its contiguous rows of it (``split_rows``) and its share
+    (``rank_share``); all the rows and ``WHOLE`` in a world of one."""
+    if not replica.shares_batches:
+        return 0, total, WHOLE
+    world = replica.world_size
+    held = [stop - start for start, stop in (split_rows(total, world, r) for r in range(world))]
+    share, _ = rank_share(held, replica)
+    return share.row_offset, share.row_offset + held[replica.rank], share
+
+
+def epoch_steps(rows, batch_size, replica, sharded=False):
+    """Steps of an epoch over ``rows`` rows in batches of ``batch_size`` per rank: global
+    batches (every rank its share of each, ``rank_order``), or with ``sharded`` (each
+    rank its own ``rows``) this rank's batches."""
+    world = replica.world_size if replica.shares_batches and not sharded else 1
+    return -(-rows // (batch_size * world))
+
+
+def evaluation_rows(rows, replica, split, sharded):
+    """``(first, last, rows_total)`` of an evaluation on the replica's rank: the rows
+    ``first:last`` of ``rows`` that it evaluates, and the rows every rank evaluates
+    together (None: each rank its own, the trainer adds up their counts; -1: counted
+    as the batches are read). ``split``: the ranks share the rows out (evaluate; predict
+    gives every rank all of them); ``sharded``: each rank holds its own rows. ``rows``
+    None: a batch source's, unknown until read, each batch shared out as it is read
+    (``split_batch``); ``first`` and ``last`` are then None."""
+    if split and sharded:
+        return 0, rows, None
+    if rows is None:
+        return None, None, -1
+    first, last = replica.evaluation_rows(rows) if split else (0, rows)
+    return first, last, rows
+
+
 def rank_order(order, batch_size, world, rank):
     """Rank ``rank``'s rows of an epoch's order (host int64): its share of every global
     batch of ``batch_size x world`` rows, in step order. Returns ``(rows, steps,
@@ -116,9 +166,9 @@ class EpochPlan:
     def __init__(self, order, batch_size, replica, chunk_steps=1, shard_rows=None):
         self.batch_size = batch_size
         self.world_size = replica.world_size
+        self.replica = replica
         # Samples of the global epoch.
         self.rows_total = int(order.shape[0]) if shard_rows is None else int(sum(shard_rows))
-        self.rank = replica.rank
         self._shard_rows = None if shard_rows is None else numpy.asarray(shard_rows)
         if shard_rows is not None or not replica.shares_batches:
             self.order, self.steps, last = order, -(-int(order.shape[0]) // batch_size), None
@@ -127,8 +177,7 @@ class EpochPlan:
                                                       replica.rank)
         self.rows = int(self.order.shape[0])  # this rank's rows in the epoch
         self._last = last
-        self._full_share = WHOLE if not replica.shares_batches else Share(
-            1.0 / replica.world_size, replica.rank * batch_size)
+        self._full_share, _ = rank_share([batch_size] * replica.world_size, replica)
         self.full_steps = self._count_full_steps()
         self.chunks = self.full_steps // chunk_steps if chunk_steps > 1 else 0
         self.chunk_steps = chunk_steps
@@ -141,19 +190,15 @@ class EpochPlan:
 
     def _step(self, step):
         """``(share, global rows)`` of step ``step`` (one batch)."""
-        b, world = self.batch_size, self.world_size
+        b = self.batch_size
         if step < self.full_steps:
-            return self._full_share, b * world
-        if self._shard_rows is not None:
-            held = numpy.clip(self._shard_rows - step * b, 0, b)
-            total = int(held.sum())
-            share = Share(int(held[self.rank]) / total, int(held[:self.rank].sum())) \
-                if self._full_share is not WHOLE else WHOLE
-            return share, total
-        if self._last is None:
-            return self._full_share, min(self.rows - step * b, b) * world
-        start, stop, total = self._last
-        return Share((stop - start) / total, start), total
+            return self._full_share, b * self.world_size
+        if self._shard_rows is not None:  # every rank its own rows of the step
+            return rank_share(numpy.clip(self._shard_rows - step * b, 0, b), self.replica)
+        if self._last is None:  # batches not shared out (alone): this step's rows
+            return rank_share([min(self.rows - step * b, b)] * self.world_size, self.replica)
+        # The last, short global batch: each rank a contiguous part of it (rank_order).
+        return split_batch(self._last[2], self.replica)[2], self._last[2]
 
     def __iter__(self):
         k, b = self.chunk_steps, self.batch_size

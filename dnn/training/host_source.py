@@ -24,11 +24,10 @@ import numpy
 from . import checks
 from .epoch_plan import EpochPlan, block_order, epoch_order
 from .fingerprint import host_fingerprint
-from .prefetch import Prefetcher
-from .staging import Landing
+from .prefetch import PREFETCH_DEPTH, Prefetcher
+from .sources import RowSource, step_specs
+from .staging import Landings
 from .stream_feed import PlannedFeed, Staged, StreamEvaluation
-
-PREFETCH_DEPTH = 2  # batches a loader prepares ahead of the step
 
 
 class Rows:
@@ -59,7 +58,7 @@ def is_memmap(x):
     return isinstance(x, numpy.memmap)
 
 
-class HostArraySource:
+class HostArraySource(RowSource):
     """``x`` (2-D host array or memmap), ``y`` (host targets in the loss's layout, or
     None for predict), ``weights`` (host float64 per-sample weights, or None),
     ``selection`` (sorted rows of ``x`` that make the data set, or None: all of them;
@@ -74,33 +73,15 @@ class HostArraySource:
         self.selection, self.class_table = selection, class_table
         self.rows = int(x.shape[0] if selection is None else selection.shape[0])
         self.weighted = weights is not None or class_table is not None
-        specs = [(x.shape[1:], model.compute_dtype)]
-        if y is not None:
-            specs.append((y.shape[1:], model.loss.target_dtype(model.dtype)))
-            if self.weighted:
-                specs.append(((), model.dtype))
-        self.specs = tuple(specs)
-        self.shard_rows = None
-        self._landings = {}  # ring -> Landing, reused across epochs
+        self.specs = step_specs(model, x, y, self.weighted)
+        self._landings = Landings(model.backend)  # reused across epochs
         self._chunks = {}  # the fixed buffers of multi-step chunks
         self._scratch = threading.local()  # a loader's buffer for rows before a cast
 
-    # ----------------------------------------------------------- what ranks share
-    def steps(self, batch_size, replica):
-        world = 1 if self.shard_rows is not None else replica.world_size
-        return -(-self.rows // (batch_size * world))
-
-    def agreement(self, model, shard, batch_size):
-        """As ``ArraySource.agreement``; the fingerprint is a strided sample of the rows
-        (the file is never read whole for it)."""
-        if shard:
-            self.shard_rows = [int(r[0]) for r in model.replica.all_values([self.rows])]
-            return {"steps per epoch": self.steps(batch_size, model.replica)}
-        values = {"rows of x": self.rows}
-        if model.replica.world_size > 1:
-            values.update(host_fingerprint([self.x, self.y, self.weights],
-                                           ["x", "y", "sample_weight"], self.selection))
-        return values
+    def fingerprint(self, model):
+        """A strided sample of the rows (the file is never read whole for it)."""
+        return host_fingerprint([self.x, self.y, self.weights], ["x", "y", "sample_weight"],
+                                self.selection)
 
     # ------------------------------------------------------------------- epochs
     def epoch(self, settings, epoch):
@@ -114,36 +95,20 @@ class HostArraySource:
         plan = EpochPlan(order, b, model.replica, settings.chunk_steps, self.shard_rows)
         tasks = [(s * b, min(plan.rows, (s + 1) * b)) for s in range(plan.steps)]
         ring = PREFETCH_DEPTH + settings.chunk_steps
-        landing = self._landing(ring, self.specs)
+        landing = self._landings.get(ring, self.specs)
         stage = functools.partial(self._stage, landing, plan.order, b)
         prefetcher = Prefetcher(stage, tasks, ring, describe=self._describe(b))
-        feed = PlannedFeed(model, landing, prefetcher, self._chunks, plan)
-        feed.on_abandoned = lambda: self._landings.pop(ring, None)
-        return feed
+        return PlannedFeed(model, landing, prefetcher, self._chunks, plan)
 
     def evaluation(self, model, batch_size, steps=None, split=True):
-        total = self.rows if steps is None else min(self.rows, steps * batch_size)
-        if self.shard_rows is not None and split:
-            first, last, counted = 0, total, None
-        else:
-            first, last = model.replica.evaluation_rows(total) if split else (0, total)
-            counted = total
+        first, last, counted = self.evaluated_rows(model, batch_size, steps, split)
         tasks = [(s, min(last, s + batch_size)) for s in range(first, last, batch_size)]
         specs = self.specs if split else self.specs[:1]  # predict reads features only
         ring = PREFETCH_DEPTH + 1
-        landing = self._landing(ring, specs)
+        landing = self._landings.get(ring, specs)
         stage = functools.partial(self._stage, landing, None, batch_size)
         prefetcher = Prefetcher(stage, tasks, ring, describe=self._describe(batch_size))
-        feed = StreamEvaluation(model, landing, prefetcher, counted)
-        feed.on_abandoned = lambda: self._landings.pop((ring, specs), None)
-        return feed
-
-    def _landing(self, ring, specs):
-        key = ring if specs == self.specs else (ring, specs)
-        landing = self._landings.get(key)
-        if landing is None:
-            landing = self._landings[key] = Landing(self.model.backend, specs, ring)
-        return landing
+        return StreamEvaluation(model, landing, prefetcher, counted)
 
     def _describe(self, batch_size):
         return lambda task: f"the batch of positions {task[0]}:{task[1]} (batch " \
@@ -163,7 +128,9 @@ class HostArraySource:
             y = self._gather(self.y, rows, buffers[1], "y")
         checks.check_values(self.model, x, y, "x", x_rows)
         if len(buffers) > 2:
-            numpy.copyto(buffers[2], self._batch_weights(y, rows), casting="unsafe")
+            weights = None if self.weights is None else self.weights[rows]
+            numpy.copyto(buffers[2], checks.row_weights(self.model, y, weights,
+                                                        self.class_table), casting="unsafe")
         landing.send(slot, stop - start)
         return Staged(stop - start, slot, None, 0, stop - start, start // batch_size)
 
@@ -181,13 +148,6 @@ class HostArraySource:
         numpy.take(source, rows, axis=0, out=scratch, mode="clip")
         numpy.copyto(out, scratch, casting="unsafe")
         return scratch
-
-    def _batch_weights(self, y, rows):
-        weights = None if self.weights is None else self.weights[rows]
-        if self.class_table is not None:
-            by_class = checks.class_weights(self.model, y, self.class_table)
-            weights = by_class if weights is None else weights * by_class
-        return weights
 
     def split(self, at):
         """``(first, rest)``: the rows before ``at`` and from it (views, or selections)."""

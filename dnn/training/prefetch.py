@@ -20,6 +20,7 @@ import collections
 import queue
 import threading
 
+PREFETCH_DEPTH = 2  # batches a source's loaders prepare ahead of the step (by default)
 JOIN_S = 5.0  # how long close() waits for a loader thread to finish its current task
 # ... and after Ctrl-C, which should end the run at once: a loader still in a slow
 # task is left to finish it (its thread ends then, a daemon meanwhile).

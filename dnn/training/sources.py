@@ -11,17 +11,19 @@ also turns each segment into the batch the step reads.
 - ``SequenceSource`` and ``IterableSource`` (``batch_sources``): batches a user's
   object makes (a Keras-style sequence, a generator, a torch ``DataLoader``).
 
-Every source offers: ``rows`` (samples per epoch, None when unknown), ``weighted``
-(whether batches carry sample weights), ``agreement(replica)`` (the values every
-data-parallel rank must share), ``steps(batch_size, replica)`` (steps per epoch, or
-None), ``epoch(settings, epoch)`` (the feed, a context manager) and ``evaluation(model,
-batch_size, steps)`` (the evaluation batches, a context manager).
+Every source offers: ``rows`` (samples per epoch, None when unknown), ``specs`` (what
+a step reads, ``step_specs``), ``weighted`` (whether batches carry sample weights),
+``agreement(model, shard, batch_size)`` (the values every data-parallel rank must
+share), ``steps(batch_size, replica)`` (steps per epoch, or None), ``epoch(settings,
+epoch)`` (the feed, a context manager) and ``evaluation(model, batch_size, steps)`` (the
+evaluation batches, a context manager). A rank's part of any batch comes from
+``dnn.training.epoch_plan`` (``rank_share``), never from a source's own arithmetic.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from .epoch_plan import EpochPlan, epoch_order
+from .epoch_plan import EpochPlan, epoch_order, epoch_steps, evaluation_rows
 from .fingerprint import device_fingerprint
 
 
@@ -39,6 +41,25 @@ class EpochSettings:
     device_order: object
 
 
+def step_specs(model, x, y=None, weighted=False):
+    """``(trailing shape, dtype)`` of each array a step reads, for features like ``x`` and
+    targets like ``y`` (in the loss's layout; None: features only): the features in the
+    model's compute dtype, the targets in the loss's, and with ``weighted`` the sample
+    weights in the model's dtype."""
+    specs = [(tuple(x.shape[1:]), model.compute_dtype)]
+    if y is not None:
+        specs.append((tuple(y.shape[1:]), model.loss.target_dtype(model.dtype)))
+        if weighted:
+            specs.append(((), model.dtype))
+    return tuple(specs)
+
+
+def on_device(backend, arrays, specs):
+    """``arrays`` on the backend's device in the dtypes of ``specs`` (``step_specs``),
+    converted there (a copy only where the dtype or the place differs)."""
+    return tuple(backend.asarray(a, dtype=dtype) for a, (_, dtype) in zip(arrays, specs))
+
+
 def buffers_key(specs):
     """What the batch buffers of arrays like ``specs`` are cached under."""
     return ("batch",) + tuple((tuple(shape), dtype) for shape, dtype in specs)
@@ -53,7 +74,42 @@ def batch_buffers(model, rows, specs, key=None):
         be.empty((r,) + tuple(shape), dtype) for shape, dtype in specs))
 
 
-class ArraySource:
+class RowSource:
+    """What the sources of a known number of rows (``ArraySource``, ``HostArraySource``)
+    share. A subclass sets ``rows`` and gives ``fingerprint(model)``, its data's
+    ``{"fingerprint of <name>": int}`` (``dnn.training.fingerprint``); ``shard_rows``
+    is every rank's row count once ``agreement`` found shards."""
+
+    shard_rows = None
+
+    def steps(self, batch_size, replica):
+        """Steps per epoch: of the global batches, or with shards of this rank's."""
+        return epoch_steps(self.rows, batch_size, replica, self.shard_rows is not None)
+
+    def agreement(self, model, shard, batch_size):
+        """The values every rank must share (``Replica.check_same``): the rows and a
+        fingerprint of the data when ranks hold the same data. With shards (each rank
+        its own rows) only the steps, and every rank's rows are kept for the plan."""
+        replica = model.replica
+        if shard:
+            self.shard_rows = [int(r[0]) for r in replica.all_values([self.rows])]
+            return {"steps per epoch": self.steps(batch_size, replica)}
+        values = {"rows of x": self.rows}
+        # Ranks that share out the same global batches must hold the same data. Alone
+        # there is no one to compare a fingerprint with, and it costs a pass over the
+        # data (reductions and a sample read back): the one branch left on it.
+        if replica.shares_batches:
+            values.update(self.fingerprint(model))
+        return values
+
+    def evaluated_rows(self, model, batch_size, steps, split):
+        """``(first, last, rows_total)`` of an evaluation (``epoch_plan.evaluation_rows``)
+        of at most ``steps`` batches."""
+        total = self.rows if steps is None else min(self.rows, steps * batch_size)
+        return evaluation_rows(total, model.replica, split, self.shard_rows is not None)
+
+
+class ArraySource(RowSource):
     """Device arrays of one data set: features, targets, and per-sample weights (or
     None), the same number of rows each."""
 
@@ -66,26 +122,9 @@ class ArraySource:
         self.weighted = weights is not None
         self.specs = tuple((a.shape[1:], a.dtype) for a in self.arrays)
         self.buffers_key = buffers_key(self.specs)
-        self.shard_rows = None  # with shards: every rank's row count (see agreement)
 
-    def steps(self, batch_size, replica):
-        """Steps per epoch: of the global batches, or with shards of this rank's."""
-        world = 1 if self.shard_rows is not None else replica.world_size
-        return -(-self.rows // (batch_size * world))
-
-    def agreement(self, model, shard, batch_size):
-        """The values every rank must share (``Replica.check_same``): the rows and a
-        fingerprint of the data when ranks hold the same data. With shards (each rank
-        its own rows) only the steps, and every rank's rows are kept for the plan."""
-        replica = model.replica
-        if shard:
-            self.shard_rows = [int(r[0]) for r in replica.all_values([self.rows])]
-            return {"steps per epoch": self.steps(batch_size, replica)}
-        values = {"rows of x": self.rows}
-        if replica.world_size > 1:
-            values.update(device_fingerprint(model.backend, self.arrays,
-                                             ("x", "y", "sample_weight")))
-        return values
+    def fingerprint(self, model):
+        return device_fingerprint(model.backend, self.arrays, ("x", "y", "sample_weight"))
 
     def epoch(self, settings, epoch):
         order = epoch_order(self.rows, settings.model.seed, epoch, settings.shuffle)
@@ -159,15 +198,8 @@ class _ArrayEvaluation:
     def __init__(self, source, model, batch_size, steps, split):
         self.source, self.model = source, model
         self.batch_size, self.steps = batch_size, steps
-        total = source.rows if steps is None else min(source.rows, steps * batch_size)
-        if not split:
-            self.first, self.last, self.rows_total = 0, total, total
-        elif source.shard_rows is None:
-            self.first, self.last = model.replica.evaluation_rows(total)
-            self.rows_total = total
-        else:  # each rank its own rows; the trainer adds up every rank's count
-            self.first, self.last = 0, total
-            self.rows_total = None
+        self.first, self.last, self.rows_total = source.evaluated_rows(model, batch_size,
+                                                                       steps, split)
 
     def __enter__(self):
         return self

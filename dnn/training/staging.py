@@ -23,15 +23,21 @@ from __future__ import annotations
 import numpy
 
 
+def _specs(specs):
+    return tuple((tuple(shape), numpy.dtype(dtype)) for shape, dtype in specs)
+
+
 class Landing:
     """The ring of ``ring`` slots for batches of arrays described by ``specs``: one
     ``(trailing shape, dtype)`` per array (x, then y and the sample weights when the
-    batches carry them), on ``backend``."""
+    batches carry them), on ``backend``. ``abandoned``: set when a loader that writes
+    its slots could not be stopped; it is then never handed out again (``Landings``)."""
 
     def __init__(self, backend, specs, ring):
         self.backend = backend
-        self.specs = tuple((tuple(shape), numpy.dtype(dtype)) for shape, dtype in specs)
+        self.specs = _specs(specs)
         self.ring = ring
+        self.abandoned = False
         # Where the step computes on host arrays, they are the batch.
         self.on_device = not backend.is_native(numpy.empty(0))
         self._host = [None] * ring
@@ -81,6 +87,22 @@ class Landing:
         slot's next copy waits for them."""
         if self.on_device:
             self._consumed[slot] = self.backend.record_event(None, self._consumed[slot])
+
+
+class Landings:
+    """A source's landings, one per ``(ring, specs)``, reused by its epochs and
+    evaluations (their buffers stay allocated); an abandoned one is replaced."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self._landings = {}
+
+    def get(self, ring, specs):
+        key = (ring, _specs(specs))
+        landing = self._landings.get(key)
+        if landing is None or landing.abandoned:
+            landing = self._landings[key] = Landing(self.backend, specs, ring)
+        return landing
 
 
 def batch_into(backend, batch, buffers, offset=0):

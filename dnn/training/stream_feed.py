@@ -16,7 +16,7 @@ import collections
 
 import numpy
 
-from .epoch_plan import WHOLE, Segment, Share, split_rows
+from .epoch_plan import WHOLE, Segment, rank_share, split_batch
 from .prefetch import INTERRUPTED_JOIN_S, JOIN_S
 from .sources import batch_buffers, buffers_key
 from .staging import batch_into
@@ -39,10 +39,8 @@ class StreamFeed:
         self._key = buffers_key(self.specs)
         self._held = []  # what the current segment reads
         self.ended_early = False  # the data ended before the epoch's known steps
-        # Whether leaving the feed stops its loaders (else they serve the next epoch),
-        # and what to call when one of them could not be stopped (its slots are lost).
+        # Whether leaving the feed stops its loaders (else they serve the next epoch).
         self.owns_prefetcher = True
-        self.on_abandoned = None
         self.after_close = None  # called once the loaders stopped (a sequence's hook)
 
     def take(self):
@@ -106,8 +104,8 @@ class StreamFeed:
     def __exit__(self, kind, *exc):
         self.release_held()
         wait = INTERRUPTED_JOIN_S if kind is KeyboardInterrupt else JOIN_S
-        if self.owns_prefetcher and not self.prefetcher.close(wait) and self.on_abandoned:
-            self.on_abandoned()
+        if self.owns_prefetcher and not self.prefetcher.close(wait):
+            self.landing.abandoned = True  # a loader may still write its slots
         if self.after_close is not None:
             self.after_close()
         return False
@@ -224,12 +222,14 @@ class ArrivingFeed(StreamFeed):
         """``(staged, share, global rows)`` of the next step's batch, agreed across
         ranks; None when the data ended (on every rank)."""
         staged = self.take()
-        if self.replica.world_size == 1 and not self.replica.lockstep:
-            if staged is None:
-                return None
-            agreed = (staged, WHOLE, staged.rows)
-        else:
+        # Ranks in lockstep take every decision at the same step, the end of the data
+        # and each rank's share included: the replica says so, not a count of ranks.
+        if self.replica.lockstep:
             agreed = self._agree(staged, step)
+        elif staged is None:
+            return None
+        else:  # alone: no one to agree with, the batch is the step's whole batch
+            agreed = (staged, WHOLE, staged.rows)
         if agreed is not None and self._full is None:
             self._full = (agreed[0].rows, agreed[1], agreed[2])
         return agreed
@@ -248,9 +248,9 @@ class ArrivingFeed(StreamFeed):
                 f"{step} batches, while other ranks had more: every rank must give the "
                 f"same number of batches per epoch (pass steps_per_epoch= to stop every "
                 f"rank at the same step)")
-        if self.shard:
-            total = sum(held)
-            return staged, Share(staged.rows / total, sum(held[:replica.rank])), total
+        if self.shard:  # the global batch: every rank's batch of this step, in rank order
+            share, total = rank_share(held, replica)
+            return staged, share, total
         if len({(int(r[0]), int(r[1])) for r in table}) > 1:
             raise ValueError(
                 f"fit: batch {staged.index}: expected the same batch on every rank (shard="
@@ -258,5 +258,4 @@ class ArrivingFeed(StreamFeed):
                 f"batch); got {', '.join(f'rank {r}: {h} rows' for r, h in enumerate(held))}"
                 f"{' with different values' if len(set(held)) == 1 else ''}. Pass "
                 f"shard=True when each rank reads its own part of the data")
-        start, _ = split_rows(staged.total, replica.world_size, replica.rank)
-        return staged, Share(staged.rows / staged.total, start), staged.total
+        return staged, split_batch(staged.total, replica)[2], staged.total
