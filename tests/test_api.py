@@ -293,7 +293,18 @@ def test_summary_names_backend_device_and_dtype(use, capsys):
     assert f"Backend: {use.name}" in out and "dtype: float64" in out
 
 
-def test_ctrl_c_stops_after_the_step_and_returns_history(use):
+@pytest.fixture
+def sigint_default():
+    """SIGINT as an interactive Python has it, whatever this test process inherited (a
+    shell script's background job starts with SIGINT ignored)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_stops_after_the_step_and_returns_history(use, sigint_default):
     import signal
 
     x, y = make_moons(320, seed=0)
@@ -312,6 +323,30 @@ def test_ctrl_c_stops_after_the_step_and_returns_history(use):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     again = model.fit(x, y, epochs=1, verbose=0)  # still usable
     assert not again.interrupted and len(again.history["loss"]) == 1
+
+
+def test_fit_leaves_an_ignored_ctrl_c_ignored():
+    """A run started with SIGINT ignored (a job a shell script starts with &) keeps
+    ignoring it."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        x, y = make_moons(64, seed=0)
+        seen = []
+
+        class Look(dnn.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                seen.append(signal.getsignal(signal.SIGINT))
+                signal.raise_signal(signal.SIGINT)  # ignored: training goes on
+
+        history = small_model().fit(x, y, epochs=2, batch_size=32, verbose=0,
+                                    callbacks=[Look()])
+        assert not history.interrupted and len(history.history["loss"]) == 2
+        assert seen and all(handler is signal.SIG_IGN for handler in seen)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_every_attribute_is_declared_in_init(use):
